@@ -1,0 +1,449 @@
+"""Read, validate and write the SENSORIUM 2022 file tree (SPEC section 1.2), from a folder or a ``.zip``.
+
+Everything is validated before a :class:`~pipeline.data.recording.Recording` is returned; every problem
+raises :class:`RecordingFormatError` naming the file, the field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pipeline.data.recording import (
+    NEURON_FIELDS,
+    STATISTICS,
+    TIERS,
+    TRIAL_FIELDS,
+    TRIAL_VARIABLES,
+    Recording,
+    data_key_from_name,
+    data_key_from_neurons,
+)
+
+_TRIAL_FILE = re.compile(r"(\d+)\.npy")
+# files that belong to the recording's content (config.json is written by the loaders; not content)
+_CONTENT_PREFIXES = ("data/", "meta/")
+
+
+class RecordingFormatError(ValueError):
+    """A recording is not in the SENSORIUM 2022 format.
+
+    Attributes:
+        source: the folder or zip file.
+        where: the file or folder inside the recording.
+        expected: what the format requires.
+        found: what is there.
+    """
+
+    def __init__(self, source: str | Path, where: str, expected: str, found: str) -> None:
+        self.source, self.where, self.expected, self.found = str(source), where, expected, found
+        super().__init__(f"{source}: {where}: expected {expected}, found {found}")
+
+
+# --------------------------------------------------------------------------------------------------
+# sources: a folder or a zip, seen as relative POSIX paths -> bytes
+# --------------------------------------------------------------------------------------------------
+
+
+class _Source:
+    """Uniform read access to the files of a recording, relative to its root folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name.removesuffix(".zip")
+
+    def files(self) -> list[str]:
+        raise NotImplementedError
+
+    def read(self, rel: str) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release open handles."""
+
+
+class _FolderSource(_Source):
+    def files(self) -> list[str]:
+        root = self.path
+        out = []
+        for dirpath, _dirs, names in os.walk(root):
+            for name in names:
+                if not name.startswith("."):
+                    out.append(Path(dirpath, name).relative_to(root).as_posix())
+        return out
+
+    def read(self, rel: str) -> bytes:
+        return (self.path / rel).read_bytes()
+
+
+class _ZipSource(_Source):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise RecordingFormatError(path, "(zip archive)", "a readable zip archive", f"{err}") from err
+        names = [n for n in self._zip.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+        # The real archives contain one top folder static<key>-GrayImageNet-<hash>/; accept a bare tree too.
+        tops = {PurePosixPath(n).parts[0] for n in names}
+        self._root = ""
+        if len(tops) == 1 and not any(n.startswith(_CONTENT_PREFIXES) for n in names):
+            self._root = tops.pop() + "/"
+            self.name = self._root.rstrip("/")
+        self._names = {n[len(self._root) :]: n for n in names if n.startswith(self._root)}
+
+    def files(self) -> list[str]:
+        return [n for n in self._names if not PurePosixPath(n).name.startswith(".")]
+
+    def read(self, rel: str) -> bytes:
+        try:
+            return self._zip.read(self._names[rel])
+        except (zipfile.BadZipFile, EOFError, OSError, zlib_error()) as err:
+            raise RecordingFormatError(
+                self.path, rel, "an intact member of the zip archive", f"a damaged member ({err})"
+            ) from err
+
+    def close(self) -> None:
+        self._zip.close()
+
+
+def zlib_error() -> type[Exception]:
+    import zlib
+
+    return zlib.error
+
+
+def _open(path: Path) -> _Source:
+    if not path.exists():
+        raise RecordingFormatError(
+            path, "(recording)", "a recording folder or .zip file", "nothing at this path"
+        )
+    if path.is_dir():
+        return _FolderSource(path)
+    if path.suffix == ".zip":
+        return _ZipSource(path)
+    raise RecordingFormatError(
+        path, "(recording)", "a folder or a .zip file", f"a file with suffix {path.suffix!r}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_npy(src: _Source, rel: str, data: bytes) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err) and rel.startswith("meta/"):
+            # Some meta arrays of real recordings may hold Python strings (object arrays): read them,
+            # then turn them into plain unicode arrays. Never for data/ files.
+            arr = np.load(io.BytesIO(data), allow_pickle=True)
+            return arr.astype(str)
+        raise RecordingFormatError(src.path, rel, "a .npy array", f"an unreadable file ({err})") from err
+    except Exception as err:  # noqa: BLE001 - any parse failure is a format error
+        raise RecordingFormatError(src.path, rel, "a .npy array", f"an unreadable file ({err})") from err
+
+
+def _check_finite(src: _Source, rel: str, arr: np.ndarray) -> None:
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+        raise RecordingFormatError(src.path, rel, "finite values", f"{n_nan} NaN and {n_inf} infinite values")
+
+
+def _check_numeric(src: _Source, rel: str, arr: np.ndarray) -> None:
+    if arr.dtype.kind not in "biuf":
+        raise RecordingFormatError(src.path, rel, "a numeric array", f"dtype {arr.dtype}")
+
+
+def read_recording(path: str | Path, *, progress: bool = True) -> Recording:
+    """Read and validate a recording from its folder or ``.zip``.
+
+    Args:
+        path: ``static<key>-GrayImageNet-<hash>`` folder or ``.zip``.
+        progress: show a progress bar over the per-trial files.
+
+    Returns:
+        The validated recording with its content checksum.
+
+    Raises:
+        RecordingFormatError: the first problem found (file, field, expected, found).
+    """
+    path = Path(path)
+    src = _open(path)
+    try:
+        return _read(src, progress)
+    finally:
+        src.close()
+
+
+def _read(src: _Source, progress: bool) -> Recording:
+    files = sorted(f for f in src.files() if f.startswith(_CONTENT_PREFIXES))
+    digest = hashlib.sha256()
+
+    def load(rel: str) -> np.ndarray:
+        data = src.read(rel)
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        return _load_npy(src, rel, data)
+
+    # ---- which trial files exist, per variable
+    indices: dict[str, dict[int, str]] = {}
+    for var in TRIAL_VARIABLES:
+        folder = f"data/{var}/"
+        entries = [f for f in files if f.startswith(folder)]
+        if not entries:
+            raise RecordingFormatError(
+                src.path, f"data/{var}", "a folder of per-trial <i>.npy files", "nothing"
+            )
+        found: dict[int, str] = {}
+        for rel in entries:
+            m = _TRIAL_FILE.fullmatch(rel[len(folder) :])
+            if m is None:
+                raise RecordingFormatError(
+                    src.path, rel, "a file named <trial index>.npy", "another file name"
+                )
+            found[int(m.group(1))] = rel
+        indices[var] = found
+    reference = max(TRIAL_VARIABLES, key=lambda v: len(indices[v]))
+    T = len(indices[reference])
+    expected_ids = set(range(T))
+    for var, found in indices.items():
+        missing = sorted(expected_ids - set(found))
+        extra = sorted(set(found) - expected_ids)
+        if missing:
+            shown = ", ".join(f"{i}.npy" for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise RecordingFormatError(
+                src.path,
+                f"data/{var}",
+                f"{T} trial files 0..{T - 1}.npy (as in data/{reference})",
+                f"{len(missing)} missing: {shown}",
+            )
+        if extra:
+            raise RecordingFormatError(
+                src.path, f"data/{var}", f"trial files 0..{T - 1}.npy", f"unexpected indices {extra[:5]}"
+            )
+
+    # ---- meta first: it fixes N and T, so per-trial shapes can be checked as they are read
+    neurons = _read_meta_folder(src, files, "meta/neurons", NEURON_FIELDS, load)
+    trials = _read_meta_folder(src, files, "meta/trials", TRIAL_FIELDS, load)
+    N = len(np.asarray(neurons["unit_ids"]).ravel())
+    for name in NEURON_FIELDS:
+        want = (N, 3) if name == "cell_motor_coordinates" else (N,)
+        if neurons[name].shape != want:
+            raise RecordingFormatError(
+                src.path,
+                f"meta/neurons/{name}.npy",
+                f"shape {want} (N = len(unit_ids))",
+                f"shape {neurons[name].shape}",
+            )
+    _check_finite(src, "meta/neurons/cell_motor_coordinates.npy", neurons["cell_motor_coordinates"])
+    for name, arr in trials.items():
+        if arr.ndim < 1 or arr.shape[0] != T:
+            raise RecordingFormatError(
+                src.path, f"meta/trials/{name}.npy", f"one entry per trial ({T})", f"shape {arr.shape}"
+            )
+    tiers = trials["tiers"].astype(str)
+    unknown = sorted(set(np.unique(tiers)) - set(TIERS))
+    if unknown:
+        raise RecordingFormatError(
+            src.path, "meta/trials/tiers.npy", f"tiers from {list(TIERS)}", f"{unknown}"
+        )
+    trials["tiers"] = tiers
+    image_ids = trials["frame_image_id"]
+    if image_ids.dtype.kind not in "iu" and not (
+        image_ids.dtype.kind == "f" and np.all(np.mod(image_ids, 1) == 0)
+    ):
+        raise RecordingFormatError(
+            src.path, "meta/trials/frame_image_id.npy", "integer image ids", f"dtype {image_ids.dtype}"
+        )
+    parse_timestamps(trials["frame_trial_ts"], source=src.path)  # validates; the raw strings are kept
+
+    # ---- per-trial data, merged
+    merged: dict[str, np.ndarray] = {}
+    bar = tqdm(total=T * len(TRIAL_VARIABLES), desc=f"reading {src.name}", unit="file", disable=not progress)
+    for var, pattern in TRIAL_VARIABLES.items():
+        want = tuple(N if (var == "responses") else s for s in pattern)
+        out: np.ndarray | None = None
+        for i in range(T):
+            rel = indices[var][i]
+            arr = load(rel)
+            if out is None:
+                if var == "images" and (arr.ndim != 3 or arr.shape[0] != 1 or min(arr.shape) < 1):
+                    raise RecordingFormatError(
+                        src.path, rel, "shape (1, height, width)", f"shape {arr.shape}"
+                    )
+                want = arr.shape if var == "images" else want
+                _check_numeric(src, rel, arr)
+                out = np.empty((T, *want), dtype=arr.dtype)
+            if arr.shape != want:
+                raise RecordingFormatError(src.path, rel, f"shape {want}", f"shape {arr.shape}")
+            if arr.dtype != out.dtype:
+                _check_numeric(src, rel, arr)
+            _check_finite(src, rel, arr)
+            out[i] = arr
+            bar.update()
+        merged[var] = out
+    bar.close()
+
+    # ---- statistics
+    statistics: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    sizes = {"images": None, "responses": N, "behavior": 3, "pupil_center": 2}
+    for var, size in sizes.items():
+        statistics[var] = {}
+        variants = sorted(
+            {f.split("/")[3] for f in files if f.startswith(f"meta/statistics/{var}/") and f.count("/") == 4}
+        )
+        if "all" not in variants:
+            raise RecordingFormatError(
+                src.path, f"meta/statistics/{var}/all", "a folder with min/max/mean/median/std.npy", "nothing"
+            )
+        for variant in variants:
+            statistics[var][variant] = {}
+            for stat in STATISTICS:
+                rel = f"meta/statistics/{var}/{variant}/{stat}.npy"
+                if rel not in files:
+                    raise RecordingFormatError(src.path, rel, "a statistics file", "no file")
+                arr = load(rel)
+                ok = arr.size == 1 if size is None else arr.shape == (size,)
+                if not ok:
+                    want = "a scalar" if size is None else f"shape ({size},)"
+                    raise RecordingFormatError(src.path, rel, want, f"shape {arr.shape}")
+                _check_numeric(src, rel, arr)
+                _check_finite(src, rel, arr)
+                statistics[var][variant][stat] = arr
+
+    data_key = data_key_from_name(src.name) or data_key_from_neurons(neurons)
+    return Recording(
+        data_key=data_key,
+        images=merged["images"],
+        responses=merged["responses"],
+        behavior=merged["behavior"],
+        pupil_center=merged["pupil_center"],
+        neurons=neurons,
+        trials=trials,
+        statistics=statistics,
+        checksum=digest.hexdigest(),
+        extra={"folder_name": src.name},
+    )
+
+
+def _read_meta_folder(src: _Source, files: list[str], folder: str, required: tuple[str, ...], load) -> dict:
+    entries = {
+        PurePosixPath(f).stem: f
+        for f in files
+        if f.startswith(folder + "/") and f.count("/") == 2 and f.endswith(".npy")
+    }
+    missing = [name for name in required if name not in entries]
+    if missing:
+        raise RecordingFormatError(
+            src.path, f"{folder}/{missing[0]}.npy", f"the arrays {list(required)}", f"{missing} missing"
+        )
+    return {name: load(rel) for name, rel in sorted(entries.items())}
+
+
+_TS_WRAPPED = re.compile(r"Timestamp\('(.+)'\)")
+
+
+def parse_timestamps(values: np.ndarray, *, source: str | Path = "") -> np.ndarray:
+    """Parse ``frame_trial_ts`` to ``datetime64[us]``.
+
+    Accepts datetime64 arrays and strings written as ``Timestamp('YYYY-MM-DD HH:MM:SS')`` (the real
+    recordings) or plain ISO text.
+
+    Args:
+        values: (T,) timestamps.
+
+    Returns:
+        (T,) ``datetime64[us]``.
+    """
+    if values.dtype.kind == "M":
+        return values.astype("datetime64[us]")
+    out = np.empty(len(values), dtype="datetime64[us]")
+    for i, v in enumerate(values.astype(str)):
+        m = _TS_WRAPPED.fullmatch(v.strip())
+        text = (m.group(1) if m else v.strip()).replace(" ", "T")
+        try:
+            out[i] = np.datetime64(text, "us")
+        except ValueError as err:
+            raise RecordingFormatError(
+                source,
+                "meta/trials/frame_trial_ts.npy",
+                "timestamps like Timestamp('2019-07-01 10:00:00')",
+                f"{str(v)!r} at trial {i}",
+            ) from err
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------
+
+
+def _iter_files(rec: Recording) -> Iterator[tuple[str, np.ndarray]]:
+    for var in TRIAL_VARIABLES:
+        arr = rec.trial_variable(var)
+        for i in range(rec.n_trials):
+            yield f"data/{var}/{i}.npy", arr[i]
+    for name, arr in rec.neurons.items():
+        yield f"meta/neurons/{name}.npy", arr
+    for name, arr in rec.trials.items():
+        yield f"meta/trials/{name}.npy", arr
+    for var, variants in rec.statistics.items():
+        for variant, stats in variants.items():
+            for stat, arr in stats.items():
+                yield f"meta/statistics/{var}/{variant}/{stat}.npy", arr
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_recording(rec: Recording, folder: str | Path, *, make_zip: bool = True) -> tuple[Path, Path | None]:
+    """Write ``rec`` as a SENSORIUM file tree (and its ``.zip`` with the folder as top entry).
+
+    Both are written under a temporary name and renamed, so a crash never leaves half a recording.
+
+    Args:
+        rec: the recording.
+        folder: target folder, e.g. ``out/static27204-5-13-GrayImageNet-<hash>``.
+        make_zip: also write ``<folder>.zip`` beside it.
+
+    Returns:
+        (folder path, zip path or None).
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for rel, arr in _iter_files(rec):
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(_npy_bytes(arr))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    zip_path = None
+    if make_zip:
+        zip_path = folder.with_name(folder.name + ".zip")
+        tmp_zip = zip_path.with_name(f".{zip_path.name}.tmp")
+        with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for rel, _arr in _iter_files(rec):
+                zf.write(folder / rel, f"{folder.name}/{rel}")
+        tmp_zip.replace(zip_path)
+    return folder, zip_path

@@ -1,0 +1,53 @@
+"""``make demo``: the main job end to end on the embedded database and synthetic data.
+
+Steps (each timed): synthesise two recordings with ground truth (the second competition-style), ingest
+them (validation, merge, store, trial order), and show what the database holds.
+
+Run with ``python -m pipeline.demo``; state goes to ``$SENSORIUM_HOME`` (default ``./.sensorium``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+
+from pipeline.cli import main as cli
+
+_timings: list[tuple[str, float]] = []
+
+
+@contextmanager
+def step(name: str):
+    sys.stdout.write(f"\n== {name}\n")
+    sys.stdout.flush()
+    start = time.perf_counter()
+    yield
+    _timings.append((name, time.perf_counter() - start))
+
+
+def _run(argv: list[str]) -> None:
+    code = cli(argv)
+    if code:
+        raise SystemExit(f"demo step failed: sensorium {' '.join(argv)} (exit {code})")
+
+
+def run(run_cli: Callable[[list[str]], None] = _run) -> None:
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    data = settings.data_root / "demo"
+    with step("synthesise 2 recordings (sensorium synth)"):
+        run_cli(["synth", "--out", str(data), "--mice", "2", "--seed", "0", "--competition"])
+    with step("ingest (sensorium ingest)"):
+        run_cli(["ingest", "-q", *sorted(str(p) for p in data.glob("*.zip"))])
+    with step("database (sensorium db status)"):
+        run_cli(["db", "status"])
+    sys.stdout.write("\n== timings\n")
+    for name, seconds in _timings:
+        sys.stdout.write(f"  {name:<50} {seconds:7.1f} s\n")
+
+
+if __name__ == "__main__":
+    run()

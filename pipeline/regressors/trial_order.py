@@ -1,0 +1,65 @@
+"""Trial order in time from the presentation timestamps (SPEC 3c step 1, bug fix of SPEC 8.1).
+
+File indices are a random permutation of the presentation order and ``trial_idx`` is hashed in the
+competition recordings, so the order comes from ``frame_trial_ts`` (1-second resolution). The winner
+sorted with an unstable ``np.argsort``, leaving trials within the same second in arbitrary order; here the
+sort is stable (ties keep ascending file index), so the result is reproducible. Where ``trial_idx`` is
+numeric (the true presentation order) the result is checked against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.data.recording import trial_idx_numeric
+
+
+@dataclass(frozen=True)
+class TrialOrderResult:
+    """Time order of the trials of one recording.
+
+    Attributes:
+        sort_id: (T,) file indices in time order.
+        rank: (T,) time rank of each file index (inverse permutation of ``sort_id``).
+        n_tied: number of trials that share their timestamp with another trial.
+        trial_idx_numeric: whether ``trial_idx`` could be checked (not hashed).
+        consistent: timestamps never decrease along ``trial_idx`` order (None when hashed).
+        n_rank_mismatch: trials whose timestamp rank differs from their ``trial_idx`` rank; nonzero only
+            inside tied seconds when ``consistent`` (None when hashed).
+    """
+
+    sort_id: np.ndarray
+    rank: np.ndarray
+    n_tied: int
+    trial_idx_numeric: bool
+    consistent: bool | None
+    n_rank_mismatch: int | None
+
+
+def trial_order(timestamps: np.ndarray, trial_idx: np.ndarray) -> TrialOrderResult:
+    """Recover the presentation order.
+
+    Args:
+        timestamps: (T,) ``datetime64`` presentation times (see ``pipeline.data.format.parse_timestamps``).
+        trial_idx: (T,) ``meta/trials/trial_idx`` as stored (integers or hashed strings).
+
+    Returns:
+        The order, with the number of ties and the check against ``trial_idx``.
+    """
+    ts = np.asarray(timestamps).astype("datetime64[us]").astype(np.int64)
+    sort_id = np.argsort(ts, kind="stable")
+    rank = np.empty_like(sort_id)
+    rank[sort_id] = np.arange(len(sort_id))
+    _, inverse, counts = np.unique(ts, return_inverse=True, return_counts=True)
+    n_tied = int((counts[inverse] > 1).sum())
+
+    numeric = trial_idx_numeric(np.asarray(trial_idx))
+    if numeric is None:
+        return TrialOrderResult(sort_id, rank, n_tied, False, None, None)
+    true_order = np.argsort(numeric, kind="stable")
+    consistent = bool(np.all(np.diff(ts[true_order]) >= 0))
+    true_rank = np.empty_like(true_order)
+    true_rank[true_order] = np.arange(len(true_order))
+    return TrialOrderResult(sort_id, rank, n_tied, True, consistent, int((true_rank != rank).sum()))

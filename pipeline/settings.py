@@ -1,0 +1,117 @@
+"""The one reader of environment variables.
+
+Everything that depends on where the project keeps its state is derived from a :class:`Settings`
+object built here, so that a new ``SENSORIUM_HOME`` is a fresh world (database, object store, caches).
+
+Variables
+---------
+SENSORIUM_HOME       root of local state (default ``./.sensorium``): ``db/`` (embedded PostgreSQL),
+                     ``store/`` (DataJoint object store), ``cache/`` (merged recordings), ``data/``.
+SENSORIUM_DB_PREFIX  schema-name prefix (default ``sensorium_``).
+SENSORIUM_DATA       root that recordings are referenced from (default ``$SENSORIUM_HOME/data``).
+SENSORIUM_STORE      JSON object: a DataJoint store spec replacing the local file store, e.g.
+                     ``{"protocol": "s3", "endpoint": "...", "bucket": "...", "location": "...",
+                     "access_key": "...", "secret_key": "..."}``.
+DJ_HOST, DJ_PORT, DJ_USER, DJ_PASS
+                     an existing PostgreSQL server. When ``DJ_HOST`` is unset an embedded server
+                     (``pgserver``) is started or attached under ``$SENSORIUM_HOME/db``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STORE_NAME = "sensorium"  # name of the DataJoint store every `<npy@...>` attribute uses
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the PostgreSQL server is. ``embedded`` means: start/attach pgserver at ``host``."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    embedded: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; build with :func:`load_settings`."""
+
+    home: Path
+    db_prefix: str
+    data_root: Path
+    database: DatabaseSettings
+    store_spec: dict = field(default_factory=dict)
+
+    @property
+    def db_dir(self) -> Path:
+        """Data folder of the embedded PostgreSQL server."""
+        return self.home / "db"
+
+    @property
+    def store_dir(self) -> Path:
+        """Default location of the object store (when ``SENSORIUM_STORE`` is not set)."""
+        return self.home / "store"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Merged-array caches of recordings, keyed by content checksum."""
+        return self.home / "cache"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``env`` (default: ``os.environ``).
+
+    Raises:
+        SettingsError: a variable is malformed (the message names it).
+    """
+    env = os.environ if env is None else env
+    home = Path(env.get("SENSORIUM_HOME") or ".sensorium").expanduser().resolve()
+    prefix = env.get("SENSORIUM_DB_PREFIX", "sensorium_")
+    if not prefix.replace("_", "").isalnum() or not prefix[0].isalpha() or prefix != prefix.lower():
+        raise SettingsError(
+            f"SENSORIUM_DB_PREFIX={prefix!r}: expected lower-case letters, digits and '_', "
+            "starting with a letter (it becomes part of PostgreSQL schema names)"
+        )
+    data_root = Path(env.get("SENSORIUM_DATA") or home / "data").expanduser().resolve()
+
+    host = env.get("DJ_HOST", "")
+    if host:
+        try:
+            port = int(env.get("DJ_PORT", "5432"))
+        except ValueError as err:
+            raise SettingsError(f"DJ_PORT={env.get('DJ_PORT')!r}: expected an integer port") from err
+        database = DatabaseSettings(
+            host=host,
+            port=port,
+            user=env.get("DJ_USER", "postgres"),
+            password=env.get("DJ_PASS", ""),
+            embedded=False,
+        )
+    else:
+        # pgserver listens on a Unix socket inside its data folder; trust auth, any password.
+        database = DatabaseSettings(
+            host=str(home / "db"), port=5432, user="postgres", password="embedded", embedded=True
+        )
+
+    store_spec: dict = {"protocol": "file", "location": str(home / "store")}
+    if env.get("SENSORIUM_STORE"):
+        try:
+            store_spec = json.loads(env["SENSORIUM_STORE"])
+        except json.JSONDecodeError as err:
+            raise SettingsError(f"SENSORIUM_STORE is not valid JSON: {err}") from err
+        if not isinstance(store_spec, dict) or "protocol" not in store_spec:
+            raise SettingsError("SENSORIUM_STORE: expected a JSON object with at least a 'protocol' key")
+    return Settings(
+        home=home, db_prefix=prefix, data_root=data_root, database=database, store_spec=store_spec
+    )

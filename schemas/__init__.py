@@ -1,0 +1,147 @@
+"""DataJoint tables of the pipeline.
+
+Importing has no side effects: the schemas are unbound until :func:`activate` binds them (in dependency
+order) to ``<prefix><name>`` on a connection from :func:`connect`.
+
+Example::
+
+    import schemas
+    schemas.activate()                 # embedded PostgreSQL under $SENSORIUM_HOME, prefix from settings
+    from schemas.data import Scan
+    Scan.Trial & {"tier": "test"}
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from pipeline.settings import STORE_NAME, Settings, load_settings
+
+if TYPE_CHECKING:
+    import datajoint as dj
+
+#: schema modules in dependency order; each defines ``schema = dj.Schema()``
+SCHEMA_MODULES = ("data",)
+
+_state: dict = {"prefix": None, "connection": None, "settings": None}
+
+
+def _quiet_imports() -> None:
+    """Import DataJoint and pgserver without their start-up noise.
+
+    DataJoint warns at import that no ``datajoint.json`` exists (settings come from here instead) and
+    logs every connection at INFO; platformdirs (via pgserver) warns about the runtime folder.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import datajoint  # noqa: F401
+        import pgserver  # noqa: F401
+    logging.getLogger("datajoint").setLevel(logging.WARNING)
+
+
+# The schema modules import DataJoint at their top; importing it here first keeps that silent.
+_quiet_imports()
+
+
+def connect(settings: Settings | None = None) -> dj.Connection:
+    """A connection to the configured PostgreSQL (starting the embedded one when no host is set).
+
+    The connection carries its own DataJoint config (``dj.Instance``), with the object store named
+    ``sensorium`` pointing at ``$SENSORIUM_HOME/store`` or at ``SENSORIUM_STORE``.
+    """
+    _quiet_imports()
+    import datajoint as dj
+
+    from pipeline.database import ensure_embedded_server
+
+    settings = settings or load_settings()
+    db = settings.database
+    host = ensure_embedded_server(settings.db_dir) if db.embedded else db.host
+    spec = dict(settings.store_spec)
+    if spec.get("protocol") == "file":
+        Path(spec["location"]).mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No datajoint.json found")
+        instance = dj.Instance(
+            host=host,
+            user=db.user,
+            password=db.password,
+            port=db.port,
+            backend="postgresql",
+            use_tls=False if db.embedded else None,
+            stores={"default": STORE_NAME, STORE_NAME: spec},
+            safemode=False,
+            loglevel="WARNING",
+        )
+    return instance.connection
+
+
+def modules() -> list[ModuleType]:
+    """The schema modules, in dependency order."""
+    return [importlib.import_module(f"schemas.{name}") for name in SCHEMA_MODULES]
+
+
+def activate(
+    prefix: str | None = None, connection: dj.Connection | None = None, settings: Settings | None = None
+) -> dj.Connection:
+    """Bind every schema to ``<prefix><name>``, creating schemas and tables when missing.
+
+    Calling it again with the same prefix does nothing; a process can serve one prefix only (DataJoint
+    schema objects are bound once).
+
+    Returns:
+        The connection the schemas are bound to.
+    """
+    settings = settings or load_settings()
+    prefix = settings.db_prefix if prefix is None else prefix
+    if _state["prefix"] is not None:
+        if _state["prefix"] != prefix:
+            raise RuntimeError(
+                f"schemas are already active with prefix {_state['prefix']!r}; "
+                f"a process can serve one prefix (asked for {prefix!r})"
+            )
+        return _state["connection"]
+    connection = connection or connect(settings)
+    _quiet_imports()
+    for module in modules():
+        module.schema.activate(f"{prefix}{module.__name__.split('.')[-1]}", connection=connection)
+    _state.update(prefix=prefix, connection=connection, settings=settings)
+    return connection
+
+
+def active_settings() -> Settings:
+    """Settings of the active binding (after :func:`activate`)."""
+    if _state["settings"] is None:
+        raise RuntimeError("call schemas.activate() first")
+    return _state["settings"]
+
+
+def drop(prefix: str, connection: dj.Connection | None = None) -> None:
+    """Drop every schema ``<prefix><name>`` with all its tables (reverse dependency order)."""
+    connection = connection or connect()
+    for name in reversed(SCHEMA_MODULES):
+        connection.query(f'DROP SCHEMA IF EXISTS "{prefix}{name}" CASCADE')
+
+
+def table_counts(connection: dj.Connection, prefix: str) -> dict[str, dict[str, int]]:
+    """Row count of every table, ``{schema: {table: rows}}`` (schemas that do not exist are skipped)."""
+    out: dict[str, dict[str, int]] = {}
+    for name in SCHEMA_MODULES:
+        schema = f"{prefix}{name}"
+        rows = connection.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY table_name",
+            args=(schema,),
+        ).fetchall()
+        if not rows:
+            continue
+        out[schema] = {
+            t: int(connection.query(f'SELECT count(*) FROM "{schema}"."{t}"').fetchone()[0])
+            for (t,) in rows
+            if not t.startswith("~")
+        }
+    return out

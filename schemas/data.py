@@ -1,0 +1,277 @@
+"""Recordings (``Scan``) and their time order (``TrialOrder``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import datajoint as dj
+import numpy as np
+
+from pipeline.data.cache import load_recording
+from pipeline.data.format import parse_timestamps
+from pipeline.data.recording import NEURON_FIELDS, TRIAL_FIELDS, Recording
+from pipeline.regressors.trial_order import trial_order
+
+log = logging.getLogger(__name__)
+schema = dj.Schema()
+
+
+class IngestConflictError(ValueError):
+    """A different recording is already stored under the same data key."""
+
+
+@schema
+class Scan(dj.Manual):
+    definition = """
+    # one recording: a SENSORIUM 2022 data_key (animal-session-scan), ingested all-or-nothing
+    data_key            : varchar(32)     # animal-session-scan, e.g. 27204-5-13
+    ---
+    animal_id           : int64           # meta/neurons/animal_ids
+    session             : int64           # meta/neurons/sessions
+    scan_idx            : int64           # meta/neurons/scan_idx
+    folder_name         : varchar(255)    # static<key>-GrayImageNet-<hash>
+    source              : varchar(1024)   # folder or zip read from (relative to the data root if inside)
+    checksum            : char(64)        # SHA-256 over the recording's file contents
+    n_neurons           : int32           # N
+    n_trials            : int32           # T, all tiers
+    image_height        : int32           # pixels, as stored
+    image_width         : int32           # pixels, as stored
+    trial_idx_hashed    : bool            # true for competition recordings (trial_idx not the time order)
+    images              : <npy@sensorium> # (T, 1, H, W) stimuli in file-index order, dtype as stored
+    responses           : <npy@sensorium> # (T, N) responses in file-index order (zeros where withheld)
+    statistics          : <blob>          # meta/statistics: {var: {variant: {min,max,mean,median,std}}}
+    extra_meta          : <blob>          # meta/neurons and meta/trials arrays not kept in the part tables
+    ingested_at = CURRENT_TIMESTAMP : datetime  # when the row was inserted
+    """
+
+    class Neuron(dj.Part):
+        definition = """
+        # one neuron of the recording (column of `responses`)
+        -> master
+        neuron_idx      : int32           # position in the recording (0..N-1)
+        ---
+        unit_id         : int64           # meta/neurons/unit_ids, used in submissions
+        cortex_x        : float32         # cell_motor_coordinates x (um)
+        cortex_y        : float32         # cell_motor_coordinates y (um)
+        cortex_z        : float32         # cell_motor_coordinates z (um)
+        area            : varchar(32)     # brain area
+        layer           : varchar(32)     # cortical layer
+        """
+
+    class Trial(dj.Part):
+        definition = """
+        # one trial (row of `images`/`responses`), with its behaviour and eye position
+        -> master
+        trial_id        : int32           # file index i of data/<var>/<i>.npy
+        ---
+        tier            : varchar(16)     # train | validation | test | final_test (original tier)
+        frame_image_id  : int64           # image id; repeats share it
+        trial_idx       : varchar(64)     # meta/trials/trial_idx as given (hashed for competition mice)
+        frame_trial_ts  : datetime        # presentation time (1-s resolution in the real data)
+        pupil           : float32         # behavior[0]: pupil dilation
+        dpupil          : float32         # behavior[1]: derivative of pupil dilation
+        running         : float32         # behavior[2]: running speed
+        pupil_x         : float32         # pupil_center[0]: horizontal eye position
+        pupil_y         : float32         # pupil_center[1]: vertical eye position
+        """
+
+    def fetch_recording(self, key: dict) -> Recording:
+        """Rebuild the :class:`Recording` of one scan from the database (file-index order)."""
+        row = (Scan & key).fetch1()
+        neurons_q = (Scan.Neuron & key).to_dicts(order_by="neuron_idx")
+        trials_q = (Scan.Trial & key).to_dicts(order_by="trial_id")
+        # blobs return string arrays as object arrays: give them back as unicode arrays
+        extra = {k: v.astype(str) if v.dtype == object else v for k, v in row["extra_meta"].items()}
+        neurons = {k[len("neurons/") :]: v for k, v in extra.items() if k.startswith("neurons/")}
+        trials = {k[len("trials/") :]: v for k, v in extra.items() if k.startswith("trials/")}
+        neurons["unit_ids"] = np.array([n["unit_id"] for n in neurons_q])
+        neurons["cell_motor_coordinates"] = np.array(
+            [[n["cortex_x"], n["cortex_y"], n["cortex_z"]] for n in neurons_q], dtype=np.float32
+        )
+        for name in ("area", "layer"):
+            neurons.setdefault(name, np.array([n[name] for n in neurons_q]))
+        trials["tiers"] = np.array([t["tier"] for t in trials_q])
+        trials["frame_image_id"] = np.array([t["frame_image_id"] for t in trials_q])
+        trials.setdefault("trial_idx", np.array([t["trial_idx"] for t in trials_q]))
+        return Recording(
+            data_key=row["data_key"],
+            images=np.asarray(row["images"]),
+            responses=np.asarray(row["responses"]),
+            behavior=np.array([[t["pupil"], t["dpupil"], t["running"]] for t in trials_q], dtype=np.float32),
+            pupil_center=np.array([[t["pupil_x"], t["pupil_y"]] for t in trials_q], dtype=np.float32),
+            neurons=neurons,
+            trials=trials,
+            statistics=row["statistics"],
+            checksum=row["checksum"],
+            extra={"folder_name": row["folder_name"]},
+        )
+
+
+@schema
+class TrialOrder(dj.Computed):
+    definition = """
+    # time order of the trials from a stable sort of the timestamps, checked against trial_idx where numeric
+    -> Scan
+    ---
+    n_tied              : int32           # trials sharing their (1-s) timestamp with another trial
+    trial_idx_numeric   : bool            # trial_idx is the presentation order (not hashed)
+    consistent = null   : bool            # timestamps never decrease along trial_idx (null when hashed)
+    n_rank_mismatch = null : int32        # trials whose rank differs from the trial_idx rank (ties only)
+    """
+
+    class Trial(dj.Part):
+        definition = """
+        # time rank of one trial
+        -> master
+        -> Scan.Trial
+        ---
+        rank            : int32           # position in time (0 = first trial presented)
+        """
+
+    def make(self, key: dict) -> None:
+        rows = (Scan.Trial & key).to_dicts(order_by="trial_id")
+        timestamps = np.array([r["frame_trial_ts"] for r in rows], dtype="datetime64[us]")
+        trial_idx = np.array([r["trial_idx"] for r in rows])
+        result = trial_order(timestamps, trial_idx)
+        self.insert1(
+            dict(
+                key,
+                n_tied=result.n_tied,
+                trial_idx_numeric=result.trial_idx_numeric,
+                consistent=result.consistent,
+                n_rank_mismatch=result.n_rank_mismatch,
+            )
+        )
+        self.Trial.insert(
+            [dict(key, trial_id=r["trial_id"], rank=int(result.rank[i])) for i, r in enumerate(rows)]
+        )
+
+
+# ------------------------------------------------------------------------------------------------------
+# ingest
+# ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    data_key: str
+    status: str  # "inserted" | "exists"
+    checksum: str
+
+
+def ingest(
+    path: str | Path, *, cache_dir: Path, data_root: Path | None = None, progress: bool = True
+) -> IngestResult:
+    """Validate a recording and store it, all-or-nothing.
+
+    The recording is read and validated completely before the database is touched. The insert runs in
+    one transaction holding an advisory lock on the data key, so two processes ingesting the same
+    recording store it once. Ingesting the same content again is a no-op; a different recording under an
+    existing key raises :class:`IngestConflictError` and changes nothing.
+    """
+    path = Path(path).resolve()
+    rec = load_recording(path, cache_dir, progress=progress)
+    source = str(path.relative_to(data_root)) if data_root and path.is_relative_to(data_root) else str(path)
+    conn = Scan.connection
+    key = {"data_key": rec.data_key}
+    with conn.transaction:
+        _lock(conn, rec.data_key)
+        existing = (Scan & key).to_dicts()
+        if existing:
+            if existing[0]["checksum"] == rec.checksum:
+                return IngestResult(rec.data_key, "exists", rec.checksum)
+            raise IngestConflictError(
+                f"{path}: data_key {rec.data_key} is already stored from {existing[0]['source']} "
+                f"with checksum {existing[0]['checksum'][:12]}..., "
+                f"but this recording has checksum {rec.checksum[:12]}...; "
+                "refusing to replace it (delete the stored scan first if that is intended)"
+            )
+        _insert(rec, key, source)
+    TrialOrder.populate(key, display_progress=False)
+    return IngestResult(rec.data_key, "inserted", rec.checksum)
+
+
+def _lock(conn, data_key: str) -> None:
+    """Serialise ingests of the same key for the rest of the transaction."""
+    if conn.adapter.backend == "postgresql":
+        conn.query("SELECT pg_advisory_xact_lock(hashtext(%s))", args=(f"sensorium-ingest:{data_key}",))
+
+
+def _insert(rec: Recording, key: dict, source: str) -> None:
+    n = rec.neurons
+    t = rec.trials
+    kept_neurons = {"unit_ids", "cell_motor_coordinates", "area", "layer"}
+    kept_trials = {"tiers", "frame_image_id", "frame_trial_ts"}
+    extra = {f"neurons/{k}": np.asarray(v) for k, v in n.items() if k not in kept_neurons}
+    extra |= {f"trials/{k}": np.asarray(v) for k, v in t.items() if k not in kept_trials}
+    timestamps = parse_timestamps(t["frame_trial_ts"])
+    extra["trials/frame_trial_ts"] = np.asarray(t["frame_trial_ts"])  # raw strings, for exact round trips
+    _, _, H, W = rec.images.shape
+    Scan.insert1(
+        dict(
+            key,
+            animal_id=int(np.asarray(n["animal_ids"]).ravel()[0]),
+            session=int(np.asarray(n["sessions"]).ravel()[0]),
+            scan_idx=int(np.asarray(n["scan_idx"]).ravel()[0]),
+            folder_name=rec.extra.get("folder_name", ""),
+            source=source,
+            checksum=rec.checksum,
+            n_neurons=rec.n_neurons,
+            n_trials=rec.n_trials,
+            image_height=H,
+            image_width=W,
+            trial_idx_hashed=not rec.trial_idx_is_numeric,
+            images=np.ascontiguousarray(rec.images),
+            responses=np.ascontiguousarray(rec.responses),
+            statistics=rec.statistics,
+            extra_meta=extra,
+        )
+    )
+    coords = np.asarray(n["cell_motor_coordinates"], dtype=np.float64)
+    Scan.Neuron.insert(
+        [
+            dict(
+                key,
+                neuron_idx=i,
+                unit_id=int(n["unit_ids"][i]),
+                cortex_x=coords[i, 0],
+                cortex_y=coords[i, 1],
+                cortex_z=coords[i, 2],
+                area=str(n["area"][i]),
+                layer=str(n["layer"][i]),
+            )
+            for i in range(rec.n_neurons)
+        ]
+    )
+    trial_idx = np.asarray(t["trial_idx"]).astype(str)
+    Scan.Trial.insert(
+        [
+            dict(
+                key,
+                trial_id=i,
+                tier=str(t["tiers"][i]),
+                frame_image_id=int(t["frame_image_id"][i]),
+                trial_idx=trial_idx[i],
+                frame_trial_ts=timestamps[i].item(),
+                pupil=float(rec.behavior[i, 0]),
+                dpupil=float(rec.behavior[i, 1]),
+                running=float(rec.behavior[i, 2]),
+                pupil_x=float(rec.pupil_center[i, 0]),
+                pupil_y=float(rec.pupil_center[i, 1]),
+            )
+            for i in range(rec.n_trials)
+        ]
+    )
+
+
+__all__ = [
+    "Scan",
+    "TrialOrder",
+    "ingest",
+    "IngestConflictError",
+    "IngestResult",
+    "NEURON_FIELDS",
+    "TRIAL_FIELDS",
+]
