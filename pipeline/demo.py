@@ -1,7 +1,9 @@
 """``make demo``: the main job end to end on the embedded database and synthetic data.
 
 Steps (each timed): synthesise two recordings with ground truth (the second competition-style), ingest
-them (validation, merge, store, trial order), and show what the database holds.
+them (validation, merge, store, trial order), train the demo baseline through ``TrainedModel.populate()``,
+predict and score it, and print the model next to the oracle (the planted expected response) per tier.
+Every number printed is a row of ``ModelScore`` / ``OracleScore`` (see the SQL printed at the end).
 
 Run with ``python -m pipeline.demo``; state goes to ``$SENSORIUM_HOME`` (default ``./.sensorium``).
 """
@@ -12,10 +14,12 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 
 from pipeline.cli import main as cli
 
 _timings: list[tuple[str, float]] = []
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @contextmanager
@@ -42,11 +46,19 @@ def run(run_cli: Callable[[list[str]], None] = _run) -> None:
         run_cli(["synth", "--out", str(data), "--mice", "2", "--seed", "0", "--competition"])
     with step("ingest (sensorium ingest)"):
         run_cli(["ingest", "-q", *sorted(str(p) for p in data.glob("*.zip"))])
+    with step("train, predict and score the demo baseline (sensorium train experiments/demo.yaml)"):
+        run_cli(["train", str(EXPERIMENTS / "demo.yaml")])
+    with step("scores: model vs oracle (sensorium scores --experiment demo)"):
+        run_cli(["scores", "--experiment", "demo"])
     with step("database (sensorium db status)"):
         run_cli(["db", "status"])
+    columns = "data_key, tier, single_trial_correlation, correlation_to_average, feve"
+    sys.stdout.write("\nThe same numbers in SQL:\n")
+    for table in ("model_score", "oracle_score"):
+        sys.stdout.write(f'  SELECT {columns} FROM "{settings.db_prefix}evaluation"."__{table}";\n')
     sys.stdout.write("\n== timings\n")
     for name, seconds in _timings:
-        sys.stdout.write(f"  {name:<50} {seconds:7.1f} s\n")
+        sys.stdout.write(f"  {name:<85} {seconds:7.1f} s\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ SENSORIUM_HOME       root of local state (default ``./.sensorium``): ``db/`` (em
                      ``store/`` (DataJoint object store), ``cache/`` (merged recordings), ``data/``.
 SENSORIUM_DB_PREFIX  schema-name prefix (default ``sensorium_``).
 SENSORIUM_DATA       root that recordings are referenced from (default ``$SENSORIUM_HOME/data``).
+SENSORIUM_DEVICE     torch device for training and prediction: auto (default: CUDA when available), cpu,
+                     cuda, cuda:1, ...
 SENSORIUM_STORE      JSON object: a DataJoint store spec replacing the local file store, e.g.
                      ``{"protocol": "s3", "endpoint": "...", "bucket": "...", "location": "...",
                      "access_key": "...", "secret_key": "..."}``.
@@ -52,6 +54,7 @@ class Settings:
     data_root: Path
     database: DatabaseSettings
     store_spec: dict = field(default_factory=dict)
+    device: str = "auto"  # torch device for training / prediction ("auto": CUDA when available)
 
     @property
     def db_dir(self) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +12,9 @@ import datajoint as dj
 import numpy as np
 
 from pipeline.data.cache import load_recording
-from pipeline.data.format import parse_timestamps
+from pipeline.data.format import RecordingFormatError, parse_timestamps
 from pipeline.data.recording import NEURON_FIELDS, TRIAL_FIELDS, Recording
+from pipeline.data.synth import truth_path
 from pipeline.regressors.trial_order import trial_order
 
 log = logging.getLogger(__name__)
@@ -20,6 +23,17 @@ schema = dj.Schema()
 
 class IngestConflictError(ValueError):
     """A different recording is already stored under the same data key."""
+
+
+@schema
+class Tier(dj.Lookup):
+    definition = """
+    # a tier of trials (SPEC 1.3)
+    tier                : varchar(16)     # train | validation | test | final_test
+    ---
+    known               : bool            # responses may be used by models (train, validation)
+    """
+    contents = [("train", True), ("validation", True), ("test", False), ("final_test", False)]
 
 
 @schema
@@ -66,7 +80,7 @@ class Scan(dj.Manual):
         -> master
         trial_id        : int32           # file index i of data/<var>/<i>.npy
         ---
-        tier            : varchar(16)     # train | validation | test | final_test (original tier)
+        -> Tier                           # original tier of the trial
         frame_image_id  : int64           # image id; repeats share it
         trial_idx       : varchar(64)     # meta/trials/trial_idx as given (hashed for competition mice)
         frame_trial_ts  : datetime        # presentation time (1-s resolution in the real data)
@@ -75,6 +89,17 @@ class Scan(dj.Manual):
         running         : float32         # behavior[2]: running speed
         pupil_x         : float32         # pupil_center[0]: horizontal eye position
         pupil_y         : float32         # pupil_center[1]: vertical eye position
+        """
+
+    class TierInfo(dj.Part):
+        definition = """
+        # the trials of one tier of the recording
+        -> master
+        -> Tier
+        ---
+        n_trials        : int32           # trials in the tier
+        n_images        : int32           # distinct images shown
+        responses_withheld : bool         # all responses are zero (competition test tiers)
         """
 
     def fetch_recording(self, key: dict) -> Recording:
@@ -149,6 +174,23 @@ class TrialOrder(dj.Computed):
         )
 
 
+@schema
+class GroundTruth(dj.Manual):
+    definition = """
+    # planted truth of a synthetic recording, from its sidecar <name>.truth.npz (ingested with the scan)
+    -> Scan
+    ---
+    expected            : <npy@sensorium> # (T, N) expected response given everything up to the trial
+    responses           : <npy@sensorium> # (T, N) responses before zeroing (competition tiers included)
+    time_rank           : <npy@sensorium> # (T,) true presentation position of each file index
+    latents             : <npy@sensorium> # (T, K) planted network state
+    gain                : <npy@sensorium> # (T,) planted session gain drift
+    neuron_truth        : <blob>          # per-neuron planted parameters {name: (N, ...) array}
+    generator_config    : json            # SynthConfig of the generator
+    sidecar_checksum    : char(64)        # SHA-256 of the sidecar file
+    """
+
+
 # ------------------------------------------------------------------------------------------------------
 # ingest
 # ------------------------------------------------------------------------------------------------------
@@ -174,6 +216,7 @@ def ingest(
     path = Path(path).resolve()
     rec = load_recording(path, cache_dir, progress=progress)
     source = str(path.relative_to(data_root)) if data_root and path.is_relative_to(data_root) else str(path)
+    truth = _read_truth(path, rec)
     conn = Scan.connection
     key = {"data_key": rec.data_key}
     with conn.transaction:
@@ -189,8 +232,44 @@ def ingest(
                 "refusing to replace it (delete the stored scan first if that is intended)"
             )
         _insert(rec, key, source)
+        if truth is not None:
+            GroundTruth.insert1(dict(key, **truth))
     TrialOrder.populate(key, display_progress=False)
     return IngestResult(rec.data_key, "inserted", rec.checksum)
+
+
+def _read_truth(path: Path, rec: Recording) -> dict | None:
+    """The ground-truth sidecar beside a synthetic recording, checked against it; None if absent."""
+    sidecar = truth_path(path)
+    if not sidecar.exists():
+        return None
+    with np.load(sidecar, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    if data["expected"].shape != rec.responses.shape:
+        raise RecordingFormatError(
+            sidecar,
+            "expected",
+            f"shape {rec.responses.shape} (the recording's responses)",
+            f"{data['expected'].shape}",
+        )
+    per_neuron = (
+        "gain_coupling",
+        "history_weight",
+        "rf_center",
+        "behavior_weight",
+        "image_weight",
+        "latent_loadings",
+    )
+    return dict(
+        expected=data["expected"],
+        responses=data["responses"],
+        time_rank=data["time_rank"],
+        latents=data["latents"],
+        gain=data["gain"],
+        neuron_truth={k: data[k] for k in per_neuron if k in data},
+        generator_config=json.loads(str(data["config"])),
+        sidecar_checksum=hashlib.sha256(sidecar.read_bytes()).hexdigest(),
+    )
 
 
 def _lock(conn, data_key: str) -> None:
@@ -243,6 +322,20 @@ def _insert(rec: Recording, key: dict, source: str) -> None:
                 layer=str(n["layer"][i]),
             )
             for i in range(rec.n_neurons)
+        ]
+    )
+    tiers = np.asarray(t["tiers"]).astype(str)
+    image_ids = np.asarray(t["frame_image_id"])
+    Scan.TierInfo.insert(
+        [
+            dict(
+                key,
+                tier=tier,
+                n_trials=int((tiers == tier).sum()),
+                n_images=len(np.unique(image_ids[tiers == tier])),
+                responses_withheld=bool(np.all(np.asarray(rec.responses)[tiers == tier] == 0)),
+            )
+            for tier in np.unique(tiers)
         ]
     )
     trial_idx = np.asarray(t["trial_idx"]).astype(str)

@@ -229,14 +229,15 @@ def synthesize(cfg: SynthConfig, mouse: int = 0) -> tuple[Recording, dict[str, n
     norm = _softplus(np.array(0.3))
     expected = np.empty((T, N))
     responses = np.empty((T, N))
-    recent = np.zeros((10, N))  # last 10 responses in units of each neuron's base rate
+    # last 10 responses as log1p(response / base rate): compressive, so the self-excitation stays stable
+    recent = np.full((10, N), np.log1p(1.0))
     for t in range(T):
-        hist = 0.6 * recent[-1] + 0.4 * recent.mean(0) - 1.0 if t > 0 else np.zeros(N)
-        lam = base_rate * gain_n[t] * _softplus(static[t] + history_weight * hist) / norm
+        hist = 0.6 * recent[-1] + 0.4 * recent.mean(0) - np.log1p(1.0)
+        lam = base_rate * gain_n[t] * _softplus(static[t] + history_weight * 2.0 * hist) / norm
         y = lam * rng.gamma(cfg.noise_shape, 1.0 / cfg.noise_shape, N)
         expected[t], responses[t] = lam, y
         recent = np.roll(recent, -1, axis=0)
-        recent[-1] = y / base_rate
+        recent[-1] = np.log1p(y / base_rate)
 
     # ---- trial metadata in presentation order
     start = np.datetime64("2019-07-01T09:00:00") + np.timedelta64(int(rng.integers(0, 365)), "D")

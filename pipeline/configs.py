@@ -1,0 +1,152 @@
+"""Typed, frozen configurations with a canonical JSON form and a hash.
+
+Every builder (dataset, model, trainer) takes exactly one of these. They forbid unknown keys, so a typo
+in an experiment file is refused with a message naming the key. ``canonical_json`` and ``config_hash``
+define what goes into the database (``*_config`` and ``*_hash`` of the fabrik tables).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class FrozenConfig(BaseModel):
+    """Base: immutable, unknown keys refused, strict-ish types."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+def canonical_json(config: BaseModel | dict) -> str:
+    """Sorted-key, compact JSON of the full config (defaults included): the database form."""
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(fn: str, config: BaseModel | dict) -> str:
+    """32-hex hash of a builder key and its canonical config (nnfabrik's ``*_hash``)."""
+    return hashlib.md5(f"{fn}:{canonical_json(config)}".encode()).hexdigest()
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names each offending key."""
+
+
+def validate(cls: type[FrozenConfig], data: dict[str, Any], where: str = "") -> FrozenConfig:
+    """``cls.model_validate(data)`` with an error naming every bad key by its dotted path."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            path = ".".join(str(p) for p in (where, *e["loc"]) if p != "")
+            if e["type"] == "extra_forbidden":
+                problems.append(f"{path}: unknown key")
+            else:
+                problems.append(f"{path}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError("; ".join(problems)) from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# dataset
+# ----------------------------------------------------------------------------------------------------
+
+
+class DatasetConfig(FrozenConfig):
+    """Which scans and how the loaders present them (SPEC 1.4-1.5, 2.1)."""
+
+    scans: list[str] | Literal["all"] = "all"  # data keys, or every ingested scan
+    batch_size: int = Field(128, gt=0)
+    scale: float = Field(0.25, gt=0, le=1)  # image rescale factor (0.25: 144x256 -> 36x64)
+    normalize: bool = True
+    include_behavior: bool = True  # behaviour as 3 constant image channels
+    include_eye_position: bool = True  # pupil centre delivered to the shifter
+    behavior_normalization: Literal["std", "minmax01"] = "std"  # SPEC 1.4 / 3a
+    shuffle_seed: int = 8654  # seed of the training-loader generator (SPEC 3g)
+
+    @field_validator("scans")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("name at least one scan, or 'all'")
+        return v
+
+
+# ----------------------------------------------------------------------------------------------------
+# model
+# ----------------------------------------------------------------------------------------------------
+
+
+class GridMeanPredictorConfig(FrozenConfig):
+    """MLP from cortex coordinates to readout positions (SPEC 2.3)."""
+
+    type: Literal["cortex"] = "cortex"
+    input_dimensions: int = 2
+    hidden_layers: int = Field(1, ge=0)
+    hidden_features: int = Field(30, gt=0)
+    nonlinearity: Literal["ELU", "ReLU"] = "ELU"
+    final_tanh: bool = True
+
+
+class BaselineModelConfig(FrozenConfig):
+    """``stacked_core_full_gauss_readout`` (SPEC 2.1-2.5). Defaults: the SENSORIUM+ baseline notebook."""
+
+    hidden_channels: int = Field(64, gt=0)
+    input_kern: int = Field(9, gt=0)
+    hidden_kern: int = Field(7, gt=0)
+    layers: int = Field(4, gt=0)
+    gamma_input: float = Field(6.3831, ge=0)
+    skip: int = 0
+    final_nonlinearity: bool = True
+    momentum: float = Field(0.9, gt=0, le=1)
+    pad_input: bool = False
+    batch_norm: bool = True
+    hidden_dilation: int = 1
+    laplace_padding: int | None = None
+    use_avg_reg: bool = False
+    stack: int | None = -1
+    depth_separable: bool = True
+    core_bias: bool = False
+    init_mu_range: float = Field(0.3, gt=0)
+    init_sigma: float = Field(0.1, gt=0)
+    readout_bias: bool = True
+    gamma_readout: float = Field(0.0076, ge=0)
+    elu_offset: float = 0.0
+    gauss_type: Literal["full"] = "full"
+    grid_mean_predictor: GridMeanPredictorConfig | None = GridMeanPredictorConfig()
+    shifter: bool = True
+    input_channels_shifter: int = 2
+    hidden_channels_shifter: int = Field(5, gt=0)
+    shift_layers: int = Field(3, gt=0)
+    gamma_shifter: float = Field(0.0, ge=0)
+    shifter_bias: bool = True
+
+
+# ----------------------------------------------------------------------------------------------------
+# trainer
+# ----------------------------------------------------------------------------------------------------
+
+
+class TrainerConfig(FrozenConfig):
+    """``standard_trainer`` (SPEC 2.5-2.6). Defaults: the SENSORIUM+ baseline notebook."""
+
+    max_iter: int = Field(200, gt=0)  # epochs
+    lr_init: float = Field(0.009, gt=0)
+    lr_decay_steps: int = Field(4, ge=1)
+    lr_decay_factor: float = Field(0.3, gt=0, lt=1)
+    min_lr: float = Field(0.0001, gt=0)
+    patience: int = Field(5, ge=1)
+    tolerance: float = Field(1e-6, ge=0)
+    interval: int = Field(1, ge=1)  # epochs between validation evaluations
+    avg_loss: bool = False
+    scale_loss: bool = True
+    loss_function: Literal["PoissonLoss"] = "PoissonLoss"
+    stop_function: Literal["get_correlations"] = "get_correlations"
+    maximize: bool = True
+    restore_best: bool = True
+    loss_accum_batch_n: int | None = None  # None: one optimiser step per round of one batch per scan
+    detach_core: bool = False
+    max_batches_per_epoch: int | None = Field(None, gt=0)  # cap for tests / smoke runs (None: full epoch)

@@ -1,0 +1,96 @@
+"""Experiment files: a name, the dataset / model / trainer builders with their configs, and the seeds.
+
+Example (``experiments/demo.yaml``)::
+
+    name: demo
+    comment: small baseline for 2 CPU cores
+    dataset:
+      fn: sensorium.datasets.static_loaders
+      config: {scans: all, batch_size: 64}
+    model:
+      fn: sensorium.models.stacked_core_full_gauss_readout
+      config: {hidden_channels: 16, layers: 3}
+    trainer:
+      fn: sensorium.training.standard_trainer
+      config: {max_iter: 15}
+    seeds: [42]
+
+``--set path.to.key=value`` overrides any entry before validation (values are parsed as YAML, so
+``--set trainer.config.max_iter=3`` gives an integer and ``--set seeds=[1,2]`` a list).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+
+from pipeline.configs import ConfigError, FrozenConfig, validate
+from pipeline.registry import resolve
+
+
+class Part(FrozenConfig):
+    fn: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    comment: str = ""
+
+
+class ExperimentSpec(FrozenConfig):
+    """A validated experiment file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    comment: str = ""
+    dataset: Part
+    model: Part
+    trainer: Part
+    seeds: list[int] = Field(min_length=1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``path.to.key=value`` overrides to a copy of ``data`` (values parsed as YAML)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected path.to.key=value")
+        path, raw = item.split("=", 1)
+        keys = path.strip().split(".")
+        node = out
+        for k in keys[:-1]:
+            if node.get(k) is None:
+                node[k] = {}
+            if not isinstance(node[k], dict):
+                raise ConfigError(f"--set {item!r}: {k!r} is not a mapping")
+            node = node[k]
+        node[keys[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Read, override and validate an experiment file (builder configs included).
+
+    Raises:
+        ConfigError: naming each unknown key or wrong value by its path in the file.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read the experiment file: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return parse_experiment(apply_overrides(data, overrides or []))
+
+
+def parse_experiment(data: dict[str, Any]) -> ExperimentSpec:
+    """Validate an experiment given as a dict; builder configs are checked against their registries."""
+    spec = validate(ExperimentSpec, data)
+    for kind in ("dataset", "model", "trainer"):
+        part = getattr(spec, kind)
+        resolve(kind, part.fn, part.config, where=f"{kind}.config")
+    return spec

@@ -1,0 +1,128 @@
+"""Builder of the SENSORIUM baseline ``stacked_core_full_gauss_readout`` from a ``BaselineModelConfig``.
+
+Construction order (core, then readouts in scan order, then shifters) and the initialisation calls follow
+sensorium/neuralpredictors, so one seed fixes every initial parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.configs import BaselineModelConfig
+
+from .core import Stacked2dCore
+from .encoder import FiringRateEncoder
+from .readout import MultipleFullGaussian2d
+from .shifter import MLPShifter
+
+
+@dataclass(frozen=True)
+class ScanGeometry:
+    """What the model needs to know about one scan."""
+
+    n_neurons: int
+    cortex_xy: np.ndarray  # (N, 2) float, meta/neurons/cell_motor_coordinates[:, :2]
+
+    def __post_init__(self) -> None:
+        xy = np.asarray(self.cortex_xy)
+        if xy.ndim != 2 or xy.shape[0] != self.n_neurons:
+            raise ValueError(f"cortex_xy must be ({self.n_neurons}, 2+), got {xy.shape}")
+
+
+def core_output_shape(core: torch.nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(c, h, w) of ``core`` for one zero image of ``input_shape`` = (C, H, W), evaluated in eval mode.
+
+    Runs on the device the core already lives on and restores its train/eval state.
+    """
+    was_training = core.training
+    device = next(core.parameters()).device
+    core.eval()
+    try:
+        with torch.no_grad():
+            out = core(torch.zeros(1, *input_shape, device=device))
+    finally:
+        core.train(was_training)
+    return tuple(int(s) for s in out.shape[1:])
+
+
+def stacked_core_full_gauss_readout(
+    cfg: BaselineModelConfig,
+    scans: Mapping[str, ScanGeometry],
+    *,
+    input_channels: int,
+    image_size: tuple[int, int],
+    seed: int,
+) -> FiringRateEncoder:
+    """Build the baseline model for ``scans`` (data_key -> geometry; order kept) on the CPU.
+
+    Args:
+        cfg: every hyperparameter.
+        scans: one readout (and shifter) per entry.
+        input_channels: image channels + behaviour channels given to the core.
+        image_size: (H, W) of the input images.
+        seed: seeds torch's global RNG before anything is created.
+    """
+    if not scans:
+        raise ValueError("at least one scan is needed")
+    if cfg.gauss_type != "full":
+        raise ValueError(f"only gauss_type='full' is implemented, got {cfg.gauss_type!r}")
+    torch.manual_seed(seed)
+
+    core = Stacked2dCore(
+        input_channels=input_channels,
+        hidden_channels=cfg.hidden_channels,
+        input_kern=cfg.input_kern,
+        hidden_kern=cfg.hidden_kern,
+        layers=cfg.layers,
+        gamma_input=cfg.gamma_input,
+        skip=cfg.skip,
+        final_nonlinearity=cfg.final_nonlinearity,
+        bias=cfg.core_bias,
+        momentum=cfg.momentum,
+        pad_input=cfg.pad_input,
+        batch_norm=cfg.batch_norm,
+        hidden_dilation=cfg.hidden_dilation,
+        laplace_padding=cfg.laplace_padding,
+        stack=cfg.stack,
+        use_avg_reg=cfg.use_avg_reg,
+        depth_separable=cfg.depth_separable,
+    )
+    in_shape = core_output_shape(core, (input_channels, *image_size))
+
+    gmp = cfg.grid_mean_predictor
+    source_grids = None
+    if gmp is not None:
+        source_grids = {}
+        for key, geom in scans.items():
+            xy = np.asarray(geom.cortex_xy, dtype=np.float64)
+            if xy.shape[1] < gmp.input_dimensions:
+                raise ValueError(f"scan {key}: cortex_xy has {xy.shape[1]} < {gmp.input_dimensions} columns")
+            source_grids[key] = xy[:, : gmp.input_dimensions]
+
+    readout = MultipleFullGaussian2d(
+        in_shape_dict=dict.fromkeys(scans, in_shape),
+        n_neurons_dict={key: geom.n_neurons for key, geom in scans.items()},
+        source_grids=source_grids,
+        bias=cfg.readout_bias,
+        init_mu_range=cfg.init_mu_range,
+        init_sigma=cfg.init_sigma,
+        gamma_readout=cfg.gamma_readout,
+        grid_mean_predictor=gmp,
+    )
+
+    shifter = None
+    if cfg.shifter:
+        shifter = MLPShifter(
+            data_keys=list(scans),
+            input_channels=cfg.input_channels_shifter,
+            hidden_channels_shifter=cfg.hidden_channels_shifter,
+            shift_layers=cfg.shift_layers,
+            gamma_shifter=cfg.gamma_shifter,
+            bias=cfg.shifter_bias,
+        )
+
+    return FiringRateEncoder(core, readout, shifter=shifter, elu_offset=cfg.elu_offset)

@@ -1,0 +1,77 @@
+"""Core + readout (+ shifter) wrapped into one firing-rate model (SPEC 2.1).
+
+Submodules are named ``core``, ``readout`` and ``shifter`` as in neuralpredictors 0.3.0's
+``FiringRateEncoder``, so starter-kit state_dict keys (``core.*``, ``readout.<key>.*``, ``shifter.<key>.*``)
+line up.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .readout import MultipleFullGaussian2d
+from .shifter import MLPShifter
+
+
+class FiringRateEncoder(nn.Module):
+    """images [B, C, H, W] -> positive rates [B, N_data_key] = ELU(readout + elu_offset) + 1.
+
+    Subclasses (e.g. a behaviour modulator) can reuse ``readout_drive`` and override ``output_nonlinearity``
+    or ``forward``.
+    """
+
+    def __init__(
+        self,
+        core: nn.Module,
+        readout: MultipleFullGaussian2d,
+        shifter: MLPShifter | None = None,
+        elu_offset: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.core = core
+        self.readout = readout
+        self.shifter = shifter
+        self.offset = elu_offset  # NP's attribute name
+
+    def readout_drive(
+        self,
+        images: torch.Tensor,
+        data_key: str,
+        pupil_center: torch.Tensor | None = None,
+        detach_core: bool = False,
+    ) -> torch.Tensor:
+        """Linear drive of every neuron before the output nonlinearity, [B, N]."""
+        x = self.core(images)
+        if detach_core:
+            x = x.detach()
+        shift = None
+        if self.shifter is not None:
+            if pupil_center is None:
+                raise ValueError("this model has a shifter: pass pupil_center ([B, 2], z-scored)")
+            shift = self.shifter(pupil_center, data_key)
+        return self.readout(x, data_key=data_key, shift=shift)
+
+    def output_nonlinearity(self, drive: torch.Tensor) -> torch.Tensor:
+        """ELU(drive + elu_offset) + 1 > 0, elementwise."""
+        return F.elu(drive + self.offset) + 1.0
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        data_key: str,
+        pupil_center: torch.Tensor | None = None,
+        detach_core: bool = False,
+        **batch,
+    ) -> torch.Tensor:
+        """Predicted rates [B, N]; unknown batch fields (responses, behavior, trial_id, ...) are ignored."""
+        return self.output_nonlinearity(self.readout_drive(images, data_key, pupil_center, detach_core))
+
+    def regularizer(self, data_key: str, detach_core: bool = False) -> torch.Tensor:
+        """Core + readout(data_key) + shifter(data_key) penalties (scalar tensor)."""
+        core_reg = self.core.regularizer()
+        reg = (core_reg.detach() if detach_core else core_reg) + self.readout.regularizer(data_key)
+        if self.shifter is not None:
+            reg = reg + self.shifter.regularizer(data_key)
+        return reg

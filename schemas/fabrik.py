@@ -1,0 +1,162 @@
+"""Configuration tables in nnfabrik's shape: ``Fabrikant``, ``Seed``, ``Dataset``, ``Model``, ``Trainer``,
+plus ``Experiment`` (a named dataset x model x trainer with its seeds, from a YAML file).
+
+``*_fn`` is a registry key (``pipeline.registry``), ``*_config`` the full validated config as JSON (defaults
+included), ``*_hash`` its hash (in the primary key).
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Any
+
+import datajoint as dj
+
+from pipeline.configs import ConfigError, canonical_json, config_hash
+from pipeline.experiments import ExperimentSpec
+from pipeline.registry import resolve
+
+schema = dj.Schema()
+
+
+@schema
+class Fabrikant(dj.Manual):
+    definition = """
+    # a person (or service) who adds configurations
+    fabrikant_name      : varchar(32)     # short name
+    ---
+    email = ""          : varchar(128)    # contact
+    affiliation = ""    : varchar(128)    # lab
+    dj_username = ""    : varchar(64)     # database user
+    """
+
+
+@schema
+class Seed(dj.Manual):
+    definition = """
+    # a random seed: initialisation, sampling and data order of a run
+    seed                : int64           # seed value
+    """
+
+
+@schema
+class Dataset(dj.Manual):
+    definition = """
+    # a dataset configuration: which scans and how the loaders present them
+    dataset_fn          : varchar(64)     # registry key, e.g. sensorium.datasets.static_loaders
+    dataset_hash        : char(32)        # hash of dataset_fn and the canonical config
+    ---
+    dataset_config      : json            # full validated config (defaults included)
+    -> Fabrikant.proj(dataset_fabrikant='fabrikant_name')
+    dataset_comment = "" : varchar(256)   # free text
+    dataset_ts = CURRENT_TIMESTAMP : datetime  # when added
+    """
+
+
+@schema
+class Model(dj.Manual):
+    definition = """
+    # a model configuration
+    model_fn            : varchar(64)     # registry key (pipeline.registry.MODELS)
+    model_hash          : char(32)        # hash of model_fn and the canonical config
+    ---
+    model_config        : json            # full validated config (defaults included)
+    -> Fabrikant.proj(model_fabrikant='fabrikant_name')
+    model_comment = ""  : varchar(256)    # free text
+    model_ts = CURRENT_TIMESTAMP : datetime  # when added
+    """
+
+
+@schema
+class Trainer(dj.Manual):
+    definition = """
+    # a trainer configuration
+    trainer_fn          : varchar(64)     # registry key, e.g. sensorium.training.standard_trainer
+    trainer_hash        : char(32)        # hash of trainer_fn and the canonical config
+    ---
+    trainer_config      : json            # full validated config (defaults included)
+    -> Fabrikant.proj(trainer_fabrikant='fabrikant_name')
+    trainer_comment = "" : varchar(256)   # free text
+    trainer_ts = CURRENT_TIMESTAMP : datetime  # when added
+    """
+
+
+@schema
+class Experiment(dj.Manual):
+    definition = """
+    # a named experiment (an experiments/*.yaml file): one dataset x model x trainer, run for each seed
+    experiment_name     : varchar(64)     # name in the YAML file
+    ---
+    -> Dataset
+    -> Model
+    -> Trainer
+    experiment_comment = "" : varchar(256) # free text
+    experiment_spec     : json            # the experiment as added (after --set overrides)
+    experiment_ts = CURRENT_TIMESTAMP : datetime  # when added
+    """
+
+    class Seed(dj.Part):
+        definition = """
+        # a seed the experiment is trained with
+        -> master
+        -> Seed
+        """
+
+
+_TABLES = {"dataset": Dataset, "model": Model, "trainer": Trainer}
+
+
+def add_config(kind: str, fn: str, config: dict[str, Any], fabrikant: str, comment: str = "") -> dict:
+    """Validate and insert a dataset / model / trainer configuration (no-op if present); return its key."""
+    validated = resolve(kind, fn, config)
+    key = {f"{kind}_fn": fn, f"{kind}_hash": config_hash(fn, validated)}
+    table = _TABLES[kind]
+    if not table & key:
+        import json
+
+        table.insert1(
+            dict(
+                key,
+                **{
+                    f"{kind}_config": json.loads(canonical_json(validated)),
+                    f"{kind}_fabrikant": fabrikant,
+                    f"{kind}_comment": comment[:256],
+                },
+            )
+        )
+    return key
+
+
+def add_experiment(spec: ExperimentSpec, fabrikant: str | None = None) -> dict:
+    """Insert an experiment, its configurations and seeds in one transaction.
+
+    Adding the same experiment again is a no-op; a different one under an existing name is refused.
+
+    Returns:
+        The experiment's key.
+    """
+    fabrikant = fabrikant or getpass.getuser()
+    conn = Experiment.connection
+    with conn.transaction:
+        Fabrikant.insert1({"fabrikant_name": fabrikant}, skip_duplicates=True)
+        keys = {}
+        for kind in ("dataset", "model", "trainer"):
+            part = getattr(spec, kind)
+            keys |= add_config(kind, part.fn, part.config, fabrikant, part.comment)
+        exp_key = {"experiment_name": spec.name}
+        existing = (Experiment & exp_key).to_dicts()
+        if existing:
+            same = all(existing[0][k] == v for k, v in keys.items())
+            stored_seeds = set((Experiment.Seed & exp_key).to_arrays("seed").tolist())
+            if not same or stored_seeds != set(spec.seeds):
+                raise ConfigError(
+                    f"experiment {spec.name!r} already exists with a different configuration or seeds; "
+                    "give this one another name (e.g. --set name=...)"
+                )
+            return exp_key
+        Seed.insert([{"seed": s} for s in spec.seeds], skip_duplicates=True)
+        Experiment.insert1(
+            dict(exp_key, **keys, experiment_comment=spec.comment[:256], experiment_spec=spec.as_dict())
+        )
+        Experiment.Seed.insert([dict(exp_key, seed=s) for s in spec.seeds])
+    return exp_key

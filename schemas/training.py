@@ -1,0 +1,174 @@
+"""Seeded training runs: ``TrainedModel`` over Model x Dataset x Trainer x Seed (for declared experiments)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+import datajoint as dj
+import numpy as np
+import torch
+
+from pipeline.provenance import environment
+from pipeline.training.run import RunSpec, build_model, build_scans, run_training
+from pipeline.training.seeding import resolve_device
+from schemas.data import Scan
+from schemas.fabrik import Dataset, Experiment, Model, Seed, Trainer
+
+log = logging.getLogger(__name__)
+schema = dj.Schema()
+
+
+@schema
+class TrainedModel(dj.Computed):
+    definition = """
+    # one seeded training run of a model x dataset x trainer configuration
+    -> Model
+    -> Dataset
+    -> Trainer
+    -> Seed
+    ---
+    best_val_corr       : float64         # validation single-trial correlation of the restored best weights
+    epochs              : int32           # epochs run
+    code_version        : varchar(64)     # package version + git commit of the code that trained it
+    python_version      : varchar(32)     #
+    torch_version       : varchar(32)     #
+    numpy_version       : varchar(32)     #
+    host                : varchar(255)    # machine that trained it
+    device              : varchar(255)    # GPU model or CPU
+    started_at          : datetime        # training start (local time of the worker)
+    finished_at         : datetime        # training end
+    duration_s          : float64         # wall time of make_compute (s)
+    data_checksums      : json            # {data_key: checksum} of the recordings used
+    """
+
+    class UsedScan(dj.Part):
+        definition = """
+        # a recording the model was trained on (its readout is keyed by the data key)
+        -> master
+        -> Scan
+        ---
+        checksum        : char(64)        # Scan.checksum at training time
+        """
+
+    class Epoch(dj.Part):
+        definition = """
+        # learning curve: one row per epoch
+        -> master
+        epoch           : int32           # 1-based
+        ---
+        lr              : float64         # learning rate of this epoch's updates
+        train_loss      : float64         # mean per-batch objective (scaled Poisson loss + regularisers)
+        val_corr        : float64         # validation single-trial correlation after the epoch
+        seconds         : float64         # wall time of the epoch including validation
+        """
+
+    class Checkpoint(dj.Part):
+        definition = """
+        # the best weights (restored at the end of training)
+        -> master
+        ---
+        state_dict      : <blob@sensorium> # {parameter name: array}, neuralpredictors 0.3.0 names
+        n_parameters    : int64           # trainable parameters
+        """
+
+    @property
+    def key_source(self):
+        # only the combinations declared by an experiment, not the full product of the config tables
+        return (Model.proj() * Dataset.proj() * Trainer.proj() * Seed.proj()) & (
+            Experiment * Experiment.Seed
+        ).proj()
+
+    # -- three-part make: no transaction is open while the model trains -------------------------------
+
+    def make_fetch(self, key: dict) -> tuple[dict, list[tuple[str, str]]]:
+        return run_inputs(key)
+
+    def make_compute(self, key: dict, spec_dict: dict, scans: list[tuple[str, str]]):
+        from schemas import active_settings
+
+        settings = active_settings()
+        device = resolve_device(settings.device)
+        spec = RunSpec.from_dicts(**spec_dict)
+        recordings = {k: Scan().fetch_recording({"data_key": k}) for k, _ in scans}
+        epochs: list = []
+        started = datetime.datetime.now()
+        model, _, result = run_training(
+            spec, recordings, device, cache_dir=settings.cache_dir, on_epoch=epochs.append, progress=True
+        )
+        finished = datetime.datetime.now()
+        row = dict(
+            best_val_corr=result.best_val_corr,
+            epochs=result.epochs,
+            started_at=started,
+            finished_at=finished,
+            duration_s=(finished - started).total_seconds(),
+            data_checksums=dict(scans),
+            **environment(device),
+        )
+        state = {k: v.numpy() for k, v in result.state_dict.items()}
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return row, [e.__dict__ for e in epochs], state, int(n_params)
+
+    def make_insert(self, key: dict, row: dict, epochs: list[dict], state: dict, n_params: int) -> None:
+        self.insert1(dict(key, **row))
+        self.UsedScan.insert([dict(key, data_key=k, checksum=c) for k, c in row["data_checksums"].items()])
+        self.Epoch.insert(
+            [
+                dict(
+                    key,
+                    epoch=e["epoch"],
+                    lr=e["lr"],
+                    train_loss=e["train_loss"],
+                    val_corr=e["val_corr"],
+                    seconds=e["seconds"],
+                )
+                for e in epochs
+            ]
+        )
+        self.Checkpoint.insert1(dict(key, state_dict=state, n_parameters=n_params))
+
+
+def run_inputs(key: dict) -> tuple[dict, list[tuple[str, str]]]:
+    """The configs of a TrainedModel key and the (data_key, checksum) of the scans it uses (small).
+
+    Raises:
+        ValueError: a scan named by the dataset config is not ingested, or there are no scans.
+    """
+    model = (Model & key).fetch1()
+    dataset = (Dataset & key).fetch1()
+    trainer = (Trainer & key).fetch1()
+    spec_dict = dict(
+        dataset_fn=dataset["dataset_fn"],
+        dataset_config=dataset["dataset_config"],
+        model_fn=model["model_fn"],
+        model_config=model["model_config"],
+        trainer_fn=trainer["trainer_fn"],
+        trainer_config=trainer["trainer_config"],
+        seed=int(key["seed"]),
+    )
+    stored = {r["data_key"]: r["checksum"] for r in Scan.proj("checksum").to_dicts()}
+    wanted = dataset["dataset_config"].get("scans", "all")
+    names = sorted(stored) if wanted == "all" else list(wanted)
+    missing = [k for k in names if k not in stored]
+    if missing:
+        raise ValueError(f"dataset {key['dataset_hash'][:8]} names scans that are not ingested: {missing}")
+    if not names:
+        raise ValueError("no scans are ingested; run `sensorium ingest` first")
+    return spec_dict, [(k, stored[k]) for k in names]
+
+
+def load_trained_model(
+    key: dict, device: torch.device, cache_dir=None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a trained model with its best weights, and its scans' tensors, on ``device``."""
+    spec_dict, _ = run_inputs(key)
+    spec = RunSpec.from_dicts(**spec_dict)
+    used = [r["data_key"] for r in (TrainedModel.UsedScan & key).to_dicts(order_by="data_key")]
+    recordings = {k: Scan().fetch_recording({"data_key": k}) for k in used}
+    scans = build_scans(recordings, spec.dataset_config, device, cache_dir)
+    model = build_model(spec, recordings, scans)
+    state = (TrainedModel.Checkpoint & key).fetch1("state_dict")
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    return model.to(device).eval(), scans
