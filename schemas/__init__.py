@@ -110,8 +110,27 @@ def activate(
     _quiet_imports()
     for module in modules():
         module.schema.activate(f"{prefix}{module.__name__.split('.')[-1]}", connection=connection)
+    _declare_job_tables()
     _state.update(prefix=prefix, connection=connection, settings=settings)
     return connection
+
+
+def _declare_job_tables() -> None:
+    """Create every computed table's job queue now, in one process.
+
+    DataJoint declares a job table on first use; two workers that first use it at the same moment
+    contend for the DDL lock and one of them can wait for the other's whole run.
+    """
+    import datajoint as dj
+
+    for module in modules():
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, dj.Computed | dj.Imported)
+                and obj.__module__ == module.__name__
+            ):
+                len(obj.jobs)
 
 
 def active_settings() -> Settings:

@@ -19,6 +19,38 @@ QUEUES: dict[str, list] = {
 }
 
 
+def release_dead_reservations(table) -> int:
+    """Re-queue jobs reserved by workers whose database connection is gone (killed or crashed workers).
+
+    Every reservation records the worker's connection id (the PostgreSQL backend pid). A reservation whose
+    connection no longer exists can never complete, so it is put back to ``pending``. This needs no
+    timeout guess, unlike DataJoint's ``orphan_timeout``.
+
+    Returns:
+        How many jobs were re-queued.
+    """
+    conn = table.connection
+    if conn.adapter.backend != "postgresql":
+        return 0
+    alive = {int(r[0]) for r in conn.query("SELECT pid FROM pg_stat_activity").fetchall()}
+    released = 0
+    for job in table.jobs.reserved.to_dicts():
+        if int(job["connection_id"]) in alive:
+            continue
+        key = {k: job[k] for k in table.primary_key}
+        (table.jobs & key).delete_quick()
+        table.jobs.insert1({**key, "status": "pending", "priority": job["priority"]})
+        log.warning(
+            "re-queued %s %s: its worker (host %s, pid %s) is gone",
+            table.__name__,
+            key,
+            job["host"],
+            job["pid"],
+        )
+        released += 1
+    return released
+
+
 def populate(
     queue: str = "all",
     restriction: Any = None,
@@ -37,6 +69,8 @@ def populate(
     results = {}
     for table in QUEUES[queue]:
         args = [] if restriction is None else [restriction]
+        if reserve_jobs:
+            release_dead_reservations(table)
         results[table.__name__] = table.populate(
             *args,
             reserve_jobs=reserve_jobs,

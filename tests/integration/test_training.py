@@ -1,0 +1,281 @@
+"""Training through populate(): tiny real models on small synthetic recordings, real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.configs import ConfigError
+from pipeline.experiments import parse_experiment
+
+REPO = Path(__file__).parents[2]
+
+TINY_MODEL = {
+    "layers": 2,
+    "hidden_channels": 4,
+    "input_kern": 5,
+    "hidden_kern": 3,
+    "grid_mean_predictor": {"hidden_layers": 1, "hidden_features": 8},
+}
+
+
+SCANS: list[str] = []  # the two session recordings, set by the `ingested` fixture
+
+
+def tiny_experiment(name: str, seeds=(1,), **trainer) -> dict:
+    """A tiny model on the two small session recordings (other tests ingest more scans)."""
+    return {
+        "name": name,
+        "dataset": {
+            "fn": "sensorium.datasets.static_loaders",
+            "config": {"scans": SCANS or "all", "batch_size": 32},
+        },
+        "model": {"fn": "sensorium.models.stacked_core_full_gauss_readout", "config": dict(TINY_MODEL)},
+        "trainer": {
+            "fn": "sensorium.training.standard_trainer",
+            "config": {"max_iter": 3, "patience": 2, "lr_decay_steps": 1, **trainer},
+        },
+        "seeds": list(seeds),
+    }
+
+
+@pytest.fixture(scope="module")
+def ingested(db, synth_dir):
+    from schemas.data import ingest
+
+    SCANS[:] = [
+        ingest(z, cache_dir=db.cache_dir, progress=False).data_key for z in sorted(synth_dir.glob("*.zip"))
+    ]
+    return db
+
+
+def _restriction(name):
+    from schemas.fabrik import Experiment
+
+    return (Experiment & {"experiment_name": name}) * Experiment.Seed
+
+
+def test_tiny_model_trains_through_populate(ingested):
+    from schemas.data import Scan
+    from schemas.evaluation import ModelScore, OracleScore, Prediction
+    from schemas.fabrik import add_experiment
+    from schemas.training import TrainedModel
+    from schemas.workers import populate
+
+    add_experiment(parse_experiment(tiny_experiment("tiny", max_iter=4)), "tester")
+    results = populate("all", _restriction("tiny"))
+    assert results["TrainedModel"]["success_count"] == 1
+    key = (TrainedModel & _restriction("tiny")).keys()[0]
+    row = (TrainedModel & key).fetch1()
+    assert row["epochs"] == len(TrainedModel.Epoch & key) >= 1
+    for column in ("code_version", "python_version", "torch_version", "numpy_version", "host", "device"):
+        assert row[column], column
+    assert row["finished_at"] >= row["started_at"] and row["duration_s"] > 0
+    stored = {r["data_key"]: r["checksum"] for r in (Scan & [{"data_key": k} for k in SCANS]).to_dicts()}
+    assert row["data_checksums"] == stored
+    assert {r["data_key"]: r["checksum"] for r in (TrainedModel.UsedScan & key).to_dicts()} == stored
+    state = (TrainedModel.Checkpoint & key).fetch1("state_dict")
+    assert "core.features.layer0.conv.weight" in state
+
+    epochs = (TrainedModel.Epoch & key).to_dicts(order_by="epoch")
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"], "the training loss goes down"
+    assert all(np.isfinite(e["val_corr"]) for e in epochs)
+
+    for r in (Prediction.PerScan & key).to_dicts():
+        T, N = (Scan & {"data_key": r["data_key"]}).fetch1("n_trials", "n_neurons")
+        assert np.asarray(r["predictions"]).shape == (T, N)
+    scores = (ModelScore & key).to_dicts()
+    scorable = Scan.TierInfo & {"responses_withheld": False} & [{"data_key": k} for k in SCANS]
+    assert len(scores) == len(scorable)
+    assert all(np.isfinite(s["single_trial_correlation"]) for s in scores)
+    assert len(ModelScore.Neuron & key) == sum(
+        (Scan & {"data_key": s["data_key"]}).fetch1("n_neurons") for s in scores
+    )
+    # withheld competition tiers are not scored; the oracle is scored where truth exists
+    assert not (ModelScore & key & (Scan.TierInfo & {"responses_withheld": True}).proj())
+    from schemas.data import GroundTruth
+
+    assert len(OracleScore & [{"data_key": k} for k in SCANS]) == len(scorable & GroundTruth.proj())
+    oracle = {(o["data_key"], o["tier"]): o["single_trial_correlation"] for o in OracleScore.to_dicts()}
+    assert all(v > 0.3 for v in oracle.values()), oracle
+
+
+def test_same_config_seed_and_data_give_identical_scores(ingested):
+    from schemas.evaluation import ModelScore
+    from schemas.fabrik import add_experiment
+    from schemas.training import TrainedModel
+    from schemas.workers import populate
+
+    add_experiment(parse_experiment(tiny_experiment("repro", seeds=(7,))), "tester")
+    populate("all", _restriction("repro"))
+    key = (TrainedModel & _restriction("repro")).keys()[0]
+    first = sorted(
+        ((s["data_key"], s["tier"]), s["single_trial_correlation"]) for s in (ModelScore & key).to_dicts()
+    )
+    first_state = (TrainedModel.Checkpoint & key).fetch1("state_dict")
+    (TrainedModel & key).delete()  # cascades to Prediction and ModelScore
+    assert not ModelScore & key
+    populate("all", _restriction("repro"))
+    second = sorted(
+        ((s["data_key"], s["tier"]), s["single_trial_correlation"]) for s in (ModelScore & key).to_dicts()
+    )
+    second_state = (TrainedModel.Checkpoint & key).fetch1("state_dict")
+    assert first == second
+    assert all(np.array_equal(first_state[k], second_state[k]) for k in first_state)
+
+
+def test_diverging_training_leaves_error_and_no_rows(ingested):
+    from schemas.fabrik import add_experiment
+    from schemas.training import TrainedModel
+    from schemas.workers import populate
+
+    add_experiment(parse_experiment(tiny_experiment("diverge", lr_init=1e12, max_iter=3)), "tester")
+    results = populate("gpu", _restriction("diverge"), reserve_jobs=True, suppress_errors=True)
+    assert results["TrainedModel"]["success_count"] == 0
+    assert len(results["TrainedModel"]["error_list"]) == 1
+    keys = (TrainedModel.key_source & _restriction("diverge")).keys()
+    errors = (TrainedModel.jobs.errors & keys[0]).to_dicts()
+    assert len(errors) == 1
+    assert "TrainingDivergedError" in errors[0]["error_message"]
+    assert not (TrainedModel & keys[0])
+    for part in (TrainedModel.Epoch, TrainedModel.Checkpoint, TrainedModel.UsedScan):
+        assert not (part & keys[0])
+
+
+def test_unknown_key_and_wrong_type_are_refused():
+    bad = tiny_experiment("bad")
+    bad["model"]["config"]["hidden_chanels"] = 8
+    with pytest.raises(ConfigError, match=r"model\.config\.hidden_chanels: unknown key"):
+        parse_experiment(bad)
+    bad = tiny_experiment("bad")
+    bad["trainer"]["config"]["max_iter"] = "many"
+    with pytest.raises(ConfigError, match=r"trainer\.config\.max_iter"):
+        parse_experiment(bad)
+    bad = tiny_experiment("bad")
+    bad["model"]["fn"] = "sensorium.models.nope"
+    with pytest.raises(ConfigError, match="unknown builder"):
+        parse_experiment(bad)
+
+
+def test_cli_experiment_add_with_set_and_errors(ingested, tmp_path):
+    import yaml
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(tiny_experiment("cli-exp")))
+    env = dict(os.environ)
+    run = [sys.executable, "-m", "pipeline.cli", "experiment", "add", str(path)]
+    out = subprocess.run(
+        [*run, "--set", "model.config.hidden_chanels=3"], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 2 and "model.config.hidden_chanels: unknown key" in out.stdout
+    out = subprocess.run(
+        [*run, "--set", "trainer.config.max_iter=2"], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    from schemas.fabrik import Experiment, Trainer
+
+    trainer = (Trainer & (Experiment & {"experiment_name": "cli-exp"})).fetch1("trainer_config")
+    assert trainer["max_iter"] == 2
+    out = subprocess.run(
+        [*run, "--set", "trainer.config.max_iter=5"], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 2 and "already exists" in out.stdout
+
+
+def test_killed_populate_is_finished_by_the_next_call(ingested):
+    """Kill a worker in the middle of training; the next populate() re-queues its job and finishes."""
+    from schemas.fabrik import add_experiment
+    from schemas.training import TrainedModel
+    from schemas.workers import populate
+
+    spec = tiny_experiment("killed", seeds=(21, 22), max_iter=25, patience=25)
+    add_experiment(parse_experiment(spec), "tester")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "populate",
+            "--queue",
+            "gpu",
+            "--experiment",
+            "killed",
+            "--reserve-jobs",
+        ],
+        cwd=REPO,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wanted = (TrainedModel.key_source & _restriction("killed")).keys()
+
+    def reserved() -> list[dict]:
+        # the job table has its own lineage: restrict by plain key dicts
+        return [k for k in wanted if TrainedModel.jobs.reserved & k]
+
+    deadline = time.time() + 120
+    while time.time() < deadline and not reserved():
+        time.sleep(0.2)
+    assert reserved(), "the worker never reserved a job"
+    time.sleep(1.0)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    done_before = len(TrainedModel & _restriction("killed"))
+    assert done_before < 2
+    results = populate("gpu", _restriction("killed"), reserve_jobs=True)
+    assert len(TrainedModel & _restriction("killed")) == 2
+    assert results["TrainedModel"]["success_count"] == 2 - done_before
+    assert not reserved()
+
+
+def test_predict_export(ingested, tmp_path):
+    from schemas.data import Scan
+    from schemas.evaluation import ModelScore
+
+    out = tmp_path / "pred.npz"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "predict",
+            "--experiment",
+            "tiny",
+            "--tier",
+            "test",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = np.load(out)
+    keys = {k.split("/")[0] for k in data.files}
+    assert keys, data.files
+    from pipeline.scoring.metrics import single_trial_correlation
+
+    scored = 0
+    for k in keys:
+        pred, target = data[f"{k}/predictions"], data[f"{k}/targets"]
+        assert pred.shape == target.shape == (len(data[f"{k}/trial_id"]), len(data[f"{k}/neuron_ids"]))
+        unit_ids = [n["unit_id"] for n in (Scan.Neuron & {"data_key": k}).to_dicts(order_by="neuron_idx")]
+        assert data[f"{k}/neuron_ids"].tolist() == unit_ids
+        if (Scan.TierInfo & {"data_key": k, "tier": "test"}).fetch1("responses_withheld"):
+            assert np.all(target == 0)  # competition tier: exported for submissions, never scored
+            continue
+        stored = (ModelScore & _restriction("tiny") & {"data_key": k, "tier": "test"}).fetch1(
+            "single_trial_correlation"
+        )
+        assert np.isclose(single_trial_correlation(target, pred).mean(), stored)
+        scored += 1
+    assert scored >= 1
