@@ -66,6 +66,8 @@ class DatasetConfig(FrozenConfig):
     include_eye_position: bool = True  # pupil centre delivered to the shifter
     behavior_normalization: Literal["std", "minmax01"] = "std"  # SPEC 1.4 / 3a
     shuffle_seed: int = 8654  # seed of the training-loader generator (SPEC 3g)
+    regressors: RegressorsConfig | None = None  # history / state / rank for the modulated model (SPEC 3)
+    split: SplitConfig | None = None  # train/validation re-split for ensemble members (SPEC 3g)
 
     @field_validator("scans")
     @classmethod
@@ -150,3 +152,77 @@ class TrainerConfig(FrozenConfig):
     loss_accum_batch_n: int | None = None  # None: one optimiser step per round of one batch per scan
     detach_core: bool = False
     max_batches_per_epoch: int | None = Field(None, gt=0)  # cap for tests / smoke runs (None: full epoch)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the winning model (SPEC section 3)
+# ----------------------------------------------------------------------------------------------------
+
+
+class ModulatorParams(FrozenConfig):
+    """``HistoryStateGain`` modulator (SPEC 3e-3f). Defaults: Model 4 of the winning entry."""
+
+    include_gain: bool = True
+    gain_kernel_std: float = Field(30.0, gt=0)  # std (trials) of the causal half-Gaussian smoothing the gain
+    diff_reg: float = Field(100.0, ge=0)  # weight of sum (gamma_{t+1} - gamma_t)^2
+    per_neuron_gain_adjust: bool = True  # per-neuron coupling to the shared gain
+    gain_adjust_alpha: float = Field(0.3, ge=0)  # L1 on the coupling
+    include_history: bool = True
+    nr_history: int = Field(5, gt=0)  # history features per neuron (one per lag)
+    alpha_hist: float = Field(0.3, ge=0)  # L1 on the history weights
+    behav_state: bool = True
+    nr_behav_state: int = Field(10, gt=0)  # network-state features per trial
+    alpha_behav: float = Field(0.3, ge=0)  # L1 on the state-encoder weights
+
+
+class ModulatedModelConfig(BaselineModelConfig):
+    """``modulated_stacked_core_full_gauss_readout``: the baseline plus the modulator that replaces ELU+1."""
+
+    with_modulator: bool = True
+    modulator_type: Literal["HistoryStateGain"] = "HistoryStateGain"
+    modulator_params: ModulatorParams = ModulatorParams()
+
+
+class HistoryConfig(FrozenConfig):
+    """History filter bank (SPEC 3c): boxcar means of each neuron's own known responses."""
+
+    lags: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 30], min_length=1)
+
+    @field_validator("lags")
+    @classmethod
+    def _positive_increasing(cls, v):
+        if any(lag < 1 for lag in v) or sorted(set(v)) != list(v):
+            raise ValueError("lags must be positive and strictly increasing")
+        return v
+
+
+class StateConfig(FrozenConfig):
+    """Network state (SPEC 3d): sqrt -> PCA -> reduced-rank VAR(1) -> NMF, fitted on known trial pairs."""
+
+    n_pca: int = Field(500, gt=0)  # PCA components (fewer when the data is smaller)
+    rank: int = Field(20, gt=0)  # rank of the VAR(1) transition
+    n_iter: int = Field(100, gt=0)  # alternating-least-squares iterations
+    n_components: int = Field(10, gt=0)  # NMF components = state features per trial
+    rrr_seed: int = 4534
+    nmf_seed: int = 674
+    nmf_max_iter: int = Field(1000, gt=0)
+    eps: float = Field(1e-6, ge=0)  # added before the square root
+
+
+class SplitConfig(FrozenConfig):
+    """Ensemble re-splits of the train/validation labels (SPEC 3g)."""
+
+    n_splits: int = Field(5, gt=0)
+    seed: int = 35382
+    index: int = Field(0, ge=0)  # which split this dataset uses
+
+
+class RegressorsConfig(FrozenConfig):
+    """Which per-trial regressors a dataset delivers (None: not delivered)."""
+
+    history: HistoryConfig | None = None
+    state: StateConfig | None = None
+    rank: bool = False  # time rank of each trial (needed by the learned gain)
+
+
+DatasetConfig.model_rebuild()
