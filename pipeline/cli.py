@@ -168,7 +168,7 @@ def cmd_populate(args: argparse.Namespace) -> int:
     if args.experiment:
         from schemas.fabrik import Experiment
 
-        restriction = (Experiment & {"experiment_name": args.experiment}) * Experiment.Seed
+        restriction = (Experiment & {"experiment_name": args.experiment}) * Experiment.Member
     return _populate(args.queue, restriction, args.reserve_jobs, args.max_calls)
 
 
@@ -187,7 +187,7 @@ def _score_rows(experiment: str | None) -> list[dict]:
     from schemas.evaluation import ModelScore, OracleScore
     from schemas.fabrik import Experiment
 
-    exp = Experiment * Experiment.Seed
+    exp = Experiment * Experiment.Member
     if experiment:
         exp = exp & {"experiment_name": experiment}
     rows = (ModelScore * exp.proj("experiment_name")).to_dicts(
@@ -258,7 +258,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from schemas.evaluation import Prediction
     from schemas.fabrik import Experiment
 
-    exp = (Experiment & {"experiment_name": args.experiment}) * Experiment.Seed
+    exp = (Experiment & {"experiment_name": args.experiment}) * Experiment.Member
     if args.seed is not None:
         exp = exp & {"seed": args.seed}
     per_scan = Prediction.PerScan & exp.proj()

@@ -2,7 +2,8 @@
 
 Steps (each timed): synthesise two recordings with ground truth (the second competition-style), ingest
 them (validation, merge, store, trial order), train the demo baseline through ``TrainedModel.populate()``,
-predict and score it, and print the model next to the oracle (the planted expected response) per tier.
+compute the winning model's regressors (history, network state, trial rank) and train the demo winner,
+predict and score both, and print them next to the oracle (the planted expected response) per tier.
 Every number printed is a row of ``ModelScore`` / ``OracleScore`` (see the SQL printed at the end).
 
 Run with ``python -m pipeline.demo``; state goes to ``$SENSORIUM_HOME`` (default ``./.sensorium``).
@@ -48,8 +49,10 @@ def run(run_cli: Callable[[list[str]], None] = _run) -> None:
         run_cli(["ingest", "-q", *sorted(str(p) for p in data.glob("*.zip"))])
     with step("train, predict and score the demo baseline (sensorium train experiments/demo.yaml)"):
         run_cli(["train", str(EXPERIMENTS / "demo.yaml")])
-    with step("scores: model vs oracle (sensorium scores --experiment demo)"):
-        run_cli(["scores", "--experiment", "demo"])
+    with step("regressors + winner (sensorium train experiments/winner_demo.yaml)"):
+        run_cli(["train", str(EXPERIMENTS / "winner_demo.yaml")])
+    with step("scores: models vs oracle (sensorium scores)"):
+        run_cli(["scores"])
     with step("database (sensorium db status)"):
         run_cli(["db", "status"])
     columns = "data_key, tier, single_trial_correlation, correlation_to_average, feve"

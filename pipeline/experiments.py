@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.configs import ConfigError, FrozenConfig, validate
 from pipeline.registry import resolve
@@ -38,15 +38,44 @@ class Part(FrozenConfig):
     comment: str = ""
 
 
+class Member(FrozenConfig):
+    """One trained model of an experiment: its seed and, for ensembles, its train/validation re-split."""
+
+    seed: int
+    split: int | None = Field(None, ge=0)  # index into the dataset's `split` re-splits (SPEC 3g)
+
+
 class ExperimentSpec(FrozenConfig):
-    """A validated experiment file."""
+    """A validated experiment file: either ``seeds`` (one model per seed, same data) or ``members``."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     comment: str = ""
     dataset: Part
     model: Part
     trainer: Part
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[int] | None = Field(None, min_length=1)
+    members: list[Member] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _seeds_or_members(self):
+        if (self.seeds is None) == (self.members is None):
+            raise ValueError("give either `seeds` or `members`, not both")
+        named_splits = self.members and any(m.split is not None for m in self.members)
+        if named_splits and not self.dataset.config.get("split"):
+            raise ValueError("members name splits, so dataset.config needs a `split` section")
+        return self
+
+    def member_list(self) -> list[tuple[dict[str, Any], int]]:
+        """(dataset config, seed) of every member."""
+        if self.seeds is not None:
+            return [(self.dataset.config, s) for s in self.seeds]
+        out = []
+        for m in self.members:
+            config = copy.deepcopy(self.dataset.config)
+            if m.split is not None:
+                config["split"] = {**config["split"], "index": m.split}
+            out.append((config, m.seed))
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -90,7 +119,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
 def parse_experiment(data: dict[str, Any]) -> ExperimentSpec:
     """Validate an experiment given as a dict; builder configs are checked against their registries."""
     spec = validate(ExperimentSpec, data)
-    for kind in ("dataset", "model", "trainer"):
+    for kind in ("model", "trainer"):
         part = getattr(spec, kind)
         resolve(kind, part.fn, part.config, where=f"{kind}.config")
+    for config, _ in spec.member_list():
+        resolve("dataset", spec.dataset.fn, config, where="dataset.config")
     return spec

@@ -14,6 +14,7 @@ from pipeline.configs import (
     ConfigError,
     DatasetConfig,
     FrozenConfig,
+    ModulatedModelConfig,
     TrainerConfig,
     validate,
 )
@@ -35,6 +36,9 @@ DATASETS: dict[str, Entry] = {
 MODELS: dict[str, Entry] = {
     "sensorium.models.stacked_core_full_gauss_readout": Entry(
         BaselineModelConfig, "baseline: stacked 2-D core, full-Gaussian readout, MLP shifter (SPEC 2)"
+    ),
+    "sensorium.models.modulated_stacked_core_full_gauss_readout": Entry(
+        ModulatedModelConfig, "winner: the baseline + HistoryStateGain modulator (SPEC 3e-3f)"
     ),
 }
 TRAINERS: dict[str, Entry] = {

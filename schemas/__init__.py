@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import datajoint as dj
 
 #: schema modules in dependency order; each defines ``schema = dj.Schema()``
-SCHEMA_MODULES = ("data", "fabrik", "training", "evaluation")
+SCHEMA_MODULES = ("data", "regressors", "fabrik", "training", "evaluation")
 
 _state: dict = {"prefix": None, "connection": None, "settings": None}
 

@@ -84,10 +84,9 @@ class Trainer(dj.Manual):
 @schema
 class Experiment(dj.Manual):
     definition = """
-    # a named experiment (an experiments/*.yaml file): one dataset x model x trainer, run for each seed
+    # a named experiment (an experiments/*.yaml file): a model x trainer trained on each member
     experiment_name     : varchar(64)     # name in the YAML file
     ---
-    -> Dataset
     -> Model
     -> Trainer
     experiment_comment = "" : varchar(256) # free text
@@ -95,10 +94,11 @@ class Experiment(dj.Manual):
     experiment_ts = CURRENT_TIMESTAMP : datetime  # when added
     """
 
-    class Seed(dj.Part):
+    class Member(dj.Part):
         definition = """
-        # a seed the experiment is trained with
+        # one model of the experiment: a dataset (with its split) and a seed
         -> master
+        -> Dataset
         -> Seed
         """
 
@@ -128,35 +128,42 @@ def add_config(kind: str, fn: str, config: dict[str, Any], fabrikant: str, comme
 
 
 def add_experiment(spec: ExperimentSpec, fabrikant: str | None = None) -> dict:
-    """Insert an experiment, its configurations and seeds in one transaction.
+    """Insert an experiment, its configurations, regressor parameter sets and members in one transaction.
 
     Adding the same experiment again is a no-op; a different one under an existing name is refused.
 
     Returns:
         The experiment's key.
     """
+    from schemas.regressors import register_dataset_regressors
+
     fabrikant = fabrikant or getpass.getuser()
-    conn = Experiment.connection
-    with conn.transaction:
+    with Experiment.connection.transaction:
         Fabrikant.insert1({"fabrikant_name": fabrikant}, skip_duplicates=True)
         keys = {}
-        for kind in ("dataset", "model", "trainer"):
+        for kind in ("model", "trainer"):
             part = getattr(spec, kind)
             keys |= add_config(kind, part.fn, part.config, fabrikant, part.comment)
+        members = []
+        for config, seed in spec.member_list():
+            register_dataset_regressors(config)
+            dataset_key = add_config("dataset", spec.dataset.fn, config, fabrikant, spec.dataset.comment)
+            members.append(dict(dataset_key, seed=seed))
         exp_key = {"experiment_name": spec.name}
         existing = (Experiment & exp_key).to_dicts()
         if existing:
             same = all(existing[0][k] == v for k, v in keys.items())
-            stored_seeds = set((Experiment.Seed & exp_key).to_arrays("seed").tolist())
-            if not same or stored_seeds != set(spec.seeds):
+            stored = {tuple(sorted(m.items())) for m in (Experiment.Member & exp_key).proj().to_dicts()}
+            wanted = {tuple(sorted(dict(exp_key, **m).items())) for m in members}
+            if not same or stored != wanted:
                 raise ConfigError(
-                    f"experiment {spec.name!r} already exists with a different configuration or seeds; "
+                    f"experiment {spec.name!r} already exists with a different configuration or members; "
                     "give this one another name (e.g. --set name=...)"
                 )
             return exp_key
-        Seed.insert([{"seed": s} for s in spec.seeds], skip_duplicates=True)
+        Seed.insert([{"seed": m["seed"]} for m in members], skip_duplicates=True)
         Experiment.insert1(
             dict(exp_key, **keys, experiment_comment=spec.comment[:256], experiment_spec=spec.as_dict())
         )
-        Experiment.Seed.insert([dict(exp_key, seed=s) for s in spec.seeds])
+        Experiment.Member.insert([dict(exp_key, **m) for m in members])
     return exp_key

@@ -15,6 +15,7 @@ from pipeline.training.run import RunSpec, build_model, build_scans, run_trainin
 from pipeline.training.seeding import resolve_device
 from schemas.data import Scan
 from schemas.fabrik import Dataset, Experiment, Model, Seed, Trainer
+from schemas.regressors import fetch_regressors
 
 log = logging.getLogger(__name__)
 schema = dj.Schema()
@@ -77,7 +78,7 @@ class TrainedModel(dj.Computed):
     def key_source(self):
         # only the combinations declared by an experiment, not the full product of the config tables
         return (Model.proj() * Dataset.proj() * Trainer.proj() * Seed.proj()) & (
-            Experiment * Experiment.Seed
+            Experiment * Experiment.Member
         ).proj()
 
     # -- three-part make: no transaction is open while the model trains -------------------------------
@@ -92,10 +93,17 @@ class TrainedModel(dj.Computed):
         device = resolve_device(settings.device)
         spec = RunSpec.from_dicts(**spec_dict)
         recordings = {k: Scan().fetch_recording({"data_key": k}) for k, _ in scans}
+        regressors = {k: fetch_regressors(k, spec_dict["dataset_config"]) for k, _ in scans}
         epochs: list = []
         started = datetime.datetime.now()
         model, _, result = run_training(
-            spec, recordings, device, cache_dir=settings.cache_dir, on_epoch=epochs.append, progress=True
+            spec,
+            recordings,
+            device,
+            cache_dir=settings.cache_dir,
+            on_epoch=epochs.append,
+            progress=True,
+            regressors=regressors,
         )
         finished = datetime.datetime.now()
         row = dict(
@@ -167,7 +175,8 @@ def load_trained_model(
     spec = RunSpec.from_dicts(**spec_dict)
     used = [r["data_key"] for r in (TrainedModel.UsedScan & key).to_dicts(order_by="data_key")]
     recordings = {k: Scan().fetch_recording({"data_key": k}) for k in used}
-    scans = build_scans(recordings, spec.dataset_config, device, cache_dir)
+    regressors = {k: fetch_regressors(k, spec_dict["dataset_config"]) for k in used}
+    scans = build_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
     model = build_model(spec, recordings, scans)
     state = (TrainedModel.Checkpoint & key).fetch1("state_dict")
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})

@@ -7,15 +7,18 @@ from typing import Any
 
 from schemas.data import TrialOrder
 from schemas.evaluation import ModelScore, OracleScore, Prediction
+from schemas.regressors import BehaviorNormalization, History, NetworkState, SplitSet
 from schemas.training import TrainedModel
+
+REGRESSORS = [TrialOrder, BehaviorNormalization, History, NetworkState, SplitSet]
 
 log = logging.getLogger(__name__)
 
 #: queue name -> tables, in dependency order. GPU workers train and predict; CPU workers do the rest.
 QUEUES: dict[str, list] = {
-    "all": [TrialOrder, TrainedModel, Prediction, ModelScore, OracleScore],
+    "all": [*REGRESSORS, TrainedModel, Prediction, ModelScore, OracleScore],
     "gpu": [TrainedModel, Prediction],
-    "cpu": [TrialOrder, ModelScore, OracleScore],
+    "cpu": [*REGRESSORS, ModelScore, OracleScore],
 }
 
 

@@ -49,6 +49,31 @@ def rescaled_images(rec: Recording, scale: float, cache_dir: Path | None = None)
 
 
 @dataclass
+class HistoryTensors:
+    """History filter bank on a device, kept as prefix sums (SPEC 3c); features are made per batch.
+
+    Attributes:
+        prefix: (K+1, N) float64 cumulative sums of the K known responses in time order (row 0 is zero).
+        n_known_before: (T,) long, known trials strictly before each trial (file-index order).
+        lags: (L,) long.
+    """
+
+    prefix: torch.Tensor
+    n_known_before: torch.Tensor
+    lags: torch.Tensor
+
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, N, L) float32: mean of each neuron's last ``lag`` known responses before trial ``idx``."""
+        k = self.n_known_before[idx]  # (B,)
+        lo = torch.clamp(k[:, None] - self.lags[None, :], min=0)  # (B, L)
+        window = self.prefix[k][:, None, :] - self.prefix[lo]  # (B, L, N); zero-padded at the start
+        return (window / self.lags[None, :, None].to(window.dtype)).transpose(1, 2).float()
+
+    def to(self, device) -> HistoryTensors:
+        return HistoryTensors(self.prefix.to(device), self.n_known_before.to(device), self.lags.to(device))
+
+
+@dataclass
 class ScanTensors:
     """Everything the model sees of one scan, as tensors on one device, in file-index order.
 
@@ -61,7 +86,8 @@ class ScanTensors:
         tiers: (T,) tier name per trial (numpy, on the host).
         image_ids: (T,) ``frame_image_id`` (numpy).
         include_behavior: whether batches carry behaviour planes.
-        extras: further per-trial tensors (e.g. history, state, rank) keyed by batch name.
+        extras: further per-trial tensors keyed by batch name: ``state`` (T, S), ``rank_id`` (T,).
+        history: the history bank; batches then carry ``history`` (B, N, L).
     """
 
     data_key: str
@@ -73,6 +99,7 @@ class ScanTensors:
     image_ids: np.ndarray
     include_behavior: bool = True
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    history: HistoryTensors | None = None
 
     @property
     def n_trials(self) -> int:
@@ -102,6 +129,7 @@ class ScanTensors:
             self.image_ids,
             self.include_behavior,
             move,
+            None if self.history is None else self.history.to(device),
         )
 
     def batch(self, idx: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
@@ -121,6 +149,8 @@ class ScanTensors:
             "trial_id": idx_t,
         }
         out.update({k: v[idx_t] for k, v in self.extras.items()})
+        if self.history is not None:
+            out["history"] = self.history.features(idx_t)
         return out
 
     def batches(
@@ -134,12 +164,24 @@ class ScanTensors:
             yield self.batch(idx[start : start + batch_size])
 
 
-def build_scan_tensors(rec: Recording, cfg: DatasetConfig, cache_dir: Path | None = None) -> ScanTensors:
+def build_scan_tensors(
+    rec: Recording, cfg: DatasetConfig, cache_dir: Path | None = None, regressors: dict | None = None
+) -> ScanTensors:
     """Normalise one recording as the competition loaders do (SPEC 1.4) and wrap it as tensors (CPU).
+
+    Args:
+        rec: the recording (file-index order).
+        cfg: dataset configuration.
+        cache_dir: where rescaled images are cached.
+        regressors: from the regressor tables (``schemas.regressors.fetch_regressors``): ``behavior``
+            (T, 3) already normalised, ``history`` (prefix, n_known_before, lags), ``state`` (T, S),
+            ``rank_id`` (T,), ``tiers`` (T,) of an ensemble re-split. Without it behaviour is normalised
+            here and no extras are delivered.
 
     Raises:
         ValueError: statistics make a normalisation impossible (zero image std), naming the scan.
     """
+    regressors = regressors or {}
     stats = rec.statistics
     images = rescaled_images(rec, cfg.scale, cache_dir)
     responses = np.asarray(rec.responses, dtype=np.float32)
@@ -152,17 +194,41 @@ def build_scan_tensors(rec: Recording, cfg: DatasetConfig, cache_dir: Path | Non
             raise ValueError(f"scan {rec.data_key}: statistics/images/all/std is {img_std}; cannot normalise")
         images = (images - img_mean) / img_std
         responses = responses * response_precision(stats["responses"]["all"]["std"])[None]
-        behavior = normalize_behavior(behavior, stats["behavior"]["all"], cfg.behavior_normalization)
+        if "behavior" in regressors:
+            behavior = np.asarray(regressors["behavior"], dtype=np.float32)
+        else:
+            behavior = normalize_behavior(behavior, stats["behavior"]["all"], cfg.behavior_normalization)
         pc_mean = np.asarray(stats["pupil_center"]["all"]["mean"], dtype=np.float32)
         pc_std = np.asarray(stats["pupil_center"]["all"]["std"], dtype=np.float32)
         pupil = (pupil - pc_mean) / np.where(pc_std > 0, pc_std, 1.0)
+    extras: dict[str, torch.Tensor] = {}
+    if "state" in regressors:
+        extras["state"] = torch.from_numpy(np.ascontiguousarray(regressors["state"], dtype=np.float32))
+    if "rank_id" in regressors:
+        extras["rank_id"] = torch.from_numpy(np.asarray(regressors["rank_id"], dtype=np.int64))
+    history = None
+    if "history" in regressors:
+        prefix, counts, lags = regressors["history"]
+        history = HistoryTensors(
+            torch.from_numpy(np.asarray(prefix, dtype=np.float64)),
+            torch.from_numpy(np.asarray(counts, dtype=np.int64)),
+            torch.as_tensor(list(lags), dtype=torch.long),
+        )
+    tiers = np.asarray(regressors.get("tiers", rec.tiers)).astype(str)
+    for name, arr in (("state", extras.get("state")), ("rank_id", extras.get("rank_id")), ("tiers", tiers)):
+        if arr is not None and len(arr) != rec.n_trials:
+            raise ValueError(
+                f"scan {rec.data_key}: regressor {name} has {len(arr)} trials, expected {rec.n_trials}"
+            )
     return ScanTensors(
         data_key=rec.data_key,
         images=torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
         behavior=torch.from_numpy(np.ascontiguousarray(behavior, dtype=np.float32)),
         pupil_center=torch.from_numpy(np.ascontiguousarray(pupil, dtype=np.float32)),
         responses=torch.from_numpy(np.ascontiguousarray(responses, dtype=np.float32)),
-        tiers=np.asarray(rec.tiers).astype(str),
+        tiers=tiers,
         image_ids=np.asarray(rec.trials["frame_image_id"]),
         include_behavior=cfg.include_behavior,
+        extras=extras,
+        history=history,
     )

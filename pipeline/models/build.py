@@ -26,11 +26,14 @@ class ScanGeometry:
 
     n_neurons: int
     cortex_xy: np.ndarray  # (N, 2) float, meta/neurons/cell_motor_coordinates[:, :2]
+    n_trials: int | None = None  # trials of the scan, all tiers (the modulator's learned gain needs it)
 
     def __post_init__(self) -> None:
         xy = np.asarray(self.cortex_xy)
         if xy.ndim != 2 or xy.shape[0] != self.n_neurons:
             raise ValueError(f"cortex_xy must be ({self.n_neurons}, 2+), got {xy.shape}")
+        if self.n_trials is not None and self.n_trials <= 0:
+            raise ValueError(f"n_trials must be > 0 or None, got {self.n_trials}")
 
 
 def core_output_shape(core: torch.nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:

@@ -26,7 +26,7 @@ class RunSpec:
     dataset_fn: str
     dataset_config: DatasetConfig
     model_fn: str
-    model_config: BaselineModelConfig
+    model_config: BaselineModelConfig  # or its subclass ModulatedModelConfig
     trainer_fn: str
     trainer_config: TrainerConfig
     seed: int
@@ -57,16 +57,22 @@ def build_scans(
 def build_model(spec: RunSpec, recordings: Mapping[str, Recording], scans: Mapping[str, ScanTensors]):
     """The model of ``spec`` for these scans, initialised from ``spec.seed`` (on the CPU)."""
     from pipeline.models.build import ScanGeometry, stacked_core_full_gauss_readout
+    from pipeline.models.modulated import modulated_stacked_core_full_gauss_readout as modulated_builder
 
+    builders = {
+        "sensorium.models.stacked_core_full_gauss_readout": stacked_core_full_gauss_readout,
+        "sensorium.models.modulated_stacked_core_full_gauss_readout": modulated_builder,
+    }
     geometry = {
         k: ScanGeometry(
             n_neurons=rec.n_neurons,
             cortex_xy=np.asarray(rec.neurons["cell_motor_coordinates"], dtype=np.float64)[:, :2],
+            n_trials=rec.n_trials,
         )
         for k, rec in recordings.items()
     }
     first = next(iter(scans.values()))
-    return stacked_core_full_gauss_readout(
+    return builders[spec.model_fn](
         spec.model_config,
         geometry,
         input_channels=first.input_channels,
@@ -83,9 +89,10 @@ def run_training(
     cache_dir: Path | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
+    regressors: Mapping[str, dict] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, ScanTensors], TrainResult]:
     """Build tensors and model, train, and return (model with best weights, scan tensors, result)."""
-    scans = build_scans(recordings, spec.dataset_config, device, cache_dir)
+    scans = build_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
     model = build_model(spec, recordings, scans).to(device)
     result = train(
         model,

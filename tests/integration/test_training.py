@@ -59,7 +59,7 @@ def ingested(db, synth_dir):
 def _restriction(name):
     from schemas.fabrik import Experiment
 
-    return (Experiment & {"experiment_name": name}) * Experiment.Seed
+    return (Experiment & {"experiment_name": name}) * Experiment.Member
 
 
 def test_tiny_model_trains_through_populate(ingested):

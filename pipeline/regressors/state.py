@@ -1,0 +1,238 @@
+"""Network state: reduced-rank VAR(1) of the next known trial, then NMF (SPEC 3d, with 8.2 and 8.3 fixed).
+
+Steps, with A the normalised responses in time order, clipped at 0:
+
+1. pairs (A[t], A[t+1]) of consecutive trials in time order, used only when BOTH are known
+   (the winner tested ``tier[t]`` twice and never ``tier[t+1]``, so held-out or zeroed test responses
+   became regression targets: SPEC 8.2);
+2. X1 = sqrt(A[t] + eps), X2 = sqrt(A[t+1] + eps);
+3. PCA fitted on X1; Z1 = PCA(X1), Z2 = PCA(X2);
+4. Z2^T ~ W V Z1^T with V (rank, n_pca), W (n_pca, rank) by alternating least squares from V ~ N(0, 1):
+   W <- Z2^T pinv(V Z1^T); V <- pinv(W) Z2^T pinv(Z1^T); no intercept;
+5. R = clip0(PCA^-1((W V Z1^T)^T)) and an NMF fitted on R;
+6. for every trial (test included) the state is NMF.transform(clip0(PCA^-1((W V PCA(sqrt(h1 + eps))^T)^T)))
+   with h1 the lag-1 history (the last known trial before it; zeros at the session start). The winner fed
+   the raw h1 to a model fitted on square-rooted data (SPEC 8.3); here the same map is used in fitting
+   and in prediction, so for a trial whose predecessor is known the NMF input is exactly the row of R
+   predicted for it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.decomposition import NMF, PCA
+from sklearn.exceptions import ConvergenceWarning
+
+from pipeline.configs import StateConfig
+
+
+@dataclass(frozen=True)
+class StateResult:
+    """Network state of one recording and diagnostics of the fit.
+
+    Attributes:
+        state: (T, n_components) float32, file-index order.
+        n_pairs: consecutive (known, known) pairs in time order the model was fitted on.
+        n_pca: PCA components actually used (min(cfg.n_pca, n_pairs - 1, N)).
+        pca_explained: fraction of the variance of X1 kept by the PCA.
+        nmf_converged: False when the NMF fit (or the transform of all trials) hit its iteration limit.
+        nmf_n_iter: iterations of the NMF fit.
+        rrr_fit_r2: R^2 of Z2 ~ Z1 V^T W^T on the pairs (relative to the column means of Z2).
+    """
+
+    state: np.ndarray
+    n_pairs: int
+    n_pca: int
+    pca_explained: float
+    nmf_converged: bool
+    nmf_n_iter: int
+    rrr_fit_r2: float
+
+
+def _reduced_rank_var(
+    Z1: np.ndarray, Z2: np.ndarray, rank: int, n_iter: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Alternating least squares for Z2^T ~ W V Z1^T (SPEC 3d.4).
+
+    Args:
+        Z1, Z2: (P, D) PCA scores of the current and the next trial.
+
+    Returns:
+        W (D, rank), V (rank, D).
+    """
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((rank, Z1.shape[1]))
+    # Z2^T pinv(Z1^T) does not change across iterations: (D, D) computed once instead of a (P, D) pinv
+    # inside the loop (same product, same result up to rounding)
+    M = Z2.T @ np.linalg.pinv(Z1.T)
+    W = np.zeros((Z1.shape[1], rank))
+    for _ in range(n_iter):
+        W = Z2.T @ np.linalg.pinv(V @ Z1.T)
+        V = np.linalg.pinv(W) @ M
+    return W, V
+
+
+def _converged(fn: Callable[[np.ndarray], Any], X: np.ndarray) -> tuple[Any, bool]:
+    """``fn(X)`` and whether it ran without a ConvergenceWarning.
+
+    The winner's run printed ConvergenceWarnings for two mice; here they become a flag in the result.
+    Any other warning is passed on unchanged.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        out = fn(X)
+    converged = True
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            converged = False
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return out, converged
+
+
+def _last_known_rows(A_t: np.ndarray, known_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lag-1 history in time order as (distinct rows, which row each trial uses).
+
+    Trials that share their last known trial share the same h1, so the state map runs once per distinct
+    row: K + 1 rows (the zero row for trials before the first known one), gathered by ``which`` (T,).
+    """
+    T, N = A_t.shape
+    pos = np.where(known_t, np.arange(T), -1)
+    # most recent known position strictly before each trial (-1: none yet)
+    last = np.concatenate([[-1], np.maximum.accumulate(pos)[:-1]])
+    known_pos = np.flatnonzero(known_t)
+    rows = np.vstack([np.zeros((1, N)), A_t[known_pos]])  # row 0 = session start
+    which = np.searchsorted(known_pos, last) + 1  # index into rows of the known position `last`
+    which[last < 0] = 0
+    return rows, which
+
+
+@dataclass(frozen=True)
+class _StateModel:
+    """The fitted maps (internal; exposed to the tests through ``_fit``).
+
+    Attributes:
+        pca: fitted on X1 = sqrt(A[t] + eps) of the known pairs.
+        T_map: (D, D) = V^T W^T, the reduced-rank VAR(1) in row-vector form: Z_next = Z @ T_map.
+        nmf: fitted on R, the predicted next-trial activity of the known pairs.
+        eps: added before the square root.
+    """
+
+    pca: PCA
+    T_map: np.ndarray
+    nmf: NMF
+    eps: float
+
+    def next_trial(self, prev_rows: np.ndarray) -> np.ndarray:
+        """(M, N) rows of A (clipped at 0) -> (M, N) predicted next-trial activity, clipped at 0.
+
+        The one map used both to build the NMF's training data R and to compute the state (SPEC 8.3 fixed:
+        the square root is applied in both places).
+        """
+        Z = self.pca.transform(np.sqrt(prev_rows + self.eps))
+        return np.clip(self.pca.inverse_transform(Z @ self.T_map), 0.0, None)
+
+
+def _time_order(
+    responses: np.ndarray, rank: np.ndarray, known: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked inputs -> (rank int64, known in time order (T,), A in time order (T, N) float64).
+
+    A holds the known responses clipped at 0 and zeros for unknown trials: held-out (or zeroed) responses
+    are never read, so they cannot reach the pairs or the state.
+    """
+    responses = np.asarray(responses)
+    rank = np.asarray(rank, dtype=np.int64)
+    known = np.asarray(known, dtype=bool)
+    if responses.ndim != 2:
+        raise ValueError(f"responses must be (T, N), got shape {responses.shape}")
+    T, N = responses.shape
+    if rank.shape != (T,) or known.shape != (T,):
+        raise ValueError(f"rank and known must be ({T},), got {rank.shape} and {known.shape}")
+    if not np.array_equal(np.sort(rank), np.arange(T)):
+        raise ValueError("rank must be a permutation of 0..T-1 (the time rank of each file index)")
+    sort_id = np.argsort(rank, kind="stable")
+    known_t = known[sort_id]
+    A_t = np.zeros((T, N), dtype=np.float64)
+    A_t[known_t] = np.clip(np.asarray(responses[sort_id[known_t]], dtype=np.float64), 0.0, None)
+    if not np.all(np.isfinite(A_t)):
+        raise ValueError("responses of known trials must be finite")
+    return rank, known_t, A_t
+
+
+def _fit(
+    responses: np.ndarray, rank: np.ndarray, known: np.ndarray, cfg: StateConfig
+) -> tuple[StateResult, _StateModel]:
+    """``fit_network_state`` plus the fitted maps (for tests)."""
+    rank, known_t, A_t = _time_order(responses, rank, known)
+    T, N = A_t.shape
+
+    prev = np.flatnonzero(known_t[:-1] & known_t[1:])  # time positions t with t and t+1 both known
+    n_pairs = int(prev.size)
+    if n_pairs < 3:
+        raise ValueError(
+            f"network state needs at least 3 pairs of consecutive known trials in time order, got {n_pairs}"
+        )
+    X1 = np.sqrt(A_t[prev] + cfg.eps)
+    X2 = np.sqrt(A_t[prev + 1] + cfg.eps)
+
+    n_pca = int(min(cfg.n_pca, n_pairs - 1, N))
+    # random_state matters only when sklearn picks the randomized solver (large data); fixed for determinism
+    pca = PCA(n_components=n_pca, random_state=cfg.rrr_seed)
+    Z1 = pca.fit_transform(X1)
+    Z2 = pca.transform(X2)
+    del X1, X2
+
+    W, V = _reduced_rank_var(Z1, Z2, min(cfg.rank, n_pca), cfg.n_iter, cfg.rrr_seed)
+    T_map = V.T @ W.T  # (D, D): row-vector form of Z -> (W V Z^T)^T
+    Z2_hat = Z1 @ T_map
+    ss_res = float(np.sum((Z2 - Z2_hat) ** 2))
+    ss_tot = float(np.sum((Z2 - Z2.mean(axis=0)) ** 2))
+    rrr_fit_r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+
+    nmf = NMF(
+        n_components=cfg.n_components, init="random", random_state=cfg.nmf_seed, max_iter=cfg.nmf_max_iter
+    )
+    model = _StateModel(pca=pca, T_map=T_map, nmf=nmf, eps=cfg.eps)
+    R = model.next_trial(A_t[prev])  # = clip0(PCA^-1(Z2_hat)): predicted next trial of each pair
+    _, fit_converged = _converged(nmf.fit, R)
+    del R
+
+    rows, which = _last_known_rows(A_t, known_t)
+    S_rows, transform_converged = _converged(nmf.transform, model.next_trial(rows))
+    state_t = S_rows[which]  # time order
+    result = StateResult(
+        state=state_t[rank].astype(np.float32),  # file i sits at time position rank[i]
+        n_pairs=n_pairs,
+        n_pca=n_pca,
+        pca_explained=float(np.sum(pca.explained_variance_ratio_)),
+        nmf_converged=bool(fit_converged and transform_converged),
+        nmf_n_iter=int(nmf.n_iter_),
+        rrr_fit_r2=float(rrr_fit_r2),
+    )
+    return result, model
+
+
+def fit_network_state(
+    responses: np.ndarray, rank: np.ndarray, known: np.ndarray, cfg: StateConfig
+) -> StateResult:
+    """Fit the state model on known pairs and compute the state of every trial.
+
+    Args:
+        responses: (T, N) normalised responses (r * p_n), file-index order. Unknown rows are never read.
+        rank: (T,) time rank of each file index (permutation of 0..T-1).
+        known: (T,) bool, True for train / validation trials (original tiers).
+        cfg: PCA size, RRR rank and iterations, NMF size, seeds, eps.
+
+    Returns:
+        The state (T, n_components) in file order and fit diagnostics. Deterministic for the same inputs.
+
+    Raises:
+        ValueError: bad shapes, or fewer than 3 consecutive known pairs.
+    """
+    return _fit(responses, rank, known, cfg)[0]

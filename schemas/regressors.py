@@ -1,0 +1,291 @@
+"""Per-trial regressors of the winning model, as parameterised computations (SPEC 3a, 3c, 3d, 3g).
+
+Each parameter table holds a config as JSON with its hash in the key; each computed table holds, per scan
+and parameter set, what ``pipeline.regressors`` computed, with the arrays in the object store. History and
+state are computed from the responses exactly as the model sees them (r * p_n) in time order
+(``TrialOrder``), with the original tiers: only train / validation responses are ever inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import datajoint as dj
+import numpy as np
+
+from pipeline.configs import HistoryConfig, SplitConfig, StateConfig, canonical_json, config_hash
+from pipeline.data.loaders import response_precision
+from pipeline.data.recording import KNOWN_TIERS
+from pipeline.regressors.behavior import normalize_behavior
+from pipeline.regressors.history import build_history_bank
+from pipeline.regressors.splits import ensemble_splits
+from pipeline.regressors.state import fit_network_state
+from schemas.data import Scan, TrialOrder
+
+schema = dj.Schema()
+
+
+@schema
+class BehaviorMethod(dj.Lookup):
+    definition = """
+    # a behaviour normalisation (SPEC 1.4 / 3a)
+    behavior_method     : varchar(16)     # std | minmax01
+    ---
+    description         : varchar(255)    # what it does
+    """
+    contents = [
+        ("std", "b_k / std_k (baseline)"),
+        ("minmax01", "pupil min-max to [0,1]; d pupil / std; |running| / max|running| (winner)"),
+    ]
+
+
+@schema
+class BehaviorNormalization(dj.Computed):
+    definition = """
+    # normalised behaviour of every trial of a scan
+    -> Scan
+    -> BehaviorMethod
+    ---
+    behavior            : <npy@sensorium> # (T, 3) float32, file-index order
+    """
+
+    def make(self, key: dict) -> None:
+        stats = (Scan & key).fetch1("statistics")["behavior"]["all"]
+        trials = (Scan.Trial & key).to_dicts(order_by="trial_id")
+        raw = np.array([[t["pupil"], t["dpupil"], t["running"]] for t in trials], dtype=np.float32)
+        self.insert1(dict(key, behavior=normalize_behavior(raw, stats, key["behavior_method"])))
+
+
+class _ParamSet:
+    """Shared insert logic of the parameter tables: config -> (hash, canonical JSON)."""
+
+    config_class: type
+    prefix: str
+
+    @classmethod
+    def _validated(cls, config: Any):
+        return (
+            config if isinstance(config, cls.config_class) else cls.config_class.model_validate(config or {})
+        )
+
+    @classmethod
+    def key_of(cls, config: Any) -> dict:
+        """The primary key of ``config`` (nothing inserted)."""
+        return {f"{cls.prefix}_hash": config_hash(cls.prefix, cls._validated(config))}
+
+    @classmethod
+    def add(cls, config: Any) -> dict:
+        """Insert ``config`` if new; return its key."""
+        cfg = cls._validated(config)
+        key = cls.key_of(cfg)
+        if not cls() & key:
+            cls().insert1(
+                dict(key, **{f"{cls.prefix}_config": json.loads(canonical_json(cfg))}), skip_duplicates=True
+            )
+        return key
+
+
+@schema
+class HistoryParamSet(_ParamSet, dj.Manual):
+    definition = """
+    # parameters of the history filter bank
+    history_hash        : char(32)        # hash of the config
+    ---
+    history_config      : json            # HistoryConfig (lags)
+    """
+    config_class = HistoryConfig
+    prefix = "history"
+
+
+@schema
+class StateParamSet(_ParamSet, dj.Manual):
+    definition = """
+    # parameters of the network-state regressor
+    state_hash          : char(32)        # hash of the config
+    ---
+    state_config        : json            # StateConfig (PCA, RRR rank and iterations, NMF, seeds)
+    """
+    config_class = StateConfig
+    prefix = "state"
+
+
+@schema
+class SplitParamSet(_ParamSet, dj.Manual):
+    definition = """
+    # parameters of the ensemble re-splits
+    split_hash          : char(32)        # hash of the config (n_splits, seed; the index is not part of it)
+    ---
+    split_config        : json            # SplitConfig with index 0
+    """
+    config_class = SplitConfig
+    prefix = "split"
+
+    @classmethod
+    def _validated(cls, config: Any):
+        cfg = SplitConfig.model_validate(config) if not isinstance(config, SplitConfig) else config
+        return cfg.model_copy(update={"index": 0})  # one set holds every index
+
+
+def known_responses(key: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Responses as the model sees them (T, N), time rank (T,), known mask (T,), tiers (T,), file order."""
+    row = (Scan & key).fetch1()
+    p = response_precision(row["statistics"]["responses"]["all"]["std"])
+    responses = np.asarray(row["responses"], dtype=np.float32) * p[None]
+    ranks = (TrialOrder.Trial & key).to_dicts(order_by="trial_id")
+    tiers = np.array([t["tier"] for t in (Scan.Trial & key).to_dicts(order_by="trial_id")])
+    rank = np.array([r["rank"] for r in ranks], dtype=np.int64)
+    return responses, rank, np.isin(tiers, KNOWN_TIERS), tiers
+
+
+@schema
+class History(dj.Computed):
+    definition = """
+    # history filter bank of a scan, kept compactly as prefix sums over the known trials in time order
+    -> TrialOrder
+    -> HistoryParamSet
+    ---
+    prefix              : <npy@sensorium> # (K+1, N) float64 cumulative sums of the K known responses
+    n_known_before      : <npy@sensorium> # (T,) known trials before each trial (file-index order)
+    n_known             : int32           # K
+    nbytes              : int64           # bytes of prefix + counts (the full T x N x L bank is not stored)
+    """
+
+    def make(self, key: dict) -> None:
+        cfg = HistoryConfig.model_validate((HistoryParamSet & key).fetch1("history_config"))
+        responses, rank, known, _ = known_responses(key)
+        bank = build_history_bank(responses, rank, known, cfg)
+        self.insert1(
+            dict(
+                key,
+                prefix=bank.prefix,
+                n_known_before=bank.n_known_before,
+                n_known=int(known.sum()),
+                nbytes=int(bank.nbytes),
+            )
+        )
+
+
+@schema
+class NetworkState(dj.Computed):
+    definition = """
+    # network state of every trial: sqrt -> PCA -> reduced-rank VAR(1) -> NMF, fitted on known trial pairs
+    -> TrialOrder
+    -> StateParamSet
+    ---
+    state               : <npy@sensorium> # (T, n_components) float32, file-index order
+    n_pairs             : int32           # consecutive known pairs the model was fitted on
+    n_pca               : int32           # PCA components used
+    pca_explained       : float64         # variance fraction kept by the PCA
+    rrr_fit_r2          : float64         # R^2 of the reduced-rank VAR(1) on the pairs
+    nmf_converged       : bool            # NMF reached its tolerance before max_iter
+    nmf_n_iter          : int32           # NMF iterations run
+    """
+
+    def make(self, key: dict) -> None:
+        cfg = StateConfig.model_validate((StateParamSet & key).fetch1("state_config"))
+        responses, rank, known, _ = known_responses(key)
+        result = fit_network_state(responses, rank, known, cfg)
+        self.insert1(
+            dict(
+                key,
+                state=result.state.astype(np.float32),
+                n_pairs=result.n_pairs,
+                n_pca=result.n_pca,
+                pca_explained=float(result.pca_explained),
+                rrr_fit_r2=float(result.rrr_fit_r2),
+                nmf_converged=bool(result.nmf_converged),
+                nmf_n_iter=int(result.nmf_n_iter),
+            )
+        )
+
+
+@schema
+class SplitSet(dj.Computed):
+    definition = """
+    # ensemble re-splits of a scan's train/validation labels (test tiers untouched)
+    -> Scan
+    -> SplitParamSet
+    ---
+    n_splits            : int32           # rows in the part table
+    """
+
+    class Split(dj.Part):
+        definition = """
+        # one re-split
+        -> master
+        split_index     : int32           # 0..n_splits-1
+        ---
+        tiers           : <blob>          # (T,) tier of every trial under this split (file-index order)
+        n_train         : int32           # trials labelled train
+        n_validation    : int32           # trials labelled validation
+        """
+
+    def make(self, key: dict) -> None:
+        cfg = SplitConfig.model_validate((SplitParamSet & key).fetch1("split_config"))
+        tiers = np.array([t["tier"] for t in (Scan.Trial & key).to_dicts(order_by="trial_id")])
+        rows = ensemble_splits(tiers, cfg.n_splits, cfg.seed)
+        self.insert1(dict(key, n_splits=cfg.n_splits))
+        self.Split.insert(
+            [
+                dict(
+                    key,
+                    split_index=i,
+                    tiers=row.astype(str),
+                    n_train=int((row == "train").sum()),
+                    n_validation=int((row == "validation").sum()),
+                )
+                for i, row in enumerate(rows)
+            ]
+        )
+
+
+def register_dataset_regressors(dataset_config: dict) -> None:
+    """Insert the parameter sets a dataset config asks for (called when an experiment is added)."""
+    regs = dataset_config.get("regressors") or {}
+    if regs.get("history") is not None:
+        HistoryParamSet.add(regs["history"])
+    if regs.get("state") is not None:
+        StateParamSet.add(regs["state"])
+    if dataset_config.get("split") is not None:
+        SplitParamSet.add(dataset_config["split"])
+
+
+def fetch_regressors(data_key: str, dataset_config: dict) -> dict[str, Any]:
+    """What the loaders need from the regressor tables for one scan (raises if not yet computed).
+
+    Returns:
+        ``behavior`` (T, 3) normalised, and when configured ``history`` (prefix, n_known_before, lags),
+        ``state`` (T, S), ``rank_id`` (T,) and ``tiers`` (T,) of the configured split.
+    """
+    key = {"data_key": data_key}
+    out: dict[str, Any] = {}
+    method = dataset_config.get("behavior_normalization", "std")
+    out["behavior"] = np.asarray(_one(BehaviorNormalization & dict(key, behavior_method=method), "behavior"))
+    regs = dataset_config.get("regressors") or {}
+    if regs.get("history") is not None:
+        cfg = HistoryConfig.model_validate(regs["history"])
+        prefix, counts = _one(History & dict(key, **HistoryParamSet.key_of(cfg)), "prefix", "n_known_before")
+        out["history"] = (np.asarray(prefix), np.asarray(counts), list(cfg.lags))
+    if regs.get("state") is not None:
+        out["state"] = np.asarray(
+            _one(NetworkState & dict(key, **StateParamSet.key_of(regs["state"])), "state")
+        )
+    if regs.get("rank"):
+        ranks = (TrialOrder.Trial & key).to_dicts(order_by="trial_id")
+        out["rank_id"] = np.array([r["rank"] for r in ranks], dtype=np.int64)
+    split = dataset_config.get("split")
+    if split is not None:
+        skey = dict(key, **SplitParamSet.key_of(split), split_index=int(split.get("index", 0)))
+        out["tiers"] = np.asarray(_one(SplitSet.Split & skey, "tiers")).astype(str)
+    return out
+
+
+def _one(query, *attrs):
+    """``query.fetch1(*attrs)``, or a clear error when the regressor has not been computed."""
+    if len(query) != 1:
+        raise LookupError(
+            f"{type(query).__name__} has no row for {query.restriction}: run `sensorium populate` "
+            "to compute the regressors first"
+        )
+    return query.fetch1(*attrs)
