@@ -136,9 +136,8 @@ def cmd_experiment_add(args: argparse.Namespace) -> int:
     except ConfigError as err:
         _out(f"error: {err}")
         return 2
-    _out(
-        f"experiment {spec.name!r}: dataset/model/trainer configs and seeds {spec.seeds} are in the database"
-    )
+    seeds = [seed for _, seed in spec.member_list()]
+    _out(f"experiment {spec.name!r}: configs and {len(seeds)} member(s) (seeds {seeds}) are in the database")
     return 0
 
 

@@ -35,7 +35,7 @@ class Fabrikant(dj.Manual):
 class Seed(dj.Manual):
     definition = """
     # a random seed: initialisation, sampling and data order of a run
-    seed                : int64           # seed value
+    seed                : int32           # seed value
     """
 
 

@@ -49,9 +49,14 @@ def build_scans(
     cfg: DatasetConfig,
     device: torch.device,
     cache_dir: Path | None = None,
+    regressors: Mapping[str, dict] | None = None,
 ) -> dict[str, ScanTensors]:
-    """Tensors of every scan, in the order given, on ``device``."""
-    return {k: build_scan_tensors(rec, cfg, cache_dir).to(device) for k, rec in recordings.items()}
+    """Tensors of every scan, in the order given, on ``device`` (with each scan's regressors, if given)."""
+    regressors = regressors or {}
+    return {
+        k: build_scan_tensors(rec, cfg, cache_dir, regressors.get(k)).to(device)
+        for k, rec in recordings.items()
+    }
 
 
 def build_model(spec: RunSpec, recordings: Mapping[str, Recording], scans: Mapping[str, ScanTensors]):
