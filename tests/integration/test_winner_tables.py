@@ -1,0 +1,92 @@
+"""Regressor tables and the modulated model populated from tables (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.experiments import parse_experiment
+
+SCANS: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def ingested(db, synth_dir):
+    from schemas.data import ingest
+
+    SCANS[:] = [
+        ingest(z, cache_dir=db.cache_dir, progress=False).data_key for z in sorted(synth_dir.glob("*.zip"))
+    ]
+    return db
+
+
+def tiny_winner(name: str) -> dict:
+    return {
+        "name": name,
+        "dataset": {
+            "fn": "sensorium.datasets.static_loaders",
+            "config": {
+                "scans": list(SCANS),
+                "batch_size": 32,
+                "behavior_normalization": "minmax01",
+                "regressors": {"history": {"lags": [1, 2, 5]}, "state": {"n_components": 4}, "rank": True},
+                "split": {"n_splits": 3, "seed": 5},
+            },
+        },
+        "model": {
+            "fn": "sensorium.models.modulated_stacked_core_full_gauss_readout",
+            "config": {
+                "layers": 2,
+                "hidden_channels": 4,
+                "input_kern": 5,
+                "hidden_kern": 3,
+                "modulator_params": {"nr_history": 3, "nr_behav_state": 4},
+            },
+        },
+        "trainer": {
+            "fn": "sensorium.training.standard_trainer",
+            "config": {"max_iter": 2, "lr_decay_steps": 1},
+        },
+        "members": [{"seed": 1, "split": 0}, {"seed": 2, "split": 1}],
+    }
+
+
+def test_winner_populates_from_tables(ingested):
+    from schemas.data import Scan
+    from schemas.evaluation import ModelScore
+    from schemas.fabrik import Experiment, add_experiment
+    from schemas.regressors import BehaviorNormalization, History, NetworkState, SplitSet
+    from schemas.training import TrainedModel
+    from schemas.workers import populate
+
+    add_experiment(parse_experiment(tiny_winner("tiny_winner")), "tester")
+    restriction = (Experiment & {"experiment_name": "tiny_winner"}) * Experiment.Member
+    results = populate("all", restriction)
+    assert results["TrainedModel"]["success_count"] == 2, results
+    for k in SCANS:
+        key = {"data_key": k}
+        assert len(BehaviorNormalization & key) == 2  # std and minmax01
+        h = (History & key).fetch1()
+        T, N = (Scan & key).fetch1("n_trials", "n_neurons")
+        assert np.asarray(h["prefix"]).shape == (h["n_known"] + 1, N)
+        state = np.asarray((NetworkState & key).fetch1("state"))
+        assert state.shape == (T, 4) and np.all(np.isfinite(state)) and np.all(state >= 0)
+        original = np.array([t["tier"] for t in (Scan.Trial & key).to_dicts(order_by="trial_id")])
+        for split in (SplitSet.Split & key).to_dicts():
+            tiers = np.asarray(split["tiers"]).astype(str)
+            held_out = np.isin(original, ["test", "final_test"])
+            assert np.array_equal(tiers[held_out], original[held_out]), "test tiers never move"
+            assert split["n_train"] == int((original == "train").sum())
+            assert split["n_validation"] == int((original == "validation").sum())
+    members = (TrainedModel & restriction).to_dicts()
+    assert len(members) == 2 and len({m["dataset_hash"] for m in members}) == 2  # one dataset per split
+    assert ModelScore & restriction
+
+
+def test_missing_regressors_give_a_clear_error(ingested):
+    from schemas.regressors import fetch_regressors
+
+    config = tiny_winner("x")["dataset"]["config"]
+    config["regressors"]["history"] = {"lags": [1, 3]}  # never computed
+    with pytest.raises(LookupError, match="run `sensorium populate`"):
+        fetch_regressors(SCANS[0], config)
