@@ -182,6 +182,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return cmd_populate(args)
 
 
+_CONFIG_KEYS = ("model_fn", "model_hash", "trainer_fn", "trainer_hash")
+
+
 def _score_rows(experiment: str | None) -> list[dict]:
     from schemas.evaluation import ModelScore, OracleScore
     from schemas.fabrik import Experiment
@@ -189,7 +192,8 @@ def _score_rows(experiment: str | None) -> list[dict]:
     exp = Experiment * Experiment.Member
     if experiment:
         exp = exp & {"experiment_name": experiment}
-    rows = (ModelScore * exp.proj("experiment_name")).to_dicts(
+    # a trained model belongs to an experiment through all of its configs (model, trainer, dataset, seed)
+    rows = (ModelScore * exp.proj(*_CONFIG_KEYS)).to_dicts(
         order_by=("experiment_name", "seed", "data_key")
     )
     oracle = {(r["data_key"], r["tier"]): r for r in OracleScore.to_dicts()}
@@ -260,7 +264,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     exp = (Experiment & {"experiment_name": args.experiment}) * Experiment.Member
     if args.seed is not None:
         exp = exp & {"seed": args.seed}
-    per_scan = Prediction.PerScan & exp.proj()
+    per_scan = Prediction.PerScan & exp.proj(*_CONFIG_KEYS)
     seeds = sorted({r["seed"] for r in per_scan.proj().to_dicts()})
     if not seeds:
         _out(f"error: no predictions for experiment {args.experiment!r}; run `sensorium populate` first")

@@ -94,7 +94,7 @@ class HistoryBank:
         return self.features(np.arange(self.n_trials))
 
 
-def _check_inputs(responses: np.ndarray, rank: np.ndarray, known: np.ndarray) -> tuple[int, int]:
+def check_inputs(responses: np.ndarray, rank: np.ndarray, known: np.ndarray) -> tuple[int, int]:
     """Shapes and the permutation property of ``rank``; returns (T, N)."""
     if responses.ndim != 2:
         raise ValueError(f"responses must be (T, N), got shape {responses.shape}")
@@ -123,7 +123,7 @@ def build_history_bank(
     """
     rank = np.asarray(rank, dtype=np.int64)
     known = np.asarray(known, dtype=bool)
-    T, N = _check_inputs(np.asarray(responses), rank, known)
+    T, N = check_inputs(np.asarray(responses), rank, known)
     sort_id = np.argsort(rank, kind="stable")  # file indices in time order
     known_t = known[sort_id]
     # only the known rows are ever gathered, so unknown responses cannot leak into any feature
@@ -152,7 +152,7 @@ def history_reference(
     """
     rank = np.asarray(rank, dtype=np.int64)
     known = np.asarray(known, dtype=bool)
-    T, N = _check_inputs(np.asarray(responses), rank, known)
+    T, N = check_inputs(np.asarray(responses), rank, known)
     A = np.asarray(responses, dtype=np.float64)[np.argsort(rank, kind="stable")]  # time order
     known_t = known[np.argsort(rank, kind="stable")]
     zero_row = np.zeros(N)

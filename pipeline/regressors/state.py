@@ -29,6 +29,7 @@ from sklearn.decomposition import NMF, PCA
 from sklearn.exceptions import ConvergenceWarning
 
 from pipeline.configs import StateConfig
+from pipeline.regressors.history import check_inputs
 
 
 @dataclass(frozen=True)
@@ -149,13 +150,7 @@ def _time_order(
     responses = np.asarray(responses)
     rank = np.asarray(rank, dtype=np.int64)
     known = np.asarray(known, dtype=bool)
-    if responses.ndim != 2:
-        raise ValueError(f"responses must be (T, N), got shape {responses.shape}")
-    T, N = responses.shape
-    if rank.shape != (T,) or known.shape != (T,):
-        raise ValueError(f"rank and known must be ({T},), got {rank.shape} and {known.shape}")
-    if not np.array_equal(np.sort(rank), np.arange(T)):
-        raise ValueError("rank must be a permutation of 0..T-1 (the time rank of each file index)")
+    T, N = check_inputs(responses, rank, known)
     sort_id = np.argsort(rank, kind="stable")
     known_t = known[sort_id]
     A_t = np.zeros((T, N), dtype=np.float64)

@@ -279,3 +279,26 @@ def test_predict_export(ingested, tmp_path):
         assert np.isclose(single_trial_correlation(target, pred).mean(), stored)
         scored += 1
     assert scored >= 1
+
+
+def test_scores_belong_to_their_experiment_only(ingested):
+    """Two experiments sharing dataset and seed but not the model: each sees only its own scores."""
+    from pipeline.cli import _score_rows
+    from schemas.fabrik import add_experiment
+    from schemas.workers import populate
+
+    other = tiny_experiment("tiny_wide", max_iter=1)
+    other["model"]["config"]["hidden_channels"] = 6
+    same_data = tiny_experiment("tiny_narrow", max_iter=1)
+    for spec in (other, same_data):
+        add_experiment(parse_experiment(spec), "tester")
+        populate("all", _restriction(spec["name"]))
+    from schemas.data import Scan
+
+    wide, narrow = _score_rows("tiny_wide"), _score_rows("tiny_narrow")
+    scorable = Scan.TierInfo & {"responses_withheld": False} & [{"data_key": k} for k in SCANS]
+    assert len(wide) == len(narrow) == len(scorable), (
+        "one row per scan and tier, not one per model sharing data"
+    )
+    assert {r["experiment"] for r in wide} == {"tiny_wide"}
+    assert [r["single_trial_correlation"] for r in wide] != [r["single_trial_correlation"] for r in narrow]
