@@ -185,35 +185,52 @@ def cmd_train(args: argparse.Namespace) -> int:
 _CONFIG_KEYS = ("model_fn", "model_hash", "trainer_fn", "trainer_hash")
 
 
-def _score_rows(experiment: str | None) -> list[dict]:
-    from schemas.evaluation import ModelScore, OracleScore
+def _score_row(label: str, member: str, r: dict, oracle: dict, contaminated: bool) -> dict:
+    o = oracle.get((r["data_key"], r["tier"]))
+    return {
+        "model": label,
+        "member": member,
+        "data_key": r["data_key"],
+        "tier": r["tier"],
+        "n_trials": r["n_trials"],
+        "single_trial_correlation": r["single_trial_correlation"],
+        "correlation_to_average": r["correlation_to_average"],
+        "feve": r["feve"],
+        "contaminated": contaminated,
+        "oracle_single_trial_correlation": o["single_trial_correlation"] if o else None,
+        "oracle_feve": o["feve"] if o else None,
+    }
+
+
+def _score_rows(experiment: str | None = None, ensemble: str | None = None) -> list[dict]:
+    """Score rows of experiments' models and of ensembles, with the oracle beside them.
+
+    ``contaminated`` marks a tier whose trials the model (or a member) trained on: the train tier, and
+    the validation tier of re-split ensemble members (SPEC 3g). Test tiers are the headline.
+    """
+    from schemas.evaluation import Ensemble, EnsembleScore, ModelScore, OracleScore
     from schemas.fabrik import Experiment
 
-    exp = Experiment * Experiment.Member
-    if experiment:
-        exp = exp & {"experiment_name": experiment}
-    # a trained model belongs to an experiment through all of its configs (model, trainer, dataset, seed)
-    rows = (ModelScore * exp.proj(*_CONFIG_KEYS)).to_dicts(
-        order_by=("experiment_name", "seed", "data_key")
-    )
     oracle = {(r["data_key"], r["tier"]): r for r in OracleScore.to_dicts()}
     out = []
-    for r in rows:
-        o = oracle.get((r["data_key"], r["tier"]))
-        out.append(
-            {
-                "experiment": r["experiment_name"],
-                "seed": r["seed"],
-                "data_key": r["data_key"],
-                "tier": r["tier"],
-                "n_trials": r["n_trials"],
-                "single_trial_correlation": r["single_trial_correlation"],
-                "correlation_to_average": r["correlation_to_average"],
-                "feve": r["feve"],
-                "oracle_single_trial_correlation": o["single_trial_correlation"] if o else None,
-                "oracle_feve": o["feve"] if o else None,
-            }
-        )
+    if ensemble is None:
+        exp = Experiment * Experiment.Member
+        if experiment:
+            exp = exp & {"experiment_name": experiment}
+        # a trained model belongs to an experiment through all of its configs (model, trainer, dataset, seed)
+        for r in (ModelScore * exp.proj(*_CONFIG_KEYS)).to_dicts(
+            order_by=("experiment_name", "seed", "data_key")
+        ):
+            out.append(
+                _score_row(r["experiment_name"], f"seed {r['seed']}", r, oracle, r["trained_fraction"] > 0)
+            )
+    if experiment is None or ensemble is not None:
+        ens = EnsembleScore * Ensemble.proj("n_members")
+        if ensemble:
+            ens = ens & {"ensemble_name": ensemble}
+        for r in ens.to_dicts(order_by=("ensemble_name", "data_key")):
+            label = f"{r['ensemble_name']} [ens]"
+            out.append(_score_row(label, f"{r['n_members']} members", r, oracle, bool(r["contaminated"])))
     return out
 
 
@@ -221,29 +238,35 @@ _TIER_ORDER = {"train": 0, "validation": 1, "test": 2, "final_test": 3}
 
 
 def format_scores(rows: list[dict]) -> str:
-    """The score table: model vs oracle per scan and tier."""
+    """The score table: models and ensembles next to the oracle per scan and tier (* = contaminated)."""
 
-    def f(x):
-        return "     -" if x is None else f"{x:6.3f}"
+    def f(x, mark=" "):
+        return "     - " if x is None else f"{x:6.3f}{mark}"
 
     lines = [
-        f"{'experiment':<16} {'seed':>5} {'scan':<12} {'tier':<11} {'trials':>6}  "
-        f"{'corr':>6} {'oracle':>6} {'ratio':>6}  {'c-avg':>6} {'FEVE':>6} {'oFEVE':>6}"
+        f"{'model':<24} {'member':<11} {'scan':<12} {'tier':<11} {'trials':>6}  "
+        f"{'corr':>7} {'oracle':>7} {'ratio':>7}  {'c-avg':>7} {'FEVE':>7} {'oFEVE':>7}"
     ]
-    for r in sorted(rows, key=lambda r: (r["experiment"], r["seed"], r["data_key"], _TIER_ORDER[r["tier"]])):
+    for r in sorted(rows, key=lambda r: (r["model"], r["member"], r["data_key"], _TIER_ORDER[r["tier"]])):
         o = r["oracle_single_trial_correlation"]
         ratio = r["single_trial_correlation"] / o if o else None
+        mark = "*" if r["contaminated"] else " "
         lines.append(
-            f"{r['experiment']:<16} {r['seed']:>5} {r['data_key']:<12} {r['tier']:<11} {r['n_trials']:>6}  "
-            f"{f(r['single_trial_correlation'])} {f(o)} {f(ratio)}  "
-            f"{f(r['correlation_to_average'])} {f(r['feve'])} {f(r['oracle_feve'])}"
+            f"{r['model']:<24} {r['member']:<11} {r['data_key']:<12} {r['tier']:<11} {r['n_trials']:>6}  "
+            f"{f(r['single_trial_correlation'], mark)} {f(o)} {f(ratio)}  "
+            f"{f(r['correlation_to_average'], mark)} {f(r['feve'], mark)} {f(r['oracle_feve'])}"
+        )
+    if any(r["contaminated"] for r in rows):
+        lines.append(
+            "* contaminated: the model (or an ensemble member) trained on trials of this tier; "
+            "test tiers are the clean numbers"
         )
     return "\n".join(lines)
 
 
 def cmd_scores(args: argparse.Namespace) -> int:
     _activate()
-    rows = _score_rows(args.experiment)
+    rows = _score_rows(args.experiment, args.ensemble)
     if args.json:
         _out(json.dumps(rows, indent=2))
     elif not rows:
@@ -253,50 +276,118 @@ def cmd_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predictions_of(experiment: str | None, ensemble: str | None, seed: int | None) -> dict:
+    """{data_key: (T, N) predictions} of one experiment model or of an ensemble (stored, not recomputed)."""
+    from schemas.evaluation import Ensemble, Prediction, ensemble_predictions
+    from schemas.fabrik import Experiment
+
+    if ensemble is not None:
+        if not Ensemble & {"ensemble_name": ensemble}:
+            raise LookupError(f"no ensemble named {ensemble!r}")
+        members = (Ensemble.Member & {"ensemble_name": ensemble}).keys()
+        keys = set.intersection(
+            *({r["data_key"] for r in (Prediction.PerScan & m).proj().to_dicts()} for m in members)
+        )
+        if not keys:
+            raise LookupError(
+                f"ensemble {ensemble!r} has no member predictions yet; run `sensorium populate`"
+            )
+        return {k: ensemble_predictions({"ensemble_name": ensemble}, k) for k in sorted(keys)}
+    exp = (Experiment & {"experiment_name": experiment}) * Experiment.Member
+    if seed is not None:
+        exp = exp & {"seed": seed}
+    per_scan = Prediction.PerScan & exp.proj(*_CONFIG_KEYS)
+    seeds = sorted({r["seed"] for r in per_scan.proj().to_dicts()})
+    if not seeds:
+        raise LookupError(f"no predictions for experiment {experiment!r}; run `sensorium populate` first")
+    if len(seeds) > 1:
+        raise LookupError(f"experiment {experiment!r} has models for seeds {seeds}; choose one with --seed")
+    return {r["data_key"]: r["predictions"] for r in per_scan.to_dicts(order_by="data_key")}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     _activate()
-    from schemas.data import Scan
-    from schemas.evaluation import Prediction
-    from schemas.fabrik import Experiment
+    from schemas.evaluation import _targets, tier_ids
 
-    exp = (Experiment & {"experiment_name": args.experiment}) * Experiment.Member
-    if args.seed is not None:
-        exp = exp & {"seed": args.seed}
-    per_scan = Prediction.PerScan & exp.proj(*_CONFIG_KEYS)
-    seeds = sorted({r["seed"] for r in per_scan.proj().to_dicts()})
-    if not seeds:
-        _out(f"error: no predictions for experiment {args.experiment!r}; run `sensorium populate` first")
-        return 1
-    if len(seeds) > 1:
-        _out(f"error: experiment {args.experiment!r} has models for seeds {seeds}; choose one with --seed")
+    if (args.experiment is None) == (args.ensemble is None):
+        _out("error: give --experiment or --ensemble")
         return 2
+    try:
+        sources = _predictions_of(args.experiment, args.ensemble, args.seed)
+    except LookupError as err:
+        _out(f"error: {err}")
+        return 1
     arrays = {}
-    for row in per_scan.to_dicts(order_by="data_key"):
-        key = {"data_key": row["data_key"]}
-        from schemas.evaluation import _targets
-
-        targets, tiers, image_ids = _targets(row["data_key"])
-        idx = np.flatnonzero(tiers == args.tier)
+    for k, predictions in sources.items():
+        targets, _, _ = _targets(k)
+        idx, ids = tier_ids(k, args.tier)
         if len(idx) == 0:
             continue
-        trials = (Scan.Trial & key).to_dicts(order_by="trial_id")
-        unit_ids = [n["unit_id"] for n in (Scan.Neuron & key).to_dicts(order_by="neuron_idx")]
-        k = row["data_key"]
-        arrays[f"{k}/predictions"] = np.asarray(row["predictions"])[idx]
+        arrays[f"{k}/predictions"] = np.asarray(predictions)[idx]
         arrays[f"{k}/targets"] = targets[idx]
         arrays[f"{k}/trial_id"] = idx
-        arrays[f"{k}/trial_idx"] = np.array([trials[i]["trial_idx"] for i in idx])
-        arrays[f"{k}/image_ids"] = image_ids[idx]
-        arrays[f"{k}/neuron_ids"] = np.array(unit_ids)
+        arrays[f"{k}/trial_idx"] = ids.trial_idx
+        arrays[f"{k}/image_ids"] = ids.image_ids
+        arrays[f"{k}/neuron_ids"] = ids.unit_ids
     if not arrays:
-        _out(f"error: no trials in tier {args.tier!r} for experiment {args.experiment!r}")
+        _out(f"error: no trials in tier {args.tier!r}")
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, **arrays)
     _out(f"wrote {args.out} ({', '.join(sorted({k.split('/')[0] for k in arrays}))}, tier {args.tier})")
     return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pipeline.scoring.submission import FILE_NAMES, file_name, validate_submission, write_submission
+
+    _activate()
+    from schemas.evaluation import Submission, tier_ids
+
+    if args.check is not None:
+        if not args.scan:
+            _out("error: --check needs --scan DATA_KEY")
+            return 2
+        tier = args.tier or ("final_test" if "final_test" in args.check.name else "test")
+        _, ids = tier_ids(args.scan, tier)
+        problems = validate_submission(args.check, ids)
+        for p in problems:
+            _out(f"problem: {p}")
+        verdict = "valid" if not problems else f"{len(problems)} problem(s)"
+        _out(f"{args.check}: {verdict} for {args.scan} {tier}")
+        return 1 if problems else 0
+    if not args.ensemble or not args.out:
+        _out("error: give --ensemble NAME --out DIR (or --check FILE --scan KEY)")
+        return 2
+    try:
+        sources = _predictions_of(None, args.ensemble, None)
+    except LookupError as err:
+        _out(f"error: {err}")
+        return 1
+    failed = 0
+    for k, predictions in sources.items():
+        for tier in FILE_NAMES:
+            idx, ids = tier_ids(k, tier)
+            if len(idx) == 0:
+                continue
+            path = args.out / file_name(k, tier)
+            checksum = write_submission(path, ids, np.asarray(predictions)[idx])
+            problems = validate_submission(path, ids)
+            for p in problems:
+                _out(f"problem: {p}")
+            failed += bool(problems)
+            key = {"ensemble_name": args.ensemble, "data_key": k, "tier": tier}
+            row = dict(key, path=str(path.resolve()), checksum=checksum, n_trials=len(idx), file=str(path))
+            with Submission.connection.transaction:
+                (Submission & key).delete_quick()
+                Submission.insert1(row)
+            status = "valid" if not problems else "INVALID"
+            _out(f"{path}: {len(idx)} trials, {status}, sha256 {checksum[:12]}...")
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -350,17 +441,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-calls", type=int, help="at most this many keys per table")
     p.set_defaults(func=cmd_populate)
 
-    p = sub.add_parser("scores", help="model scores next to the oracle, per scan and tier")
+    p = sub.add_parser("scores", help="model and ensemble scores next to the oracle, per scan and tier")
     p.add_argument("--experiment", help="only this experiment")
+    p.add_argument("--ensemble", help="only this ensemble")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scores)
 
     p = sub.add_parser("predict", help="export predictions, targets, trial ids and neuron ids of one tier")
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--experiment", help="an experiment's model")
+    p.add_argument("--ensemble", help="an ensemble (mean of its members' stored predictions)")
     p.add_argument("--tier", required=True, choices=["train", "validation", "test", "final_test"])
     p.add_argument("--seed", type=int, help="which member when the experiment has several seeds")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("submit", help="write and validate competition submission files, or check one")
+    p.add_argument("--ensemble", help="ensemble whose mean predictions are submitted")
+    p.add_argument("--out", type=Path, help="output folder")
+    p.add_argument("--check", type=Path, help="validate this file instead of writing")
+    p.add_argument("--scan", help="data key the checked file is for")
+    p.add_argument(
+        "--tier", choices=["test", "final_test"], help="tier of the checked file (default: from its name)"
+    )
+    p.set_defaults(func=cmd_submit)
 
     db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)
     p = db.add_parser("status", help="backend, host, prefix and row counts")

@@ -2,8 +2,9 @@
 
 Steps (each timed): synthesise two recordings with ground truth (the second competition-style), ingest
 them (validation, merge, store, trial order), train the demo baseline through ``TrainedModel.populate()``,
-compute the winning model's regressors (history, network state, trial rank) and train the demo winner,
-predict and score both, and print them next to the oracle (the planted expected response) per tier.
+compute the winning model's regressors (history, network state, trial rank, re-splits), train three demo
+winner members and their mean ensemble, score everything, print it next to the oracle (the planted
+expected response) per tier with contaminated numbers marked, and write and validate the submission files.
 Every number printed is a row of ``ModelScore`` / ``OracleScore`` (see the SQL printed at the end).
 
 Run with ``python -m pipeline.demo``; state goes to ``$SENSORIUM_HOME`` (default ``./.sensorium``).
@@ -49,15 +50,17 @@ def run(run_cli: Callable[[list[str]], None] = _run) -> None:
         run_cli(["ingest", "-q", *sorted(str(p) for p in data.glob("*.zip"))])
     with step("train, predict and score the demo baseline (sensorium train experiments/demo.yaml)"):
         run_cli(["train", str(EXPERIMENTS / "demo.yaml")])
-    with step("regressors + winner (sensorium train experiments/winner_demo.yaml)"):
-        run_cli(["train", str(EXPERIMENTS / "winner_demo.yaml")])
-    with step("scores: models vs oracle (sensorium scores)"):
+    with step("regressors + 3 winner members + ensemble (sensorium train experiments/ensemble_demo.yaml)"):
+        run_cli(["train", str(EXPERIMENTS / "ensemble_demo.yaml")])
+    with step("scores: baseline, members, ensemble vs oracle (sensorium scores)"):
         run_cli(["scores"])
+    with step("submission files (sensorium submit --ensemble ensemble_demo)"):
+        run_cli(["submit", "--ensemble", "ensemble_demo", "--out", str(settings.home / "submission")])
     with step("database (sensorium db status)"):
         run_cli(["db", "status"])
     columns = "data_key, tier, single_trial_correlation, correlation_to_average, feve"
     sys.stdout.write("\nThe same numbers in SQL:\n")
-    for table in ("model_score", "oracle_score"):
+    for table in ("model_score", "ensemble_score", "oracle_score"):
         sys.stdout.write(f'  SELECT {columns} FROM "{settings.db_prefix}evaluation"."__{table}";\n')
     sys.stdout.write("\n== timings\n")
     for name, seconds in _timings:

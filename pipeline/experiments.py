@@ -45,6 +45,13 @@ class Member(FrozenConfig):
     split: int | None = Field(None, ge=0)  # index into the dataset's `split` re-splits (SPEC 3g)
 
 
+class EnsembleDecl(FrozenConfig):
+    """An ensemble to form from all of an experiment's members once they are trained (SPEC 3g)."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")  # default: the experiment's name
+    comment: str = ""
+
+
 class ExperimentSpec(FrozenConfig):
     """A validated experiment file: either ``seeds`` (one model per seed, same data) or ``members``."""
 
@@ -55,6 +62,7 @@ class ExperimentSpec(FrozenConfig):
     trainer: Part
     seeds: list[int] | None = Field(None, min_length=1)
     members: list[Member] | None = Field(None, min_length=1)
+    ensemble: EnsembleDecl | None = None  # form a mean ensemble of all members
 
     @model_validator(mode="after")
     def _seeds_or_members(self):

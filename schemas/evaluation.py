@@ -69,6 +69,41 @@ def _targets(data_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(row["responses"], dtype=np.float32) * p[None], tiers, image_ids
 
 
+def tier_ids(data_key: str, tier: str):
+    """File indices (n,) of ``tier`` and its :class:`~pipeline.scoring.submission.TierIds`."""
+    from pipeline.scoring.submission import TierIds
+
+    key = {"data_key": data_key}
+    trials = (Scan.Trial & key).to_dicts(order_by="trial_id")
+    idx = np.array([t["trial_id"] for t in trials if t["tier"] == tier], dtype=np.int64)
+    by_id = {t["trial_id"]: t for t in trials}
+    units = np.array([n["unit_id"] for n in (Scan.Neuron & key).to_dicts(order_by="neuron_idx")])
+    return idx, TierIds(
+        trial_idx=np.array([by_id[i]["trial_idx"] for i in idx], dtype=str),
+        image_ids=np.array([by_id[i]["frame_image_id"] for i in idx], dtype=np.int64),
+        unit_ids=units,
+    )
+
+
+def training_tiers(model_key: dict, data_key: str) -> np.ndarray:
+    """(T,) the tier labels a trained model was trained with on one scan (its split, or the original)."""
+    from schemas.fabrik import Dataset
+    from schemas.regressors import SplitParamSet, SplitSet
+
+    config = (Dataset & model_key).fetch1("dataset_config")
+    split = config.get("split")
+    if split is not None:
+        key = dict(SplitParamSet.key_of(split), data_key=data_key, split_index=int(split.get("index", 0)))
+        return np.asarray((SplitSet.Split & key).fetch1("tiers")).astype(str)
+    return np.array([t["tier"] for t in (Scan.Trial & {"data_key": data_key}).to_dicts(order_by="trial_id")])
+
+
+def trained_fraction(model_key: dict, data_key: str, tier: str, original: np.ndarray) -> float:
+    """Share of the trials of ``tier`` (original labels ``original``) that the model trained on."""
+    mask = original == tier
+    return float((training_tiers(model_key, data_key)[mask] == "train").mean()) if mask.any() else 0.0
+
+
 def _score_rows(key: dict, score: TierScore) -> tuple[dict, list[dict]]:
     master = dict(
         key,
@@ -119,6 +154,7 @@ class ModelScore(dj.Computed):
     -> Prediction.PerScan
     -> Tier
     ---
+    trained_fraction    : float32         # share of the tier's trials it trained on (>0: contaminated)
     """
         + _SCORE_COLUMNS
     )
@@ -143,6 +179,7 @@ class ModelScore(dj.Computed):
         predictions = np.asarray((Prediction.PerScan & key).fetch1("predictions"))
         mask = tiers == key["tier"]
         master, neurons = _score_rows(key, score_tier(targets[mask], predictions[mask], image_ids[mask]))
+        master["trained_fraction"] = trained_fraction(key, key["data_key"], key["tier"], tiers)
         self.insert1(master)
         self.Neuron.insert(neurons)
 
@@ -183,3 +220,151 @@ class OracleScore(dj.Computed):
         master, neurons = _score_rows(key, score_tier(targets[mask], expected[mask], image_ids[mask]))
         self.insert1(master)
         self.Neuron.insert(neurons)
+
+
+# ------------------------------------------------------------------------------------------------------
+# ensembles (SPEC 3g)
+# ------------------------------------------------------------------------------------------------------
+
+
+@schema
+class Ensemble(dj.Manual):
+    definition = """
+    # a mean ensemble of trained models
+    ensemble_name       : varchar(64)     # name (an experiment's `ensemble`, or given)
+    ---
+    ensemble_comment = "" : varchar(256)  # free text
+    member_hash         : char(32)        # hash of the sorted member keys
+    n_members           : int32           # members
+    ensemble_ts = CURRENT_TIMESTAMP : datetime  # when created
+    """
+
+    class Member(dj.Part):
+        definition = """
+        # one member
+        -> master
+        -> TrainedModel
+        """
+
+
+def member_hash(members: list[dict]) -> str:
+    """Order-independent hash of member keys."""
+    import hashlib
+    import json
+
+    canon = sorted(json.dumps(m, sort_keys=True, default=str) for m in members)
+    return hashlib.md5("\n".join(canon).encode()).hexdigest()
+
+
+def add_ensemble(name: str, members: list[dict], comment: str = "") -> dict:
+    """Record an ensemble of trained models (no-op if the same; refused if the name has other members)."""
+    keys = [{k: m[k] for k in TrainedModel.primary_key} for m in members]
+    missing = [k for k in keys if not TrainedModel & k]
+    if missing:
+        raise ValueError(
+            f"ensemble {name!r}: {len(missing)} member(s) are not trained yet, e.g. {missing[0]}"
+        )
+    h = member_hash(keys)
+    key = {"ensemble_name": name}
+    existing = (Ensemble & key).to_dicts()
+    if existing:
+        if existing[0]["member_hash"] != h:
+            raise ValueError(f"ensemble {name!r} already exists with other members; choose another name")
+        return key
+    with Ensemble.connection.transaction:
+        Ensemble.insert1(dict(key, ensemble_comment=comment[:256], member_hash=h, n_members=len(keys)))
+        Ensemble.Member.insert([dict(key, **k) for k in keys])
+    return key
+
+
+def register_declared_ensembles() -> list[str]:
+    """Create the ensembles that experiments declare, once all their members are trained."""
+    from schemas.fabrik import Experiment
+
+    made = []
+    for exp in Experiment.to_dicts():
+        decl = (exp["experiment_spec"] or {}).get("ensemble")
+        if not decl:
+            continue
+        name = decl.get("name") or exp["experiment_name"]
+        members = (
+            TrainedModel & ((Experiment & {"experiment_name": exp["experiment_name"]}) * Experiment.Member)
+        ).keys()
+        n_declared = len(Experiment.Member & {"experiment_name": exp["experiment_name"]})
+        if len(members) == n_declared and not Ensemble & {"ensemble_name": name}:
+            add_ensemble(name, members, decl.get("comment", ""))
+            made.append(name)
+    return made
+
+
+def ensemble_predictions(ensemble: dict, data_key: str) -> np.ndarray:
+    """(T, N) mean of the members' stored predictions for one scan (predictions are never recomputed)."""
+    members = (Ensemble.Member & ensemble).keys()
+    arrays = [
+        np.asarray((Prediction.PerScan & dict(m, data_key=data_key)).fetch1("predictions"), dtype=np.float64)
+        for m in members
+    ]
+    return np.mean(arrays, axis=0).astype(np.float32)
+
+
+@schema
+class EnsembleScore(dj.Computed):
+    definition = (
+        """
+    # the metrics of SPEC section 4 for the mean of an ensemble's members on one tier of one scan
+    -> Ensemble
+    -> Scan
+    -> Tier
+    ---
+    contaminated        : bool            # a member trained on trials of this tier (re-split validation)
+    trained_fraction    : float32         # the largest share of this tier's trials any member trained on
+    """
+        + _SCORE_COLUMNS
+    )
+
+    class Neuron(dj.Part):
+        definition = (
+            """
+        # per-neuron metrics of the ensemble
+        -> master
+        -> Scan.Neuron
+        ---
+        """
+            + _NEURON_COLUMNS
+        )
+
+    @property
+    def key_source(self):
+        complete = Ensemble - (Ensemble.Member - Prediction.proj()).proj()  # every member has predictions
+        scans = dj.U("ensemble_name", "data_key") & (Ensemble.Member * Prediction.PerScan.proj())
+        return (complete.proj() * _scorable_tiers()) & scans
+
+    def make(self, key: dict) -> None:
+        ensemble = {"ensemble_name": key["ensemble_name"]}
+        targets, tiers, image_ids = _targets(key["data_key"])
+        predictions = ensemble_predictions(ensemble, key["data_key"])
+        mask = tiers == key["tier"]
+        master, neurons = _score_rows(key, score_tier(targets[mask], predictions[mask], image_ids[mask]))
+        fractions = [
+            trained_fraction(m, key["data_key"], key["tier"], tiers)
+            for m in (Ensemble.Member & ensemble).keys()
+        ]
+        master.update(contaminated=max(fractions) > 0, trained_fraction=max(fractions))
+        self.insert1(master)
+        self.Neuron.insert(neurons)
+
+
+@schema
+class Submission(dj.Manual):
+    definition = """
+    # a competition submission file written from an ensemble (SPEC 4)
+    -> Ensemble
+    -> Scan
+    -> Tier
+    ---
+    path                : varchar(1024)   # where it was written
+    checksum            : char(64)        # SHA-256 of the file
+    n_trials            : int32           # rows
+    file                : <attach@sensorium>  # the file itself
+    created_at = CURRENT_TIMESTAMP : datetime  # when written
+    """

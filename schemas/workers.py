@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from schemas.data import TrialOrder
-from schemas.evaluation import ModelScore, OracleScore, Prediction
+from schemas.evaluation import EnsembleScore, ModelScore, OracleScore, Prediction, register_declared_ensembles
 from schemas.regressors import BehaviorNormalization, History, NetworkState, SplitSet
 from schemas.training import TrainedModel
 
@@ -16,9 +16,9 @@ log = logging.getLogger(__name__)
 
 #: queue name -> tables, in dependency order. GPU workers train and predict; CPU workers do the rest.
 QUEUES: dict[str, list] = {
-    "all": [*REGRESSORS, TrainedModel, Prediction, ModelScore, OracleScore],
+    "all": [*REGRESSORS, TrainedModel, Prediction, ModelScore, OracleScore, EnsembleScore],
     "gpu": [TrainedModel, Prediction],
-    "cpu": [*REGRESSORS, ModelScore, OracleScore],
+    "cpu": [*REGRESSORS, ModelScore, OracleScore, EnsembleScore],
 }
 
 
@@ -74,6 +74,8 @@ def populate(
         args = [] if restriction is None else [restriction]
         if reserve_jobs:
             release_dead_reservations(table)
+        if table is EnsembleScore:
+            register_declared_ensembles()  # experiments' ensembles whose members are all trained
         results[table.__name__] = table.populate(
             *args,
             reserve_jobs=reserve_jobs,
