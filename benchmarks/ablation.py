@@ -46,6 +46,24 @@ def sensorium(env: dict, *args: str) -> str:
     return proc.stdout
 
 
+def training_seconds(home: Path) -> dict[str, float]:
+    """Training wall time of each experiment's models, from ``TrainedModel.duration_s``."""
+    os.environ["SENSORIUM_HOME"] = str(home)
+    import schemas
+
+    schemas.activate()
+    from schemas.fabrik import Experiment
+    from schemas.training import TrainedModel
+
+    rows = TrainedModel * (Experiment * Experiment.Member).proj(
+        "model_fn", "model_hash", "trainer_fn", "trainer_hash"
+    )
+    out: dict[str, float] = {}
+    for r in rows.to_dicts():
+        out[r["experiment_name"]] = out.get(r["experiment_name"], 0.0) + r["duration_s"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mice", type=int, default=2)
@@ -85,11 +103,12 @@ def main() -> None:
         sensorium(env, "train", str(EXPERIMENTS / f"{name}.yaml"))
         timings[name] = time.perf_counter() - start
     rows = json.loads(sensorium(env, "scores", "--json"))
+    durations = training_seconds(home)
 
     test = [r for r in rows if r["tier"] == "test"]
     per_exp: dict[str, dict] = {}
     for r in test:
-        e = per_exp.setdefault(r["experiment"], {"corr": [], "oracle": [], "n": 0})
+        e = per_exp.setdefault(r["model"], {"corr": [], "oracle": []})
         e["corr"].append(r["single_trial_correlation"])
         e["oracle"].append(r["oracle_single_trial_correlation"])
     summary = []
@@ -102,7 +121,15 @@ def main() -> None:
         oracle = sum(e["oracle"]) / len(e["oracle"])
         if name == "demo":
             base = corr
-        summary.append({"preset": name, "test_corr": corr, "oracle": oracle, "train_seconds": timings[name]})
+        summary.append(
+            {
+                "preset": name,
+                "test_corr": corr,
+                "oracle": oracle,
+                "train_seconds": durations.get(name),
+                "step_seconds": timings[name],
+            }
+        )
     for s in summary:
         s["change_pct"] = None if base is None else 100 * (s["test_corr"] - base) / base
         s["reported_pct"] = REPORTED.get(s["preset"])
@@ -126,7 +153,7 @@ def main() -> None:
         ratio = s["test_corr"] / s["oracle"]
         print(
             f"{s['preset']:<22} {s['test_corr']:>9.3f} {s['oracle']:>9.3f} {ratio:>9.2f} "
-            f"{change:>9} {reported:>9} {s['train_seconds']:>9.0f}"
+            f"{change:>9} {reported:>9} {s['train_seconds'] or 0:>9.0f}"
         )
     print(f"\nwall time {info['wall_seconds']:.0f} s; state in {home}")
 
