@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--presets", default=",".join(REPORTED), help="comma-separated preset names")
+    parser.add_argument(
+        "--seeds", default="42", help="comma-separated training seeds per preset (default 42)"
+    )
     parser.add_argument("--home", type=Path, help="SENSORIUM_HOME to use (default: a new temporary folder)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -100,7 +103,7 @@ def main() -> None:
     timings = {}
     for name in args.presets.split(","):
         start = time.perf_counter()
-        sensorium(env, "train", str(EXPERIMENTS / f"{name}.yaml"))
+        sensorium(env, "train", str(EXPERIMENTS / f"{name}.yaml"), "--set", f"seeds=[{args.seeds}]")
         timings[name] = time.perf_counter() - start
     rows = json.loads(sensorium(env, "scores", "--json"))
     durations = training_seconds(home)
@@ -108,9 +111,10 @@ def main() -> None:
     test = [r for r in rows if r["tier"] == "test"]
     per_exp: dict[str, dict] = {}
     for r in test:
-        e = per_exp.setdefault(r["model"], {"corr": [], "oracle": []})
+        e = per_exp.setdefault(r["model"], {"corr": [], "oracle": [], "by_seed": {}})
         e["corr"].append(r["single_trial_correlation"])
         e["oracle"].append(r["oracle_single_trial_correlation"])
+        e["by_seed"].setdefault(r["member"], []).append(r["single_trial_correlation"])
     summary = []
     base = None
     for name in args.presets.split(","):
@@ -121,10 +125,14 @@ def main() -> None:
         oracle = sum(e["oracle"]) / len(e["oracle"])
         if name == "demo":
             base = corr
+        seed_means = [sum(v) / len(v) for v in e["by_seed"].values()]
         summary.append(
             {
                 "preset": name,
                 "test_corr": corr,
+                "seed_min": min(seed_means),
+                "seed_max": max(seed_means),
+                "n_seeds": len(seed_means),
                 "oracle": oracle,
                 "train_seconds": durations.get(name),
                 "step_seconds": timings[name],
@@ -144,16 +152,35 @@ def main() -> None:
         print(json.dumps({"info": info, "rows": summary}, indent=2))
         return
     print(f"command : {info['command']}\nmachine : {info['machine']}\ndata    : {info['data']}")
-    print("metric  : test single-trial correlation, mean over scans (oracle = planted expected response)\n")
-    header = ("preset", "test corr", "oracle", "of oracle", "change", "reported", "train s")
-    print(f"{header[0]:<22} " + " ".join(f"{h:>9}" for h in header[1:]))
+    print("metric  : test single-trial correlation, mean over scans and seeds (oracle: planted expectation)")
+    print("range   : lowest-highest per-seed mean; train s = summed training time of the preset's models\n")
+    header = ("preset", "test corr", "seeds", "range", "oracle", "of oracle", "change", "reported", "train s")
+    widths = (22, 9, 5, 11, 7, 9, 8, 8, 7)
+    print(
+        " ".join(
+            f"{h:<{w}}" if i == 0 else f"{h:>{w}}"
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    )
     for s in summary:
         change = "-" if s["change_pct"] is None or s["preset"] == "demo" else f"{s['change_pct']:+.1f}%"
         reported = "-" if s["reported_pct"] is None else f"{s['reported_pct']:+.1f}%"
         ratio = s["test_corr"] / s["oracle"]
+        spread = f"{s['seed_min']:.3f}-{s['seed_max']:.3f}"
+        cells = (
+            s["preset"],
+            f"{s['test_corr']:.3f}",
+            s["n_seeds"],
+            spread,
+            f"{s['oracle']:.3f}",
+            f"{ratio:.2f}",
+        )
+        cells += (change, reported, f"{s['train_seconds'] or 0:.0f}")
         print(
-            f"{s['preset']:<22} {s['test_corr']:>9.3f} {s['oracle']:>9.3f} {ratio:>9.2f} "
-            f"{change:>9} {reported:>9} {s['train_seconds'] or 0:>9.0f}"
+            " ".join(
+                f"{c:<{w}}" if i == 0 else f"{c!s:>{w}}"
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
         )
     print(f"\nwall time {info['wall_seconds']:.0f} s; state in {home}")
 
