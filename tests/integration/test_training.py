@@ -300,5 +300,5 @@ def test_scores_belong_to_their_experiment_only(ingested):
     assert len(wide) == len(narrow) == len(scorable), (
         "one row per scan and tier, not one per model sharing data"
     )
-    assert {r["experiment"] for r in wide} == {"tiny_wide"}
+    assert {r["model"] for r in wide} == {"tiny_wide"}
     assert [r["single_trial_correlation"] for r in wide] != [r["single_trial_correlation"] for r in narrow]
