@@ -81,5 +81,6 @@ def test_winner_has_five_members_over_splits_and_seeds():
     assert [seed for _, seed in members] == [100, 101, 102, 103, 104]
     assert [cfg["split"]["index"] for cfg, _ in members] == [0, 1, 2, 3, 4]
     assert spec.model.fn == MODULATED
+    assert spec.ensemble is not None and spec.ensemble.name == "winner"
     params = spec.model.config["modulator_params"]
     assert params["gain_adjust_alpha"] == params["alpha_hist"] == params["alpha_behav"] == 0.3
