@@ -95,13 +95,26 @@ def training_tiers(model_key: dict, data_key: str) -> np.ndarray:
     if split is not None:
         key = dict(SplitParamSet.key_of(split), data_key=data_key, split_index=int(split.get("index", 0)))
         return np.asarray((SplitSet.Split & key).fetch1("tiers")).astype(str)
-    return np.array([t["tier"] for t in (Scan.Trial & {"data_key": data_key}).to_dicts(order_by="trial_id")])
+    return _original_tiers(data_key)
 
 
 def trained_fraction(model_key: dict, data_key: str, tier: str, original: np.ndarray) -> float:
     """Share of the trials of ``tier`` (original labels ``original``) that the model trained on."""
     mask = original == tier
     return float((training_tiers(model_key, data_key)[mask] == "train").mean()) if mask.any() else 0.0
+
+
+def _insert_scores(table, key: dict, predictions: np.ndarray, **extra) -> None:
+    """Score ``predictions`` (T, N) on the key's tier of its scan; insert the master and neuron rows."""
+    targets, tiers, image_ids = _targets(key["data_key"])
+    mask = tiers == key["tier"]
+    master, neurons = _score_rows(key, score_tier(targets[mask], predictions[mask], image_ids[mask]))
+    table.insert1(dict(master, **extra))
+    table.Neuron.insert(neurons)
+
+
+def _original_tiers(data_key: str) -> np.ndarray:
+    return np.array([t["tier"] for t in (Scan.Trial & {"data_key": data_key}).to_dicts(order_by="trial_id")])
 
 
 def _score_rows(key: dict, score: TierScore) -> tuple[dict, list[dict]]:
@@ -175,13 +188,9 @@ class ModelScore(dj.Computed):
         return Prediction.PerScan.proj() * _scorable_tiers()
 
     def make(self, key: dict) -> None:
-        targets, tiers, image_ids = _targets(key["data_key"])
         predictions = np.asarray((Prediction.PerScan & key).fetch1("predictions"))
-        mask = tiers == key["tier"]
-        master, neurons = _score_rows(key, score_tier(targets[mask], predictions[mask], image_ids[mask]))
-        master["trained_fraction"] = trained_fraction(key, key["data_key"], key["tier"], tiers)
-        self.insert1(master)
-        self.Neuron.insert(neurons)
+        fraction = trained_fraction(key, key["data_key"], key["tier"], _original_tiers(key["data_key"]))
+        _insert_scores(self, key, predictions, trained_fraction=fraction)
 
 
 @schema
@@ -212,14 +221,9 @@ class OracleScore(dj.Computed):
         return GroundTruth.proj() * _scorable_tiers()
 
     def make(self, key: dict) -> None:
-        targets, tiers, image_ids = _targets(key["data_key"])
         row = (Scan & key).fetch1("statistics")
         expected = np.asarray((GroundTruth & key).fetch1("expected"), dtype=np.float32)
-        expected = expected * response_precision(row["responses"]["all"]["std"])[None]
-        mask = tiers == key["tier"]
-        master, neurons = _score_rows(key, score_tier(targets[mask], expected[mask], image_ids[mask]))
-        self.insert1(master)
-        self.Neuron.insert(neurons)
+        _insert_scores(self, key, expected * response_precision(row["responses"]["all"]["std"])[None])
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -341,17 +345,15 @@ class EnsembleScore(dj.Computed):
 
     def make(self, key: dict) -> None:
         ensemble = {"ensemble_name": key["ensemble_name"]}
-        targets, tiers, image_ids = _targets(key["data_key"])
-        predictions = ensemble_predictions(ensemble, key["data_key"])
-        mask = tiers == key["tier"]
-        master, neurons = _score_rows(key, score_tier(targets[mask], predictions[mask], image_ids[mask]))
+        tiers = _original_tiers(key["data_key"])
         fractions = [
             trained_fraction(m, key["data_key"], key["tier"], tiers)
             for m in (Ensemble.Member & ensemble).keys()
         ]
-        master.update(contaminated=max(fractions) > 0, trained_fraction=max(fractions))
-        self.insert1(master)
-        self.Neuron.insert(neurons)
+        predictions = ensemble_predictions(ensemble, key["data_key"])
+        _insert_scores(
+            self, key, predictions, contaminated=max(fractions) > 0, trained_fraction=max(fractions)
+        )
 
 
 @schema
