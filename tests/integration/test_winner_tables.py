@@ -11,12 +11,8 @@ SCANS: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def ingested(db, synth_dir):
-    from schemas.data import ingest
-
-    SCANS[:] = [
-        ingest(z, cache_dir=db.cache_dir, progress=False).data_key for z in sorted(synth_dir.glob("*.zip"))
-    ]
+def ingested(db, session_scans):
+    SCANS[:] = session_scans
     return db
 
 
