@@ -165,9 +165,12 @@ def cmd_populate(args: argparse.Namespace) -> int:
     _activate()
     restriction = None
     if args.experiment:
-        from schemas.fabrik import Experiment
+        from schemas.fabrik import Experiment, experiment_models
 
-        restriction = (Experiment & {"experiment_name": args.experiment}) * Experiment.Member
+        if not Experiment & {"experiment_name": args.experiment}:
+            _out(f"error: no experiment named {args.experiment!r}; add it with `sensorium experiment add`")
+            return 2
+        restriction = experiment_models(args.experiment)
     return _populate(args.queue, restriction, args.reserve_jobs, args.max_calls)
 
 
@@ -180,9 +183,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = load_experiment(args.file, args.set)
     args.experiment, args.queue, args.max_calls = spec.name, "all", None
     return cmd_populate(args)
-
-
-_CONFIG_KEYS = ("model_fn", "model_hash", "trainer_fn", "trainer_hash")
 
 
 def _score_row(label: str, member: str, r: dict, oracle: dict, contaminated: bool) -> dict:
@@ -209,16 +209,13 @@ def _score_rows(experiment: str | None = None, ensemble: str | None = None) -> l
     the validation tier of re-split ensemble members (SPEC 3g). Test tiers are the headline.
     """
     from schemas.evaluation import Ensemble, EnsembleScore, ModelScore, OracleScore
-    from schemas.fabrik import Experiment
+    from schemas.fabrik import experiment_models
 
     oracle = {(r["data_key"], r["tier"]): r for r in OracleScore.to_dicts()}
     out = []
     if ensemble is None:
-        exp = Experiment * Experiment.Member
-        if experiment:
-            exp = exp & {"experiment_name": experiment}
         # a trained model belongs to an experiment through all of its configs (model, trainer, dataset, seed)
-        for r in (ModelScore * exp.proj(*_CONFIG_KEYS)).to_dicts(
+        for r in (ModelScore * experiment_models(experiment)).to_dicts(
             order_by=("experiment_name", "seed", "data_key")
         ):
             out.append(
@@ -279,7 +276,7 @@ def cmd_scores(args: argparse.Namespace) -> int:
 def _predictions_of(experiment: str | None, ensemble: str | None, seed: int | None) -> dict:
     """{data_key: (T, N) predictions} of one experiment model or of an ensemble (stored, not recomputed)."""
     from schemas.evaluation import Ensemble, Prediction, ensemble_predictions
-    from schemas.fabrik import Experiment
+    from schemas.fabrik import experiment_models
 
     if ensemble is not None:
         if not Ensemble & {"ensemble_name": ensemble}:
@@ -293,15 +290,19 @@ def _predictions_of(experiment: str | None, ensemble: str | None, seed: int | No
                 f"ensemble {ensemble!r} has no member predictions yet; run `sensorium populate`"
             )
         return {k: ensemble_predictions({"ensemble_name": ensemble}, k) for k in sorted(keys)}
-    exp = (Experiment & {"experiment_name": experiment}) * Experiment.Member
+    exp = experiment_models(experiment)
     if seed is not None:
         exp = exp & {"seed": seed}
-    per_scan = Prediction.PerScan & exp.proj(*_CONFIG_KEYS)
-    seeds = sorted({r["seed"] for r in per_scan.proj().to_dicts()})
-    if not seeds:
+    per_scan = Prediction.PerScan & exp
+    models = {(r["dataset_hash"], r["seed"]) for r in per_scan.proj().to_dicts()}
+    if not models:
         raise LookupError(f"no predictions for experiment {experiment!r}; run `sensorium populate` first")
-    if len(seeds) > 1:
-        raise LookupError(f"experiment {experiment!r} has models for seeds {seeds}; choose one with --seed")
+    if len(models) > 1:
+        seeds = sorted({s for _, s in models})
+        raise LookupError(
+            f"experiment {experiment!r} has {len(models)} models (seeds {seeds}); choose one with --seed "
+            "(members sharing a seed on different splits: use an ensemble)"
+        )
     return {r["data_key"]: r["predictions"] for r in per_scan.to_dicts(order_by="data_key")}
 
 
@@ -368,25 +369,35 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except LookupError as err:
         _out(f"error: {err}")
         return 1
-    failed = 0
+    # everything is prepared and checked before the first file is written
+    jobs = []
     for k, predictions in sources.items():
         for tier in FILE_NAMES:
             idx, ids = tier_ids(k, tier)
             if len(idx) == 0:
                 continue
-            path = args.out / file_name(k, tier)
-            checksum = write_submission(path, ids, np.asarray(predictions)[idx])
-            problems = validate_submission(path, ids)
-            for p in problems:
-                _out(f"problem: {p}")
-            failed += bool(problems)
-            key = {"ensemble_name": args.ensemble, "data_key": k, "tier": tier}
-            row = dict(key, path=str(path.resolve()), checksum=checksum, n_trials=len(idx), file=str(path))
-            with Submission.connection.transaction:
-                (Submission & key).delete_quick()
-                Submission.insert1(row)
-            status = "valid" if not problems else "INVALID"
-            _out(f"{path}: {len(idx)} trials, {status}, sha256 {checksum[:12]}...")
+            values = np.asarray(predictions)[idx]
+            if not np.all(np.isfinite(values)):
+                _out(f"error: {args.ensemble!r} predicts non-finite values for {k} {tier}; nothing written")
+                return 1
+            jobs.append((k, tier, idx, ids, values))
+    failed = 0
+    for k, tier, idx, ids, values in jobs:
+        path = args.out / file_name(k, tier)
+        checksum = write_submission(path, ids, values)
+        problems = validate_submission(path, ids)
+        for p in problems:
+            _out(f"problem: {p}")
+        if problems:  # never record a file that does not pass the validator
+            failed += 1
+            _out(f"{path}: INVALID, not recorded")
+            continue
+        key = {"ensemble_name": args.ensemble, "data_key": k, "tier": tier}
+        row = dict(key, path=str(path.resolve()), checksum=checksum, n_trials=len(idx), file=str(path))
+        with Submission.connection.transaction:
+            (Submission & key).delete_quick()
+            Submission.insert1(row)
+        _out(f"{path}: {len(idx)} trials, valid, recorded, sha256 {checksum[:12]}...")
     return 1 if failed else 0
 
 

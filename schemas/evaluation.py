@@ -339,9 +339,12 @@ class EnsembleScore(dj.Computed):
 
     @property
     def key_source(self):
-        complete = Ensemble - (Ensemble.Member - Prediction.proj()).proj()  # every member has predictions
-        scans = dj.U("ensemble_name", "data_key") & (Ensemble.Member * Prediction.PerScan.proj())
-        return (complete.proj() * _scorable_tiers()) & scans
+        # (ensemble, scan) pairs for which every member has stored predictions
+        covered = dj.U("ensemble_name", "data_key").aggr(
+            Ensemble.Member * Prediction.PerScan.proj(), n="count(*)"
+        )
+        complete = (covered * Ensemble.proj("n_members")) & "n = n_members"
+        return complete.proj() * _scorable_tiers()
 
     def make(self, key: dict) -> None:
         ensemble = {"ensemble_name": key["ensemble_name"]}

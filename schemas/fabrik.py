@@ -105,6 +105,17 @@ class Experiment(dj.Manual):
 
 _TABLES = {"dataset": Dataset, "model": Model, "trainer": Trainer}
 
+#: secondary attributes of Experiment that, with Member's dataset and seed, identify its trained models
+EXPERIMENT_CONFIG_KEYS = ("model_fn", "model_hash", "trainer_fn", "trainer_hash")
+
+
+def experiment_models(name: str | None = None):
+    """(Experiment x Member) projected to everything that identifies a trained model (for restrictions)."""
+    query = Experiment * Experiment.Member
+    if name is not None:
+        query = query & {"experiment_name": name}
+    return query.proj(*EXPERIMENT_CONFIG_KEYS)
+
 
 def add_config(kind: str, fn: str, config: dict[str, Any], fabrikant: str, comment: str = "") -> dict:
     """Validate and insert a dataset / model / trainer configuration (no-op if present); return its key."""
@@ -127,6 +138,24 @@ def add_config(kind: str, fn: str, config: dict[str, Any], fabrikant: str, comme
     return key
 
 
+def resolve_all_scans(dataset_config: dict) -> dict:
+    """Replace ``scans: all`` by the data keys ingested now (sorted), so that a dataset is a fixed set.
+
+    Resolving at add time keeps a dataset's meaning (and hash) stable when more scans are ingested later,
+    and lets a long training run finish even if someone ingests a scan meanwhile.
+    """
+    from schemas.data import Scan
+
+    if dataset_config.get("scans", "all") != "all":
+        return dataset_config
+    keys = sorted(Scan.proj().to_arrays("data_key").tolist()) if len(Scan()) else []
+    if not keys:
+        raise ConfigError(
+            "dataset.config.scans is 'all' but no scans are ingested yet; run `sensorium ingest` first"
+        )
+    return {**dataset_config, "scans": keys}
+
+
 def add_experiment(spec: ExperimentSpec, fabrikant: str | None = None) -> dict:
     """Insert an experiment, its configurations, regressor parameter sets and members in one transaction.
 
@@ -146,6 +175,7 @@ def add_experiment(spec: ExperimentSpec, fabrikant: str | None = None) -> dict:
             keys |= add_config(kind, part.fn, part.config, fabrikant, part.comment)
         members = []
         for config, seed in spec.member_list():
+            config = resolve_all_scans(config)
             register_dataset_regressors(config)
             dataset_key = add_config("dataset", spec.dataset.fn, config, fabrikant, spec.dataset.comment)
             members.append(dict(dataset_key, seed=seed))

@@ -14,7 +14,7 @@ from pipeline.provenance import environment
 from pipeline.training.run import RunSpec, build_model, build_scans, run_training
 from pipeline.training.seeding import resolve_device
 from schemas.data import Scan
-from schemas.fabrik import Dataset, Experiment, Model, Seed, Trainer
+from schemas.fabrik import Dataset, Model, Seed, Trainer, experiment_models
 from schemas.regressors import fetch_regressors
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,7 @@ class TrainedModel(dj.Computed):
     @property
     def key_source(self):
         # only the combinations declared by an experiment, not the full product of the config tables
-        return (Model.proj() * Dataset.proj() * Trainer.proj() * Seed.proj()) & (
-            Experiment * Experiment.Member
-        ).proj()
+        return (Model.proj() * Dataset.proj() * Trainer.proj() * Seed.proj()) & experiment_models()
 
     # -- three-part make: no transaction is open while the model trains -------------------------------
 

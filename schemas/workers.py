@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 #: queue name -> tables, in dependency order. GPU workers train and predict; CPU workers do the rest.
 QUEUES: dict[str, list] = {
     "all": [*REGRESSORS, TrainedModel, Prediction, ModelScore, OracleScore, EnsembleScore],
-    "gpu": [TrainedModel, Prediction],
+    # regressors are cheap and must exist before training: a GPU worker computes any that are missing
+    "gpu": [*REGRESSORS, TrainedModel, Prediction],
     "cpu": [*REGRESSORS, ModelScore, OracleScore, EnsembleScore],
 }
 

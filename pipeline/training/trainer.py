@@ -106,6 +106,10 @@ def train(
     for key, scan in scans.items():
         if len(scan.tier_indices("train")) == 0:
             raise ValueError(f"scan {key} has no trials in tier 'train'")
+    if not any(len(s.tier_indices("validation")) > 1 for s in scans.values()):
+        raise ValueError(
+            f"no scan has validation trials ({sorted(scans)}); early stopping needs a validation tier"
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr_init)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
@@ -190,7 +194,7 @@ def _train_epoch(
             loss = poisson_loss(pred, target, avg=cfg.avg_loss)
             if cfg.scale_loss:
                 loss = loss * loss_scale(scans[key].n_trials, target.shape[0])
-            loss = loss + model.regularizer(key)
+            loss = loss + model.regularizer(key, detach_core=cfg.detach_core)
             loss.backward()
             value = float(loss.detach())
             if not np.isfinite(value):

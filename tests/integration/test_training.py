@@ -298,3 +298,30 @@ def test_scores_belong_to_their_experiment_only(ingested):
     )
     assert {r["model"] for r in wide} == {"tiny_wide"}
     assert [r["single_trial_correlation"] for r in wide] != [r["single_trial_correlation"] for r in narrow]
+
+
+def test_only_declared_combinations_are_trained(ingested):
+    """key_source pairs each experiment's model and trainer only with its own datasets and seeds."""
+    from schemas.fabrik import experiment_models
+    from schemas.training import TrainedModel
+
+    pk = TrainedModel.primary_key
+
+    def keyset(rows):
+        return {tuple(r[k] for k in pk) for r in rows}
+
+    declared = keyset(experiment_models().to_dicts())
+    assert len(declared) >= 4  # several experiments with different models and trainers exist by now
+    assert keyset(TrainedModel.key_source.to_dicts()) == declared
+
+
+def test_scans_all_is_resolved_when_the_experiment_is_added(ingested):
+    from schemas.data import Scan
+    from schemas.fabrik import Dataset, Experiment, add_experiment
+
+    spec = tiny_experiment("all_scans")
+    spec["dataset"]["config"]["scans"] = "all"
+    add_experiment(parse_experiment(spec), "tester")
+    member = (Experiment.Member & {"experiment_name": "all_scans"}).fetch1()
+    config = (Dataset & member).fetch1("dataset_config")
+    assert config["scans"] == sorted(Scan.proj().to_arrays("data_key").tolist())

@@ -73,3 +73,21 @@ def test_max_batches_caps_an_epoch():
 def test_divergence_is_reported_with_its_place():
     with pytest.raises(TrainingDivergedError, match=r"loss is (nan|inf) at epoch \d+, round \d+/\d+, scan"):
         _run(TrainerConfig(max_iter=3, lr_init=1e12))
+
+
+def test_missing_validation_tier_is_a_clear_error():
+    spec = RunSpec(
+        "sensorium.datasets.static_loaders",
+        DatasetConfig(batch_size=32),
+        "sensorium.models.stacked_core_full_gauss_readout",
+        MODEL,
+        "sensorium.training.standard_trainer",
+        TrainerConfig(max_iter=1),
+        0,
+    )
+    scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
+    for s in scans.values():
+        s.tiers = np.where(s.tiers == "validation", "train", s.tiers)
+    model = build_model(spec, RECS, scans)
+    with pytest.raises(ValueError, match="early stopping needs a validation tier"):
+        train(model, scans, spec.trainer_config, batch_size=32, shuffle_seed=1, seed=0, progress=False)
