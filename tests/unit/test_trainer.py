@@ -18,8 +18,8 @@ for mouse in range(2):
 MODEL = BaselineModelConfig(layers=2, hidden_channels=4, input_kern=5, hidden_kern=3)
 
 
-def _run(trainer: TrainerConfig, seed: int = 3):
-    spec = RunSpec(
+def _spec(trainer: TrainerConfig, seed: int) -> RunSpec:
+    return RunSpec(
         "sensorium.datasets.static_loaders",
         DatasetConfig(batch_size=32),
         "sensorium.models.stacked_core_full_gauss_readout",
@@ -28,6 +28,10 @@ def _run(trainer: TrainerConfig, seed: int = 3):
         trainer,
         seed,
     )
+
+
+def _run(trainer: TrainerConfig, seed: int = 3):
+    spec = _spec(trainer, seed)
     scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
     model = build_model(spec, RECS, scans)
     records = []
@@ -76,15 +80,7 @@ def test_divergence_is_reported_with_its_place():
 
 
 def test_missing_validation_tier_is_a_clear_error():
-    spec = RunSpec(
-        "sensorium.datasets.static_loaders",
-        DatasetConfig(batch_size=32),
-        "sensorium.models.stacked_core_full_gauss_readout",
-        MODEL,
-        "sensorium.training.standard_trainer",
-        TrainerConfig(max_iter=1),
-        0,
-    )
+    spec = _spec(TrainerConfig(max_iter=1), 0)
     scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
     for s in scans.values():
         s.tiers = np.where(s.tiers == "validation", "train", s.tiers)
