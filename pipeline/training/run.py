@@ -16,6 +16,7 @@ from pipeline.configs import BaselineModelConfig, DatasetConfig, TrainerConfig
 from pipeline.data.loaders import ScanTensors, build_scan_tensors
 from pipeline.data.recording import Recording
 from pipeline.registry import resolve
+from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.trainer import EpochRecord, TrainResult, train
 
 
@@ -95,8 +96,14 @@ def run_training(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
     regressors: Mapping[str, dict] | None = None,
+    checkpoint: Checkpointer | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, ScanTensors], TrainResult]:
-    """Build tensors and model, train, and return (model with best weights, scan tensors, result)."""
+    """Build tensors and model, train, and return (model with best weights, scan tensors, result).
+
+    ``checkpoint`` and ``should_stop`` are passed to :func:`pipeline.training.trainer.train` (resume
+    from / save after every epoch; stop between batches).
+    """
     scans = build_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
     model = build_model(spec, recordings, scans).to(device)
     result = train(
@@ -108,5 +115,7 @@ def run_training(
         seed=spec.seed,
         on_epoch=on_epoch,
         progress=progress,
+        checkpoint=checkpoint,
+        should_stop=should_stop,
     )
     return model, scans, result

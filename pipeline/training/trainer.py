@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from pipeline.configs import TrainerConfig
 from pipeline.data.loaders import ScanTensors
 from pipeline.scoring.metrics import single_trial_correlation
 from pipeline.scoring.predict import predict_tier
+from pipeline.training.checkpoint import Checkpointer, rng_state, set_rng_state
 from pipeline.training.losses import loss_scale, poisson_loss
 from pipeline.training.seeding import set_seed
 
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the message says where."""
+
+
+class TrainingInterruptedError(Exception):
+    """Training stopped because ``should_stop`` asked (a worker got SIGTERM / SIGINT)."""
 
 
 @dataclass(frozen=True)
@@ -64,16 +69,81 @@ def validation_correlation(
     return float(np.concatenate(per_neuron).mean()) if per_neuron else float("nan")
 
 
-def _cycle(
-    scan: ScanTensors, batch_size: int, generator: torch.Generator
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless shuffled training batches (a new permutation after each pass)."""
-    while True:
-        yield from scan.batches("train", batch_size, generator)
+class BatchStream:
+    """Endless shuffled training batches of one scan (a new permutation after each pass), resumable.
+
+    The same sequence as drawing ``torch.randperm(n, generator)`` at the start of each pass and cutting
+    it into ``batch_size`` slices (the last one shorter); :meth:`state` / :meth:`load_state` capture the
+    generator, the current permutation and the position in it, so a resumed run continues mid-pass.
+    """
+
+    def __init__(self, scan: ScanTensors, batch_size: int, generator: torch.Generator):
+        self.scan, self.batch_size, self.generator = scan, batch_size, generator
+        self._idx = scan.tier_indices("train")
+        self._perm: np.ndarray | None = None
+        self._pos = 0
+
+    def next(self) -> dict[str, torch.Tensor]:
+        if self._perm is None or self._pos >= len(self._perm):
+            self._perm = self._idx[torch.randperm(len(self._idx), generator=self.generator).numpy()]
+            self._pos = 0
+        chunk = self._perm[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self.scan.batch(chunk)
+
+    def state(self) -> dict:
+        perm = None if self._perm is None else torch.from_numpy(np.asarray(self._perm, dtype=np.int64))
+        return {"generator": self.generator.get_state(), "perm": perm, "pos": self._pos}
+
+    def load_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._perm = None if state["perm"] is None else state["perm"].numpy().astype(self._idx.dtype)
+        self._pos = int(state["pos"])
+
+
+@dataclass
+class LoopState:
+    """Where the early-stopping loop stands after an epoch (all of it goes into a checkpoint)."""
+
+    best: float  # best validation score so far
+    epoch: int = 0  # epochs run
+    decay_round: int = 0  # learning-rate decay rounds completed
+    patience_counter: int = 0  # evaluations without improvement in this round
+    in_block: int = 0  # epochs run in the current evaluation interval
+    history: list[EpochRecord] = field(default_factory=list)
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _snapshot(loop, model, best_state, optimizer, scheduler, streams) -> dict:
+    """Everything :func:`train` needs to continue after this epoch exactly as if never stopped."""
+    return {
+        "loop": {
+            **{k: v for k, v in vars(loop).items() if k != "history"},
+            "history": [asdict(r) for r in loop.history],
+        },
+        "model": _cpu_state(model),
+        "best_state": best_state,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "streams": {k: s.state() for k, s in streams.items()},
+        "rng": rng_state(),
+    }
+
+
+def _restore(saved, model, optimizer, scheduler, streams) -> tuple[LoopState, dict[str, torch.Tensor]]:
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in saved["model"].items()})
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    for k, s in streams.items():
+        s.load_state(saved["streams"][k])
+    set_rng_state(saved["rng"])
+    fields = dict(saved["loop"])
+    fields["history"] = [EpochRecord(**r) for r in fields["history"]]
+    return LoopState(**fields), saved["best_state"]
 
 
 def train(
@@ -86,6 +156,8 @@ def train(
     seed: int,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
+    checkpoint: Checkpointer | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` on the ``train`` tier of ``scans`` (tensors already on the model's device).
 
@@ -96,11 +168,17 @@ def train(
         batch_size: training batch size.
         shuffle_seed: seed of every scan's shuffling generator.
         seed: seeds Python / NumPy / torch before training (sampling in the readout, dropout, ...).
-        on_epoch: called after every epoch with its record.
+        on_epoch: called after every epoch with its record (epochs restored from a checkpoint are not
+            replayed).
         progress: show a tqdm bar over epochs.
+        checkpoint: where the state is saved after every epoch and resumed from when it exists; the
+            result is then bit-identical (on CPU) to a run that was never stopped.
+        should_stop: polled after every batch; when it returns True the partial epoch is dropped and
+            :class:`TrainingInterruptedError` is raised (the last epoch's checkpoint is what survives).
 
     Raises:
         TrainingDivergedError: the loss became non-finite.
+        TrainingInterruptedError: ``should_stop`` asked for it.
     """
     set_seed(seed)
     for key, scan in scans.items():
@@ -120,65 +198,87 @@ def train(
         threshold_mode="abs",
         min_lr=cfg.min_lr,
     )
-    generators = {k: torch.Generator().manual_seed(shuffle_seed) for k in scans}
-    streams = {k: _cycle(s, batch_size, generators[k]) for k, s in scans.items()}
+    streams = {
+        k: BatchStream(s, batch_size, torch.Generator().manual_seed(shuffle_seed)) for k, s in scans.items()
+    }
     n_rounds = max(int(np.ceil(len(s.tier_indices("train")) / batch_size)) for s in scans.values())
     if cfg.max_batches_per_epoch is not None:
         n_rounds = min(n_rounds, cfg.max_batches_per_epoch)
     sign = 1.0 if cfg.maximize else -1.0
 
     model.train()
-    best = validation_correlation(model, scans)
-    best_state = _cpu_state(model)
-    history: list[EpochRecord] = []
-    epoch = 0
-    bar = tqdm(total=cfg.max_iter, desc="training", unit="epoch", disable=not progress)
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is None:
+        loop = LoopState(best=validation_correlation(model, scans))
+        best_state = _cpu_state(model)
+    else:
+        loop, best_state = _restore(saved, model, optimizer, scheduler, streams)
+        log.info("resuming from %s after epoch %d", checkpoint.path, loop.epoch)
+    bar = tqdm(total=cfg.max_iter, initial=loop.epoch, desc="training", unit="epoch", disable=not progress)
     try:
-        for _round in range(cfg.lr_decay_steps):
-            patience_counter = 0
-            while patience_counter < cfg.patience and epoch < cfg.max_iter:
-                for _ in range(cfg.interval):
-                    epoch += 1
-                    lr = optimizer.param_groups[0]["lr"]
-                    start = time.perf_counter()
-                    loss, data_s = _train_epoch(model, scans, streams, optimizer, cfg, n_rounds, epoch)
-                    current = validation_correlation(model, scans)
-                    record = EpochRecord(epoch, lr, loss, current, time.perf_counter() - start, data_s)
-                    history.append(record)
-                    bar.update(1)
-                    bar.set_postfix(val_corr=f"{current:.4f}", lr=f"{lr:.2g}", loss=f"{loss:.4g}")
-                    if on_epoch is not None:
-                        on_epoch(record)
-                    if epoch >= cfg.max_iter:
+        while True:
+            if loop.in_block == 0:  # between evaluation intervals: is this decay round over?
+                if loop.decay_round >= cfg.lr_decay_steps:
+                    break
+                if loop.patience_counter >= cfg.patience or loop.epoch >= cfg.max_iter:
+                    if cfg.restore_best:
+                        model.load_state_dict(best_state)
+                    loop.decay_round += 1
+                    loop.patience_counter = 0
+                    if loop.epoch >= cfg.max_iter:
                         break
+                    continue
+            loop.epoch += 1
+            lr = optimizer.param_groups[0]["lr"]
+            start = time.perf_counter()
+            loss, data_s = _train_epoch(
+                model, scans, streams, optimizer, cfg, n_rounds, loop.epoch, should_stop
+            )
+            current = validation_correlation(model, scans)
+            record = EpochRecord(loop.epoch, lr, loss, current, time.perf_counter() - start, data_s)
+            loop.history.append(record)
+            bar.update(1)
+            bar.set_postfix(val_corr=f"{current:.4f}", lr=f"{lr:.2g}", loss=f"{loss:.4g}")
+            if on_epoch is not None:
+                on_epoch(record)
+            loop.in_block += 1
+            if loop.in_block >= cfg.interval or loop.epoch >= cfg.max_iter:
+                loop.in_block = 0
                 scheduler.step(current)
                 if not np.isfinite(current):
-                    raise TrainingDivergedError(f"validation correlation is {current} after epoch {epoch}")
-                if current * sign < best * sign - cfg.tolerance:
-                    patience_counter += 1
+                    raise TrainingDivergedError(
+                        f"validation correlation is {current} after epoch {loop.epoch}"
+                    )
+                if current * sign < loop.best * sign - cfg.tolerance:
+                    loop.patience_counter += 1
                 else:
-                    best, best_state, patience_counter = current, _cpu_state(model), 0
-            if cfg.restore_best:
-                model.load_state_dict(best_state)
-            if epoch >= cfg.max_iter:
-                break
+                    loop.best, best_state, loop.patience_counter = current, _cpu_state(model), 0
+            if checkpoint is not None:
+                checkpoint.save(
+                    _snapshot(loop, model, best_state, optimizer, scheduler, streams),
+                    {"epoch": loop.epoch, "best_val_corr": loop.best},
+                )
     finally:
         bar.close()
     if cfg.restore_best:
         model.load_state_dict(best_state)
     return TrainResult(
-        best_val_corr=float(best), epochs=epoch, history=history, state_dict=copy.copy(best_state)
+        best_val_corr=float(loop.best),
+        epochs=loop.epoch,
+        history=list(loop.history),
+        state_dict=copy.copy(best_state),
     )
 
 
 def _train_epoch(
     model: torch.nn.Module,
     scans: dict[str, ScanTensors],
-    streams: dict[str, Iterator[dict[str, torch.Tensor]]],
+    streams: dict[str, BatchStream],
     optimizer: torch.optim.Optimizer,
     cfg: TrainerConfig,
     n_rounds: int,
     epoch: int,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, float]:
     """One epoch of rounds; returns (mean objective per batch, seconds spent assembling batches)."""
     total, n_batches, data_seconds = 0.0, 0, 0.0
@@ -187,7 +287,11 @@ def _train_epoch(
     for round_idx in range(n_rounds):
         for key in scans:
             t0 = time.perf_counter()
-            batch = next(streams[key])
+            if should_stop is not None and should_stop():
+                raise TrainingInterruptedError(
+                    f"stop requested during epoch {epoch}; the partial epoch is dropped"
+                )
+            batch = streams[key].next()
             data_seconds += time.perf_counter() - t0
             pred = model(**batch, data_key=key, detach_core=cfg.detach_core)
             target = batch["responses"]

@@ -279,8 +279,8 @@ def test_predict_export(ingested, tmp_path):
 
 def test_scores_belong_to_their_experiment_only(ingested):
     """Two experiments sharing dataset and seed but not the model: each sees only its own scores."""
-    from pipeline.cli import _score_rows
     from schemas.fabrik import add_experiment
+    from schemas.queries import score_rows as _score_rows
     from schemas.workers import populate
 
     other = tiny_experiment("tiny_wide", max_iter=1)

@@ -1,0 +1,70 @@
+"""``sensorium synth`` and ``sensorium ingest``: recordings in."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pipeline.cli.common import out
+from pipeline.settings import load_settings
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from pipeline.data.synth import SynthConfig, truth_path, write_synthetic
+
+    cfg = SynthConfig(
+        n_neurons=args.neurons, n_trials=args.trials, seed=args.seed, competition=args.competition
+    )
+    start = time.perf_counter()
+    folders = write_synthetic(args.out, args.mice, cfg, make_zip=not args.no_zip)
+    for folder in folders:
+        zip_note = "" if args.no_zip else f" (+ {folder.name}.zip)"
+        out(f"wrote {folder}{zip_note}; ground truth {truth_path(folder).name}")
+    out(f"{len(folders)} recording(s) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import schemas
+    from pipeline.data.format import RecordingFormatError
+    from schemas.data import IngestConflictError, ingest
+
+    settings = load_settings()
+    schemas.activate(settings=settings)
+    failures = 0
+    for path in args.paths:
+        start = time.perf_counter()
+        try:
+            result = ingest(
+                path, cache_dir=settings.cache_dir, data_root=settings.data_root, progress=not args.quiet
+            )
+        except (RecordingFormatError, IngestConflictError) as err:
+            failures += 1
+            out(f"error: {err}")
+            continue
+        verb = "ingested" if result.status == "inserted" else "already stored (no change)"
+        out(f"{result.data_key}: {verb} from {path} [{time.perf_counter() - start:.1f} s]")
+    return 1 if failures else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write synthetic recordings with ground truth")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--mice", type=int, default=2, help="number of recordings (default 2)")
+    p.add_argument("--neurons", type=int, default=150, help="neurons per recording (default 150)")
+    p.add_argument("--trials", type=int, default=1000, help="trials per recording (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--competition",
+        action="store_true",
+        help="make the last recording competition-style "
+        "(hashed trial_idx, final_test tier, zeroed test responses)",
+    )
+    p.add_argument("--no-zip", action="store_true", help="write folders only")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("ingest", help="validate recordings (folders or .zip) and store them")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_ingest)

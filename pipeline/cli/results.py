@@ -1,0 +1,175 @@
+"""``sensorium scores``, ``predict`` and ``submit``: results out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.cli.common import activate, out
+
+_TIER_ORDER = {"train": 0, "validation": 1, "test": 2, "final_test": 3}
+
+
+def format_scores(rows: list[dict]) -> str:
+    """The score table: models and ensembles next to the oracle per scan and tier (* = contaminated)."""
+
+    def f(x, mark=" "):
+        return "     - " if x is None else f"{x:6.3f}{mark}"
+
+    lines = [
+        f"{'model':<24} {'member':<11} {'scan':<12} {'tier':<11} {'trials':>6}  "
+        f"{'corr':>7} {'oracle':>7} {'ratio':>7}  {'c-avg':>7} {'FEVE':>7} {'oFEVE':>7}"
+    ]
+    for r in sorted(rows, key=lambda r: (r["model"], r["member"], r["data_key"], _TIER_ORDER[r["tier"]])):
+        o = r["oracle_single_trial_correlation"]
+        ratio = r["single_trial_correlation"] / o if o else None
+        mark = "*" if r["contaminated"] else " "
+        lines.append(
+            f"{r['model']:<24} {r['member']:<11} {r['data_key']:<12} {r['tier']:<11} {r['n_trials']:>6}  "
+            f"{f(r['single_trial_correlation'], mark)} {f(o)} {f(ratio)}  "
+            f"{f(r['correlation_to_average'], mark)} {f(r['feve'], mark)} {f(r['oracle_feve'])}"
+        )
+    if any(r["contaminated"] for r in rows):
+        lines.append(
+            "* contaminated: the model (or an ensemble member) trained on trials of this tier; "
+            "test tiers are the clean numbers"
+        )
+    return "\n".join(lines)
+
+
+def cmd_scores(args: argparse.Namespace) -> int:
+    activate()
+    from schemas.queries import score_rows
+
+    rows = score_rows(args.experiment, args.ensemble)
+    if args.json:
+        out(json.dumps(rows, indent=2))
+    elif not rows:
+        out("no scores yet: run `sensorium populate` (or `sensorium train FILE.yaml`)")
+    else:
+        out(format_scores(rows))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    activate()
+    from schemas.evaluation import _targets, tier_ids
+    from schemas.queries import predictions_of
+
+    if (args.experiment is None) == (args.ensemble is None):
+        out("error: give --experiment or --ensemble")
+        return 2
+    try:
+        sources = predictions_of(args.experiment, args.ensemble, args.seed)
+    except LookupError as err:
+        out(f"error: {err}")
+        return 1
+    arrays = {}
+    for k, predictions in sources.items():
+        targets, _, _ = _targets(k)
+        idx, ids = tier_ids(k, args.tier)
+        if len(idx) == 0:
+            continue
+        arrays[f"{k}/predictions"] = np.asarray(predictions)[idx]
+        arrays[f"{k}/targets"] = targets[idx]
+        arrays[f"{k}/trial_id"] = idx
+        arrays[f"{k}/trial_idx"] = ids.trial_idx
+        arrays[f"{k}/image_ids"] = ids.image_ids
+        arrays[f"{k}/neuron_ids"] = ids.unit_ids
+    if not arrays:
+        out(f"error: no trials in tier {args.tier!r}")
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, **arrays)
+    out(f"wrote {args.out} ({', '.join(sorted({k.split('/')[0] for k in arrays}))}, tier {args.tier})")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pipeline.scoring.submission import FILE_NAMES, file_name, validate_submission, write_submission
+
+    activate()
+    from schemas.evaluation import Submission, tier_ids
+    from schemas.queries import predictions_of
+
+    if args.check is not None:
+        if not args.scan:
+            out("error: --check needs --scan DATA_KEY")
+            return 2
+        tier = args.tier or ("final_test" if "final_test" in args.check.name else "test")
+        _, ids = tier_ids(args.scan, tier)
+        problems = validate_submission(args.check, ids)
+        for p in problems:
+            out(f"problem: {p}")
+        verdict = "valid" if not problems else f"{len(problems)} problem(s)"
+        out(f"{args.check}: {verdict} for {args.scan} {tier}")
+        return 1 if problems else 0
+    if not args.ensemble or not args.out:
+        out("error: give --ensemble NAME --out DIR (or --check FILE --scan KEY)")
+        return 2
+    try:
+        sources = predictions_of(None, args.ensemble, None)
+    except LookupError as err:
+        out(f"error: {err}")
+        return 1
+    # everything is prepared and checked before the first file is written
+    jobs = []
+    for k, predictions in sources.items():
+        for tier in FILE_NAMES:
+            idx, ids = tier_ids(k, tier)
+            if len(idx) == 0:
+                continue
+            values = np.asarray(predictions)[idx]
+            if not np.all(np.isfinite(values)):
+                out(f"error: {args.ensemble!r} predicts non-finite values for {k} {tier}; nothing written")
+                return 1
+            jobs.append((k, tier, idx, ids, values))
+    failed = 0
+    for k, tier, idx, ids, values in jobs:
+        path = args.out / file_name(k, tier)
+        checksum = write_submission(path, ids, values)
+        problems = validate_submission(path, ids)
+        for p in problems:
+            out(f"problem: {p}")
+        if problems:  # never record a file that does not pass the validator
+            failed += 1
+            out(f"{path}: INVALID, not recorded")
+            continue
+        key = {"ensemble_name": args.ensemble, "data_key": k, "tier": tier}
+        row = dict(key, path=str(path.resolve()), checksum=checksum, n_trials=len(idx), file=str(path))
+        with Submission.connection.transaction:
+            (Submission & key).delete_quick()
+            Submission.insert1(row)
+        out(f"{path}: {len(idx)} trials, valid, recorded, sha256 {checksum[:12]}...")
+    return 1 if failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scores", help="model and ensemble scores next to the oracle, per scan and tier")
+    p.add_argument("--experiment", help="only this experiment")
+    p.add_argument("--ensemble", help="only this ensemble")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_scores)
+
+    p = sub.add_parser("predict", help="export predictions, targets, trial ids and neuron ids of one tier")
+    p.add_argument("--experiment", help="an experiment's model")
+    p.add_argument("--ensemble", help="an ensemble (mean of its members' stored predictions)")
+    p.add_argument("--tier", required=True, choices=["train", "validation", "test", "final_test"])
+    p.add_argument("--seed", type=int, help="which member when the experiment has several seeds")
+    p.add_argument("--out", type=Path, required=True, help="output .npz")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("submit", help="write and validate competition submission files, or check one")
+    p.add_argument("--ensemble", help="ensemble whose mean predictions are submitted")
+    p.add_argument("--out", type=Path, help="output folder")
+    p.add_argument("--check", type=Path, help="validate this file instead of writing")
+    p.add_argument("--scan", help="data key the checked file is for")
+    p.add_argument(
+        "--tier", choices=["test", "final_test"], help="tier of the checked file (default: from its name)"
+    )
+    p.set_defaults(func=cmd_submit)

@@ -1,0 +1,98 @@
+"""Checkpoints: a run stopped after epoch k and resumed from its checkpoint equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.configs import BaselineModelConfig, DatasetConfig, TrainerConfig
+from pipeline.data.synth import SynthConfig, synthesize
+from pipeline.training.checkpoint import Checkpointer
+from pipeline.training.run import RunSpec, build_model, build_scans
+from pipeline.training.trainer import TrainingInterruptedError, train
+
+RECS = {}
+for mouse in range(2):
+    # different trial counts: the shorter scan's batch stream wraps mid-pass at epoch boundaries
+    rec, _ = synthesize(SynthConfig(n_neurons=10, n_trials=150 + 40 * mouse, seed=4), mouse)
+    RECS[rec.data_key] = rec
+MODEL = BaselineModelConfig(layers=2, hidden_channels=4, input_kern=5, hidden_kern=3)
+# a learning-rate decay round inside the run, so scheduler and early-stopping state must survive too
+TRAINER = TrainerConfig(max_iter=12, patience=2, lr_decay_steps=3, lr_init=0.05)
+
+
+def _run(checkpoint=None, stop_after: int | None = None):
+    spec = RunSpec(
+        "sensorium.datasets.static_loaders",
+        DatasetConfig(batch_size=32),
+        "sensorium.models.stacked_core_full_gauss_readout",
+        MODEL,
+        "sensorium.training.standard_trainer",
+        TRAINER,
+        5,
+    )
+    scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
+    model = build_model(spec, RECS, scans)
+    done = []
+
+    def on_epoch(record):
+        done.append(record.epoch)
+
+    result = train(
+        model,
+        scans,
+        TRAINER,
+        batch_size=32,
+        shuffle_seed=1,
+        seed=5,
+        progress=False,
+        checkpoint=checkpoint,
+        on_epoch=on_epoch,
+        should_stop=(lambda: stop_after is not None and len(done) >= stop_after),
+    )
+    return result, done
+
+
+def _curve(result):
+    return [(e.epoch, e.lr, e.train_loss, e.val_corr) for e in result.history]
+
+
+@pytest.mark.parametrize("k", [4, 8])  # before and after the learning-rate decay at epoch 7
+def test_stopped_and_resumed_run_is_bit_identical(tmp_path, k):
+    reference, _ = _run()
+    ckpt = Checkpointer(tmp_path / "run.pt", {"key": {"seed": 5}, "code": "x"})
+    with pytest.raises(TrainingInterruptedError):
+        _run(ckpt, stop_after=k)
+    assert ckpt.exists() and ckpt.sidecar.exists()
+    resumed, replayed = _run(ckpt)
+    assert replayed[0] == k + 1, "training continued after the checkpointed epoch, not from scratch"
+    assert _curve(resumed) == _curve(reference)
+    assert len({lr for _, lr, _, _ in _curve(reference)}) > 1, "the run crossed a learning-rate decay"
+    assert resumed.best_val_corr == reference.best_val_corr and resumed.epochs == reference.epochs
+    for name, value in reference.state_dict.items():
+        assert torch.equal(value, resumed.state_dict[name]), name
+
+
+def test_checkpoint_of_another_run_or_corrupt_file_is_not_used(tmp_path, caplog):
+    path = tmp_path / "run.pt"
+    with pytest.raises(TrainingInterruptedError):
+        _run(Checkpointer(path, {"key": {"seed": 5}, "code": "v1"}), stop_after=2)
+    # code "v2" finds v1's checkpoint: it starts at epoch 1 (the stop after it shows which epoch ran)
+    with pytest.raises(TrainingInterruptedError, match="during epoch 2"):
+        _run(Checkpointer(path, {"key": {"seed": 5}, "code": "v2"}), stop_after=1)
+    assert "differs in: code" in caplog.text
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingInterruptedError, match="during epoch 2"):
+        _run(Checkpointer(path, {"key": {"seed": 5}, "code": "v1"}), stop_after=1)
+    assert "unreadable" in caplog.text
+
+
+def test_atomic_save_leaves_no_temporary_files(tmp_path):
+    ckpt = Checkpointer(tmp_path / "a" / "run.pt", {"k": 1})
+    ckpt.save({"x": torch.arange(3)}, {"epoch": 1})
+    ckpt.save({"x": torch.arange(4)}, {"epoch": 2})
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["run.json", "run.pt"]
+    assert np.array_equal(ckpt.load()["x"].numpy(), np.arange(4))
+    ckpt.delete()
+    assert not any((tmp_path / "a").iterdir())
