@@ -17,6 +17,17 @@ SENSORIUM_STORE      JSON object: a DataJoint store spec replacing the local fil
 DJ_HOST, DJ_PORT, DJ_USER, DJ_PASS
                      an existing PostgreSQL server. When ``DJ_HOST`` is unset an embedded server
                      (``pgserver``) is started or attached under ``$SENSORIUM_HOME/db``.
+DJ_TLS               ``true`` (require TLS), ``false`` (plain), unset: TLS when the server offers it.
+SENSORIUM_CHECKPOINTS
+                     folder of training checkpoints (default ``$SENSORIUM_HOME/checkpoints``); a shared
+                     folder lets a worker on another host resume a run.
+SENSORIUM_HEARTBEAT_S        seconds between a worker's heartbeats (default 10).
+SENSORIUM_WORKER_TIMEOUT_S   a worker silent this long is dead and its reservations are re-queued
+                             (default 60; at least 3 heartbeats).
+SENSORIUM_ORPHAN_TIMEOUT_S   a reservation made outside ``sensorium`` (no heartbeat) is re-queued when
+                             older than this (default 86400).
+SENSORIUM_DB_RETRY_S         how long a lost database connection is retried, with backoff, before the
+                             job fails (default 600).
 """
 
 from __future__ import annotations
@@ -46,6 +57,16 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """Liveness and retry timings of workers (seconds)."""
+
+    heartbeat_s: float = 10.0
+    timeout_s: float = 60.0
+    orphan_timeout_s: float = 86400.0
+    db_retry_s: float = 600.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved settings; build with :func:`load_settings`."""
 
@@ -55,6 +76,9 @@ class Settings:
     database: DatabaseSettings
     store_spec: dict = field(default_factory=dict)
     device: str = "auto"  # torch device for training / prediction ("auto": CUDA when available)
+    checkpoint_dir: Path | None = None  # None: $SENSORIUM_HOME/checkpoints
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    tls: bool | None = None  # DJ_TLS: None = TLS if the server offers it
 
     @property
     def db_dir(self) -> Path:
@@ -65,6 +89,11 @@ class Settings:
     def store_dir(self) -> Path:
         """Default location of the object store (when ``SENSORIUM_STORE`` is not set)."""
         return self.home / "store"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Folder of training checkpoints (``SENSORIUM_CHECKPOINTS``, default under the home)."""
+        return self.checkpoint_dir or self.home / "checkpoints"
 
     @property
     def cache_dir(self) -> Path:
@@ -115,6 +144,48 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"SENSORIUM_STORE is not valid JSON: {err}") from err
         if not isinstance(store_spec, dict) or "protocol" not in store_spec:
             raise SettingsError("SENSORIUM_STORE: expected a JSON object with at least a 'protocol' key")
+    tls_text = env.get("DJ_TLS", "").strip().lower()
+    if tls_text not in ("", "true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"DJ_TLS={env['DJ_TLS']!r}: expected true or false (or unset)")
+    tls = None if not tls_text else tls_text in ("true", "1", "yes")
+    checkpoints = env.get("SENSORIUM_CHECKPOINTS")
     return Settings(
-        home=home, db_prefix=prefix, data_root=data_root, database=database, store_spec=store_spec
+        home=home,
+        db_prefix=prefix,
+        data_root=data_root,
+        database=database,
+        store_spec=store_spec,
+        device=env.get("SENSORIUM_DEVICE") or "auto",
+        checkpoint_dir=Path(checkpoints).expanduser().resolve() if checkpoints else None,
+        worker=_worker_settings(env),
+        tls=tls,
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise SettingsError(f"{name}={text!r}: expected a positive number of seconds")
+    return value
+
+
+def _worker_settings(env: Mapping[str, str]) -> WorkerSettings:
+    w = WorkerSettings(
+        heartbeat_s=_seconds(env, "SENSORIUM_HEARTBEAT_S", 10.0),
+        timeout_s=_seconds(env, "SENSORIUM_WORKER_TIMEOUT_S", 60.0),
+        orphan_timeout_s=_seconds(env, "SENSORIUM_ORPHAN_TIMEOUT_S", 86400.0),
+        db_retry_s=_seconds(env, "SENSORIUM_DB_RETRY_S", 600.0),
+    )
+    if w.timeout_s < 3 * w.heartbeat_s:
+        # one late heartbeat (a busy machine, a slow query) must not make a live worker look dead
+        raise SettingsError(
+            f"SENSORIUM_WORKER_TIMEOUT_S={w.timeout_s:g} must be at least 3 heartbeats "
+            f"(SENSORIUM_HEARTBEAT_S={w.heartbeat_s:g})"
+        )
+    return w

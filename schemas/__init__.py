@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import datajoint as dj
 
 #: schema modules in dependency order; each defines ``schema = dj.Schema()``
-SCHEMA_MODULES = ("data", "regressors", "fabrik", "training", "evaluation")
+SCHEMA_MODULES = ("data", "regressors", "fabrik", "training", "evaluation", "workers")
 
 _state: dict = {"prefix": None, "connection": None, "settings": None}
 
@@ -48,6 +48,10 @@ def _quiet_imports() -> None:
 _quiet_imports()
 
 
+def _no_tls_fallback_warning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("SSL connection failed")
+
+
 def connect(settings: Settings | None = None) -> dj.Connection:
     """A connection to the configured PostgreSQL (starting the embedded one when no host is set).
 
@@ -58,6 +62,7 @@ def connect(settings: Settings | None = None) -> dj.Connection:
     import datajoint as dj
 
     from pipeline.database import ensure_embedded_server
+    from schemas.resilience import make_resilient
 
     settings = settings or load_settings()
     db = settings.database
@@ -65,20 +70,27 @@ def connect(settings: Settings | None = None) -> dj.Connection:
     spec = dict(settings.store_spec)
     if spec.get("protocol") == "file":
         Path(spec["location"]).mkdir(parents=True, exist_ok=True)
+    dj_log = logging.getLogger("datajoint")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No datajoint.json found")
-        instance = dj.Instance(
-            host=host,
-            user=db.user,
-            password=db.password,
-            port=db.port,
-            backend="postgresql",
-            use_tls=False if db.embedded else None,
-            stores={"default": STORE_NAME, STORE_NAME: spec},
-            safemode=False,
-            loglevel="WARNING",
-        )
-    return instance.connection
+        # with DJ_TLS unset DataJoint tries TLS, then plain; its warning about that fallback (printed
+        # even when the server is simply unreachable) is noise here: DJ_TLS=true requires TLS
+        dj_log.addFilter(_no_tls_fallback_warning)
+        try:
+            instance = dj.Instance(
+                host=host,
+                user=db.user,
+                password=db.password,
+                port=db.port,
+                backend="postgresql",
+                use_tls=False if db.embedded else settings.tls,
+                stores={"default": STORE_NAME, STORE_NAME: spec},
+                safemode=False,
+                loglevel="WARNING",
+            )
+        finally:
+            dj_log.removeFilter(_no_tls_fallback_warning)
+    return make_resilient(instance.connection, settings.worker.db_retry_s)
 
 
 def modules() -> list[ModuleType]:
@@ -123,6 +135,21 @@ def _declare_job_tables() -> None:
     """
     import datajoint as dj
 
+    # a job table copies its key's SQL types, so DataJoint warns that `seed` (int32 in Seed) is the
+    # native type 'integer': nothing to act on
+    dj_log = logging.getLogger("datajoint")
+    dj_log.addFilter(_no_native_type_warning)
+    try:
+        _declare_each_job_table(dj)
+    finally:
+        dj_log.removeFilter(_no_native_type_warning)
+
+
+def _no_native_type_warning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Native type")
+
+
+def _declare_each_job_table(dj) -> None:
     for module in modules():
         for obj in vars(module).values():
             if (

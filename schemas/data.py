@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import datajoint as dj
 import numpy as np
 
 from pipeline.data.cache import load_recording
-from pipeline.data.format import RecordingFormatError, parse_timestamps
+from pipeline.data.format import parse_timestamps
 from pipeline.data.recording import NEURON_FIELDS, TRIAL_FIELDS, Recording
 from pipeline.data.synth import truth_path
 from pipeline.regressors.trial_order import trial_order
@@ -238,38 +241,124 @@ def ingest(
     return IngestResult(rec.data_key, "inserted", rec.checksum)
 
 
+class _ForeignSidecarError(Exception):
+    """A ground-truth sidecar that is not this project's (a foreign or partial file).
+
+    ``field`` names the array that is missing or wrong (None: the file itself); ``problem`` continues the
+    sentence "field <field> ..." (or "the file ..."), e.g. "missing" or "has shape (3,), expected (150, 20)".
+    """
+
+    def __init__(self, field: str | None, problem: str) -> None:
+        super().__init__(field, problem)
+        self.field, self.problem = field, problem
+
+    def __str__(self) -> str:
+        return f"the file {self.problem}" if self.field is None else f"field {self.field!r} {self.problem}"
+
+
+# per-neuron planted parameters (optional: what GroundTruth.neuron_truth keeps of a sidecar)
+_NEURON_TRUTH = (
+    "gain_coupling",
+    "history_weight",
+    "rf_center",
+    "behavior_weight",
+    "image_weight",
+    "latent_loadings",
+)
+
+
 def _read_truth(path: Path, rec: Recording) -> dict | None:
-    """The ground-truth sidecar beside a synthetic recording, checked against it; None if absent."""
+    """The ground-truth sidecar beside a synthetic recording, checked against it; None if absent.
+
+    The sidecar is optional and the recording is valid competition data without it, so a sidecar that is
+    not this project's ground truth (not an npz, a missing field, a wrong shape) is ignored with one
+    warning naming the file and the field, instead of refusing the recording. Called before the ingest
+    transaction opens, so a bad sidecar can never leave a half-written scan.
+    """
     sidecar = truth_path(path)
     if not sidecar.exists():
         return None
-    with np.load(sidecar, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
-    if data["expected"].shape != rec.responses.shape:
-        raise RecordingFormatError(
+    try:
+        return _load_truth(sidecar, rec)
+    except _ForeignSidecarError as err:
+        log.warning(
+            "ignoring ground-truth sidecar %s: %s (not this project's ground truth); "
+            "ingesting the recording without ground truth",
             sidecar,
-            "expected",
-            f"shape {rec.responses.shape} (the recording's responses)",
-            f"{data['expected'].shape}",
+            err,
         )
-    per_neuron = (
-        "gain_coupling",
-        "history_weight",
-        "rf_center",
-        "behavior_weight",
-        "image_weight",
-        "latent_loadings",
-    )
+        return None
+
+
+def _load_truth(sidecar: Path, rec: Recording) -> dict:
+    """Read and check a sidecar; :class:`_ForeignSidecarError` for anything but this project's truth."""
+    try:
+        raw = sidecar.read_bytes()
+    except OSError as err:  # a folder, or no read permission
+        raise _ForeignSidecarError(None, f"cannot be read ({err.strerror or err})") from None
+    # np.load guesses the format from the first bytes: check for a zip first, for a message that fits
+    if not zipfile.is_zipfile(io.BytesIO(raw)):
+        raise _ForeignSidecarError(None, "is not an .npz archive")
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        # truncated or corrupt members, object arrays (refused without pickle)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise _ForeignSidecarError(None, f"is not a readable .npz archive ({first})") from None
+    T, N = rec.responses.shape
+    shapes = {"expected": (T, N), "responses": (T, N), "time_rank": (T,), "latents": (T, None), "gain": (T,)}
+    for name, shape in shapes.items():
+        arr = _truth_array(data, name)
+        fits = arr.ndim == len(shape) and all(
+            want in (None, n) for want, n in zip(shape, arr.shape, strict=True)
+        )
+        if not fits:
+            wanted = str(shape).replace("None", "K")
+            raise _ForeignSidecarError(name, f"has shape {arr.shape}, expected {wanted} like the recording")
+        if not np.all(np.isfinite(arr)):
+            raise _ForeignSidecarError(name, "has NaN or infinite values")
+    if not np.array_equal(np.sort(data["time_rank"]), np.arange(T)):
+        raise _ForeignSidecarError("time_rank", f"is not a permutation of 0..{T - 1}")
+    neuron_truth = {}
+    for name in _NEURON_TRUTH:
+        if name in data:
+            arr = _truth_array(data, name)
+            if arr.ndim == 0 or arr.shape[0] != N:
+                raise _ForeignSidecarError(name, f"has shape {arr.shape}, expected one row per neuron ({N})")
+            neuron_truth[name] = arr
+    config = data.get("config")
+    if config is None:
+        raise _ForeignSidecarError("config", "missing")
+    try:
+        generator_config = json.loads(str(config)) if config.dtype.kind == "U" and config.ndim == 0 else None
+    except ValueError:
+        generator_config = None
+    if not isinstance(generator_config, dict):
+        raise _ForeignSidecarError("config", "is not the generator's settings as a JSON string")
     return dict(
         expected=data["expected"],
         responses=data["responses"],
         time_rank=data["time_rank"],
         latents=data["latents"],
         gain=data["gain"],
-        neuron_truth={k: data[k] for k in per_neuron if k in data},
-        generator_config=json.loads(str(data["config"])),
-        sidecar_checksum=hashlib.sha256(sidecar.read_bytes()).hexdigest(),
+        neuron_truth=neuron_truth,
+        generator_config=generator_config,
+        sidecar_checksum=hashlib.sha256(raw).hexdigest(),
     )
+
+
+def _truth_array(data: dict, name: str) -> np.ndarray:
+    """``data[name]``, checked to be a numeric array (:class:`_ForeignSidecarError` otherwise)."""
+    if name not in data:
+        raise _ForeignSidecarError(name, "missing")
+    arr = data[name]
+    # np.load hands back non-.npy members of the zip as bytes
+    if not isinstance(arr, np.ndarray):
+        raise _ForeignSidecarError(name, f"is {type(arr).__name__}, expected a numeric array")
+    if arr.dtype.kind not in "biuf":
+        raise _ForeignSidecarError(name, f"has dtype {arr.dtype}, expected a numeric array")
+    return arr
 
 
 def _lock(conn, data_key: str) -> None:

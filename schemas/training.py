@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import datajoint as dj
 import numpy as np
 import torch
 
-from pipeline.provenance import environment
+from pipeline import lifecycle
+from pipeline.provenance import code_version, environment
+from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.run import RunSpec, build_model, build_scans, run_training
 from pipeline.training.seeding import resolve_device
 from schemas.data import Scan
@@ -40,7 +45,8 @@ class TrainedModel(dj.Computed):
     device              : varchar(255)    # GPU model or CPU
     started_at          : datetime        # training start (local time of the worker)
     finished_at         : datetime        # training end
-    duration_s          : float64         # wall time of make_compute (s)
+    duration_s          : float64         # wall time of make_compute (s); of the last attempt when resumed
+    resumed_from_epoch=0 : int32          # epoch of the checkpoint the run was resumed from (0: one go)
     data_checksums      : json            # {data_key: checksum} of the recordings used
     """
 
@@ -92,16 +98,16 @@ class TrainedModel(dj.Computed):
         spec = RunSpec.from_dicts(**spec_dict)
         recordings = {k: Scan().fetch_recording({"data_key": k}) for k, _ in scans}
         regressors = {k: fetch_regressors(k, spec_dict["dataset_config"]) for k, _ in scans}
-        epochs: list = []
         started = datetime.datetime.now()
         model, _, result = run_training(
             spec,
             recordings,
             device,
             cache_dir=settings.cache_dir,
-            on_epoch=epochs.append,
             progress=True,
             regressors=regressors,
+            checkpoint=self.checkpointer(key, spec_dict, scans),
+            should_stop=lifecycle.stop_requested,
         )
         finished = datetime.datetime.now()
         row = dict(
@@ -110,12 +116,13 @@ class TrainedModel(dj.Computed):
             started_at=started,
             finished_at=finished,
             duration_s=(finished - started).total_seconds(),
+            resumed_from_epoch=result.resumed_from,
             data_checksums=dict(scans),
             **environment(device),
         )
         state = {k: v.numpy() for k, v in result.state_dict.items()}
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        return row, [e.__dict__ for e in epochs], state, int(n_params)
+        return row, [e.__dict__ for e in result.history], state, int(n_params)
 
     def make_insert(self, key: dict, row: dict, epochs: list[dict], state: dict, n_params: int) -> None:
         self.insert1(dict(key, **row))
@@ -134,6 +141,53 @@ class TrainedModel(dj.Computed):
             ]
         )
         self.Checkpoint.insert1(dict(key, state_dict=state, n_parameters=n_params))
+
+    # -- checkpoints (one file per job key; deleted once the row is committed) ----------------------------
+
+    @classmethod
+    def checkpoint_dir(cls) -> Path:
+        """``$SENSORIUM_CHECKPOINTS/<schema>/trained_model`` (the schema name keeps prefixes apart)."""
+        from schemas import active_settings
+
+        return active_settings().checkpoints / cls.database / cls.table_name.lstrip("_")
+
+    @classmethod
+    def checkpointer(cls, key: dict, spec_dict: dict, scans: list[tuple[str, str]]) -> Checkpointer:
+        """The checkpoint of ``key``; used only by a run with the same configs, code and recordings."""
+        pk = {k: key[k] for k in cls.primary_key}
+        meta = {"key": pk, "spec": spec_hash(spec_dict), "code_version": code_version(), "data": dict(scans)}
+        return Checkpointer(cls.checkpoint_dir() / f"{key_hash(pk)}.pt", meta)
+
+    @classmethod
+    def discard_checkpoint(cls, key: dict) -> None:
+        """Delete the checkpoint of ``key`` (after its row is committed)."""
+        pk = {k: key[k] for k in cls.primary_key}
+        Checkpointer(cls.checkpoint_dir() / f"{key_hash(pk)}.pt", {}).delete()
+
+    @classmethod
+    def sweep_checkpoints(cls) -> int:
+        """Delete checkpoints whose run is in the table (a crash between commit and delete). Returns count."""
+        folder = cls.checkpoint_dir()
+        removed = 0
+        for sidecar in folder.glob("*.json") if folder.exists() else []:
+            try:
+                key = json.loads(sidecar.read_text())["meta"]["key"]
+            except (OSError, ValueError, KeyError):
+                continue  # being written right now, or not ours
+            if cls & key:
+                cls.discard_checkpoint(key)
+                removed += 1
+        return removed
+
+
+def spec_hash(spec_dict: dict) -> str:
+    """Hash of a run's configs (canonical JSON)."""
+    return hashlib.sha256(json.dumps(spec_dict, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def key_hash(key: dict) -> str:
+    """File name of a job key's checkpoint."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def run_inputs(key: dict) -> tuple[dict, list[tuple[str, str]]]:

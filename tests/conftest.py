@@ -11,6 +11,8 @@ import pytest
 from pipeline.data.synth import SynthConfig, write_synthetic
 
 SMALL = SynthConfig(n_neurons=20, n_trials=150, seed=11)
+HEARTBEAT_S = 0.5
+WORKER_TIMEOUT_S = 3.0
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +44,11 @@ def db(tmp_path_factory):
     os.environ["SENSORIUM_HOME"] = str(home)
     os.environ["SENSORIUM_DB_PREFIX"] = prefix
     os.environ.pop("DJ_HOST", None)
+    # short worker timings, inherited by the worker processes tests start: a killed worker's jobs are
+    # re-queued after 3 s instead of a minute
+    os.environ.update(
+        SENSORIUM_HEARTBEAT_S=str(HEARTBEAT_S), SENSORIUM_WORKER_TIMEOUT_S=str(WORKER_TIMEOUT_S)
+    )
     settings = load_settings()
     conn = schemas.activate(settings=settings)
     yield settings

@@ -9,15 +9,37 @@ from pathlib import Path
 from pipeline.cli.common import out
 from pipeline.settings import load_settings
 
+# SynthConfig / write_synthetic argument -> the synth flag that sets it, for error messages
+SYNTH_FLAGS = {"n_neurons": "--neurons", "n_trials": "--trials", "seed": "--seed", "n_mice": "--mice"}
+
+
+def _blocking_file(folder: Path) -> Path | None:
+    """The existing non-folder at ``folder`` or above it, which would stop the folder being created."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from pipeline.data.synth import SynthConfig, truth_path, write_synthetic
+    """Write synthetic recordings; a bad argument is one ``error:`` line and exit code 2, nothing written."""
+    from pipeline.data.synth import SynthConfig, SynthConfigError, truth_path, write_synthetic
 
-    cfg = SynthConfig(
-        n_neurons=args.neurons, n_trials=args.trials, seed=args.seed, competition=args.competition
-    )
+    blocking = _blocking_file(args.out)
+    if blocking is not None:
+        out(f"error: --out: expected a folder, found a file at {blocking}")
+        return 2
     start = time.perf_counter()
-    folders = write_synthetic(args.out, args.mice, cfg, make_zip=not args.no_zip)
+    try:
+        # SynthConfig and write_synthetic check every argument before anything is written
+        cfg = SynthConfig(
+            n_neurons=args.neurons, n_trials=args.trials, seed=args.seed, competition=args.competition
+        )
+        folders = write_synthetic(args.out, args.mice, cfg, make_zip=not args.no_zip)
+    except SynthConfigError as err:
+        flag = SYNTH_FLAGS.get(err.field, err.field)
+        out(f"error: {flag}: expected {err.expected}, found {err.found!r}")
+        return 2
+    except OSError as err:  # e.g. --out in a folder without write permission
+        out(f"error: --out: cannot write {err.filename or args.out}: {err.strerror or err}")
+        return 2
     for folder in folders:
         zip_note = "" if args.no_zip else f" (+ {folder.name}.zip)"
         out(f"wrote {folder}{zip_note}; ground truth {truth_path(folder).name}")

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, replace
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +37,102 @@ from pipeline.data.recording import STATISTICS, Recording
 
 FOLDER_HASH = hashlib.md5(b"sensorium-pipeline synthetic").hexdigest()
 MODEL_SCALE = 0.25  # the image scale every training run uses (SPEC 1.5)
+MIN_TRAIN_TRIALS = 10  # fewer leaves nothing to fit; synthesize() has always refused them
+MIN_TEST_IMAGES = 2  # distinct test images per test tier, whatever the fractions
+
+
+class SynthConfigError(ValueError):
+    """An invalid generator argument, named by ``field`` (a :class:`SynthConfig` field, ``n_mice`` or
+    ``mouse``), so that a caller such as the CLI can name its own flag for it."""
+
+    def __init__(self, field: str, expected: str, found: object) -> None:
+        # args mirror the signature, so the error pickles (worker processes) and repr()s faithfully
+        super().__init__(field, expected, found)
+        self.field, self.expected, self.found = field, expected, found
+
+    def __str__(self) -> str:
+        return f"{self.field}: expected {self.expected}, found {self.found!r}"
+
+
+def _schedule(cfg: SynthConfig, n_trials: int) -> tuple[int, int, int, int]:
+    """(n_train, n_val, n_test_img, n_final_img) of ``n_trials`` trials under ``cfg``'s fractions."""
+    n_test_img = max(MIN_TEST_IMAGES, int(round(cfg.test_fraction * n_trials / cfg.n_repeats)))
+    n_final_img = n_test_img if cfg.competition else 0
+    n_val = int(round(cfg.validation_fraction * n_trials))
+    n_train = n_trials - (n_test_img + n_final_img) * cfg.n_repeats - n_val
+    return n_train, n_val, n_test_img, n_final_img
+
+
+def _schedule_ok(cfg: SynthConfig, n_trials: int) -> bool:
+    n_train, n_val, _, _ = _schedule(cfg, n_trials)
+    return n_train >= MIN_TRAIN_TRIALS and n_val >= 1
+
+
+def min_trials(cfg: SynthConfig, limit: int = 10**6) -> int | None:
+    """The fewest trials that give ``cfg`` every tier (training, validation, repeated test images).
+
+    None when no count up to ``limit`` does (fractions that leave no room for training trials).
+    """
+    # the minimum is at least the fixed test block plus the training trials: start the search there
+    start = MIN_TRAIN_TRIALS + MIN_TEST_IMAGES * cfg.n_repeats * (2 if cfg.competition else 1)
+    return next((t for t in range(start, limit + 1) if _schedule_ok(cfg, t)), None)
+
+
+def _check_int(cfg: SynthConfig, name: str, minimum: int | None, why: str = "") -> None:
+    """``cfg.name`` is an integer >= ``minimum`` (None: any); stored as a plain int (JSON-serialisable)."""
+    value = getattr(cfg, name)
+    is_int = isinstance(value, Integral) and not isinstance(value, bool)
+    if not is_int or (minimum is not None and value < minimum):
+        wanted = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
+        raise SynthConfigError(name, wanted + (f" ({why})" if why else ""), value)
+    object.__setattr__(cfg, name, int(value))
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_real(
+    cfg: SynthConfig, name: str, low: float | None = None, high: float | None = None, *, closed: str = ""
+) -> None:
+    """``cfg.name`` is a finite number in the interval; ``closed`` holds "l" and/or "h" for closed ends."""
+    value = getattr(cfg, name)
+    ok = _is_real(value)
+    if ok and low is not None:
+        ok = value >= low if "l" in closed else value > low
+    if ok and high is not None:
+        ok = value <= high if "h" in closed else value < high
+    if not ok:
+        if low is None and high is None:
+            wanted = "a finite number"
+        elif high is None:
+            wanted = f"a number {'>=' if 'l' in closed else '>'} {low}"
+        else:
+            wanted = (
+                f"a number in {'[' if 'l' in closed else '('}{low}, {high}{']' if 'h' in closed else ')'}"
+            )
+        raise SynthConfigError(name, wanted, value)
+    object.__setattr__(cfg, name, float(value))
+
+
+def _check_range(cfg: SynthConfig, name: str) -> None:
+    """``cfg.name`` is a (low, high) pair of finite numbers with low <= high (a uniform range)."""
+    value = getattr(cfg, name)
+    pair = tuple(value) if isinstance(value, tuple | list) else ()
+    if len(pair) != 2 or not all(_is_real(v) for v in pair) or pair[0] > pair[1]:
+        raise SynthConfigError(name, "a (low, high) pair of finite numbers with low <= high", value)
+    object.__setattr__(cfg, name, (float(pair[0]), float(pair[1])))
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Size and effect strengths of one synthetic recording (defaults are small enough for the CPU demo)."""
+    """Size and effect strengths of one synthetic recording (defaults are small enough for the CPU demo).
+
+    Every field is checked on construction: an invalid one raises :class:`SynthConfigError` naming it
+    (and the minimum where a size is too small for the generator), before anything is generated.
+    """
 
     n_neurons: int = 150
     n_trials: int = 1000
@@ -62,6 +155,54 @@ class SynthConfig:
     latent_weight: float = 0.35  # std of the per-neuron loadings
     gain_drift: float = 0.35  # std of the log-gain drift over the session
     noise_shape: float = 1.5  # Gamma shape of the observation noise (smaller: noisier)
+
+    def __post_init__(self) -> None:
+        # the retinotopy normalises the neurons' spread over cortex: one neuron has none (NaN positions)
+        _check_int(self, "n_neurons", 2, "the retinotopy needs the spread of at least 2 neurons")
+        # one output pixel at the model's image scale needs round(size * 0.25) >= 1
+        for name in ("height", "width"):
+            _check_int(self, name, 3, f"at least one pixel at the model's {MODEL_SCALE} image scale")
+        # the oracle and FEV compare repeats of the same test image
+        _check_int(self, "n_repeats", 2, "the oracle and FEV need repeated test images")
+        _check_int(self, "seed", 0)
+        _check_int(self, "n_latents", 0)
+        if not isinstance(self.competition, bool):
+            raise SynthConfigError("competition", "True or False", self.competition)
+        _check_real(self, "test_fraction", 0.0, 1.0, closed="l")
+        _check_real(self, "validation_fraction", 0.0, 1.0)
+        _check_real(self, "history_fraction", 0.0, 1.0, closed="lh")
+        _check_real(self, "latent_rho", -1.0, 1.0)  # |rho| < 1: a stationary AR(1)
+        _check_real(self, "latent_weight", 0.0, closed="l")
+        _check_real(self, "noise_shape", 0.0)  # a Gamma shape is positive
+        for name in ("eye_shift_px", "behavior_pupil", "behavior_running", "gain_drift"):
+            _check_real(self, name)
+        for name in ("image_drive", "history_weight"):
+            _check_range(self, name)
+        # the lower bound depends on the fractions and repeats: the schedule check below says it
+        _check_int(self, "n_trials", None)
+        if not _schedule_ok(self, self.n_trials):
+            self._refuse_trials()
+
+    def _refuse_trials(self) -> None:
+        """Raise the n_trials error, saying the minimum and what it is made of."""
+        kind = "competition " if self.competition else ""
+        images = f"{MIN_TEST_IMAGES} test" + (f" + {MIN_TEST_IMAGES} final_test" if self.competition else "")
+        parts = (
+            f"{MIN_TRAIN_TRIALS} training trials, validation_fraction={self.validation_fraction:g}, "
+            f"test_fraction={self.test_fraction:g} with at least {images} images x {self.n_repeats} repeats"
+        )
+        minimum = min_trials(self)
+        if minimum is None:
+            wanted = f"a {kind}schedule with room for {parts} (lower test_fraction/validation_fraction)"
+        elif self.n_trials < minimum:
+            wanted = f"at least {minimum} trials for a {kind}recording ({parts})"
+        else:  # rounding of the fractions makes some larger counts fall short too
+            n_train, n_val, _, _ = _schedule(self, self.n_trials)
+            wanted = (
+                f"a count leaving >= {MIN_TRAIN_TRIALS} training and >= 1 validation trials "
+                f"(this one leaves {n_train} and {n_val})"
+            )
+        raise SynthConfigError("n_trials", wanted, self.n_trials)
 
 
 def _one_over_f_images(rng: np.random.Generator, n: int, H: int, W: int) -> np.ndarray:
@@ -137,19 +278,17 @@ def synthesize(cfg: SynthConfig, mouse: int = 0) -> tuple[Recording, dict[str, n
         ``gain`` (T,) session drift factor; ``gain_coupling`` (N,); ``history_weight`` (N,);
         ``rf_center`` (N, 2) in normalised [-1, 1] image coordinates; ``eye_shift`` (T, 2) pixels at 36x64.
     """
+    if not isinstance(mouse, Integral) or isinstance(mouse, bool) or mouse < 0:
+        raise SynthConfigError("mouse", "a non-negative integer", mouse)
+    mouse = int(mouse)
     rng = np.random.default_rng([cfg.seed, mouse, 7919])
     T, N = cfg.n_trials, cfg.n_neurons
     h, w = int(round(cfg.height * MODEL_SCALE)), int(round(cfg.width * MODEL_SCALE))
 
-    # ---- schedule in presentation order
-    n_test_img = max(2, int(round(cfg.test_fraction * T / cfg.n_repeats)))
+    # ---- schedule in presentation order (SynthConfig has checked that every tier gets trials)
+    n_train, n_val, n_test_img, n_final_img = _schedule(cfg, T)
     n_test = n_test_img * cfg.n_repeats
-    n_final_img = n_test_img if cfg.competition else 0
     n_final = n_final_img * cfg.n_repeats
-    n_val = int(round(cfg.validation_fraction * T))
-    n_train = T - n_test - n_final - n_val
-    if n_train < 10:
-        raise ValueError(f"n_trials={T} leaves {n_train} training trials; use more trials")
     labels = np.array(
         ["train"] * n_train + ["validation"] * n_val + ["test"] * n_test + ["final_test"] * n_final
     )
@@ -336,7 +475,12 @@ def write_synthetic(out: str | Path, n_mice: int, cfg: SynthConfig, *, make_zip:
 
     Returns:
         The recording folders.
+
+    Raises:
+        SynthConfigError: ``n_mice`` is not a positive integer (checked before anything is written).
     """
+    if not isinstance(n_mice, Integral) or isinstance(n_mice, bool) or n_mice < 1:
+        raise SynthConfigError("n_mice", "a positive integer", n_mice)
     out = Path(out)
     folders = []
     for mouse in range(n_mice):

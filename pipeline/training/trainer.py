@@ -55,6 +55,7 @@ class TrainResult:
     epochs: int
     history: list[EpochRecord] = field(default_factory=list)
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+    resumed_from: int = 0  # epoch of the checkpoint this run continued from (0: from scratch)
 
 
 def validation_correlation(
@@ -214,7 +215,15 @@ def train(
     else:
         loop, best_state = _restore(saved, model, optimizer, scheduler, streams)
         log.info("resuming from %s after epoch %d", checkpoint.path, loop.epoch)
-    bar = tqdm(total=cfg.max_iter, initial=loop.epoch, desc="training", unit="epoch", disable=not progress)
+    resumed_from = loop.epoch
+    # the bar only on a terminal (disable=None); unattended workers log one line per epoch instead
+    bar = tqdm(
+        total=cfg.max_iter,
+        initial=loop.epoch,
+        desc="training",
+        unit="epoch",
+        disable=None if progress else True,
+    )
     try:
         while True:
             if loop.in_block == 0:  # between evaluation intervals: is this decay round over?
@@ -239,6 +248,15 @@ def train(
             loop.history.append(record)
             bar.update(1)
             bar.set_postfix(val_corr=f"{current:.4f}", lr=f"{lr:.2g}", loss=f"{loss:.4g}")
+            log.info(
+                "epoch %d/%d: val_corr %.4f, lr %.2g, loss %.4g, %.1f s",
+                loop.epoch,
+                cfg.max_iter,
+                current,
+                lr,
+                loss,
+                record.seconds,
+            )
             if on_epoch is not None:
                 on_epoch(record)
             loop.in_block += 1
@@ -263,6 +281,7 @@ def train(
     if cfg.restore_best:
         model.load_state_dict(best_state)
     return TrainResult(
+        resumed_from=resumed_from,
         best_val_corr=float(loop.best),
         epochs=loop.epoch,
         history=list(loop.history),

@@ -16,6 +16,7 @@ from pipeline.configs import ConfigError
 from pipeline.experiments import parse_experiment
 
 REPO = Path(__file__).parents[2]
+WORKER_TIMEOUT_S = float(os.environ.get("SENSORIUM_WORKER_TIMEOUT_S", "3"))
 
 TINY_MODEL = {
     "layers": 2,
@@ -186,7 +187,7 @@ def test_cli_experiment_add_with_set_and_errors(ingested, tmp_path):
 
 
 def test_killed_populate_is_finished_by_the_next_call(ingested):
-    """Kill a worker in the middle of training; the next populate() re-queues its job and finishes."""
+    """Kill a worker mid-training; once its heartbeat is stale the next populate() finishes its job."""
     from schemas.fabrik import add_experiment
     from schemas.training import TrainedModel
     from schemas.workers import populate
@@ -225,6 +226,8 @@ def test_killed_populate_is_finished_by_the_next_call(ingested):
     worker.wait(timeout=30)
     done_before = len(TrainedModel & _restriction("killed"))
     assert done_before < 2
+    assert reserved(), "the killed worker's reservation is still there"
+    time.sleep(WORKER_TIMEOUT_S + 0.5)  # its heartbeat goes stale: then the reservation is dead
     results = populate("gpu", _restriction("killed"), reserve_jobs=True)
     assert len(TrainedModel & _restriction("killed")) == 2
     assert results["TrainedModel"]["success_count"] == 2 - done_before

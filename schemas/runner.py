@@ -1,0 +1,287 @@
+"""The job loop behind ``sensorium worker`` and ``populate(reserve_jobs=True)``: one job at a time.
+
+Each job is taken from a table's DataJoint job queue (highest priority first: lowest number, then the
+oldest), reserved under this process's heartbeat, run by DataJoint's own ``populate`` restricted to that
+key (direct mode, so DataJoint's SIGTERM handler, which would record the job as an *error*, is not
+installed), and then completed, recorded as an error, or, when the worker was told to stop, given back
+to pending with its training checkpoint. A lost database connection inside the insert transaction is
+retried: the training resumes from its last checkpoint, so nothing is trained twice.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from datajoint.errors import LostConnectionError
+
+from pipeline import lifecycle
+from pipeline.settings import Settings
+from pipeline.training.trainer import TrainingInterruptedError
+from schemas.evaluation import EnsembleScore, register_declared_ensembles
+from schemas.training import TrainedModel
+from schemas.workers import QUEUES, Heartbeat, jobs_of, release_dead_reservations, requeue
+
+log = logging.getLogger("sensorium.worker")
+
+#: how often a job whose insert lost its connection is run again (each retry resumes from the checkpoint)
+TRANSACTION_RETRIES = 3
+
+
+class Stopped(Exception):  # noqa: N818 (a control-flow signal, not an error)
+    """The current job was given back because the process was asked to stop."""
+
+
+@dataclass
+class Outcome:
+    """What happened to one job."""
+
+    table: str
+    key: dict
+    status: str  # success, error or interrupted
+    seconds: float
+    message: str = ""
+
+
+@dataclass
+class Tally:
+    """Results of a run, per table, in ``populate()``'s shape."""
+
+    results: dict[str, dict] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome) -> None:
+        r = self.results.setdefault(outcome.table, {"success_count": 0, "error_list": []})
+        if outcome.status == "success":
+            r["success_count"] += 1
+        elif outcome.status == "error":
+            r["error_list"].append((outcome.key, outcome.message))
+
+
+def short_key(key: dict) -> str:
+    """A key for log lines: builder names left out (the hash beside them says it), hashes cut to 8."""
+    parts = [f"{k}={str(v)[:8] if len(str(v)) > 16 else v}" for k, v in key.items() if not k.endswith("_fn")]
+    return "{" + ", ".join(parts) + "}"
+
+
+def release_gpu_memory() -> None:
+    """Give cached CUDA memory back between jobs (another process on the GPU may need it).
+
+    Only where CUDA is in use: the full garbage collection that frees tensors held in reference cycles
+    costs about 0.2 s with torch and DataJoint loaded, more than a small scoring job.
+    """
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+class JobSource:
+    """Pending keys of one queue's tables, with refresh and dead-reservation reaping kept cheap.
+
+    A table's queue is refreshed (new keys added from its key source) only when it has no pending job
+    and either a job of a table before it in the queue finished since (its rows may be new upstream
+    keys) or ``poll_s`` passed (other workers' rows). Reaping runs at most once per heartbeat period per
+    table. Refreshing is the costly part of the bookkeeping: a key-source query per table.
+    """
+
+    def __init__(self, queue: str, restriction: Any, settings: Settings, priority: int | None, poll_s: float):
+        self.tables = QUEUES[queue]
+        self.restriction, self.settings, self.priority, self.poll_s = restriction, settings, priority, poll_s
+        self._refreshed: dict[str, float] = {}
+        self._reaped: dict[str, float] = {}
+        self._stale = {t.__name__ for t in self.tables}
+
+    def finished(self, table) -> None:
+        """A job of ``table`` finished: the tables after it may have new keys."""
+        names = [t.__name__ for t in self.tables]
+        if table.__name__ in names:
+            self._stale.update(names[names.index(table.__name__) + 1 :])
+
+    def _pending(self, table) -> list[dict]:
+        pending = jobs_of(table).pending & "scheduled_time <= CURRENT_TIMESTAMP(3)"
+        if self.restriction is not None:
+            # the job table has its own lineage: restrict by the (restricted) key source without the check
+            pending = pending.restrict((table.key_source & self.restriction).proj(), semantic_check=False)
+        if self.priority is not None:
+            pending = pending & f"priority <= {int(self.priority)}"
+        return pending.keys(order_by="priority ASC, scheduled_time ASC", limit=8)
+
+    def _refresh(self, table) -> None:
+        if table is EnsembleScore:
+            register_declared_ensembles()  # experiments' ensembles whose members are all trained
+        args = [] if self.restriction is None else [self.restriction]
+        jobs_of(table).refresh(*args, delay=-1)
+        self._refreshed[table.__name__] = time.monotonic()
+        self._stale.discard(table.__name__)
+
+    def candidates(self, table) -> list[dict]:
+        """Pending keys of ``table`` (refreshing its queue when that may find new ones)."""
+        now, name = time.monotonic(), table.__name__
+        if now - self._reaped.get(name, -1e9) >= self.settings.worker.heartbeat_s:
+            release_dead_reservations(table, self.settings.worker)
+            self._reaped[name] = now
+        keys = self._pending(table)
+        if not keys and (name in self._stale or now - self._refreshed.get(name, -1e9) >= self.poll_s):
+            self._refresh(table)
+            keys = self._pending(table)
+        return keys
+
+
+class Runner:
+    """Runs reserved jobs one at a time under a heartbeat; see the module docstring."""
+
+    def __init__(self, heartbeat: Heartbeat, device: str):
+        self.heartbeat, self.device = heartbeat, device
+
+    def take_and_run(self, source: JobSource) -> Outcome | None:
+        """Reserve the first available job over the tables in order and run it (None: nothing to do)."""
+        for table in source.tables:
+            for key in source.candidates(table):
+                if lifecycle.stop_requested():
+                    return None
+                if jobs_of(table).reserve(key):
+                    try:
+                        return self.run(table, key)
+                    finally:
+                        source.finished(table)
+        return None
+
+    def run(self, table, key: dict) -> Outcome:
+        """Run one reserved job to success, error or interruption (then re-raise :class:`Stopped`)."""
+        name = table.__name__
+        host = platform.node()
+        self.heartbeat.job(name, key)
+        log.info("start  %s %s host=%s device=%s", name, short_key(key), host, self.device)
+        start = time.perf_counter()
+        try:
+            self._populate_with_retries(table, key)
+        except (TrainingInterruptedError, KeyboardInterrupt) as err:
+            requeue(table, key)
+            seconds = time.perf_counter() - start
+            log.info("stop   %s %s after %.1f s: pending again", name, short_key(key), seconds)
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            raise Stopped(name) from err
+        except Exception as err:
+            seconds = time.perf_counter() - start
+            message = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            jobs_of(table).error(key, error_message=message, error_stack=traceback.format_exc())
+            self.heartbeat.failed += 1
+            log.error("FAILED %s %s after %.1f s: %s", name, short_key(key), seconds, message.splitlines()[0])
+            return Outcome(name, key, "error", seconds, message)
+        finally:
+            self.heartbeat.job("", None)
+            release_gpu_memory()
+        seconds = time.perf_counter() - start
+        jobs_of(table).complete(key, duration=seconds)
+        if table is TrainedModel:
+            TrainedModel.discard_checkpoint(key)
+        self.heartbeat.done += 1
+        log.info("done   %s %s in %.1f s", name, short_key(key), seconds)
+        return Outcome(name, key, "success", seconds)
+
+    @staticmethod
+    def _populate_with_retries(table, key: dict) -> None:
+        for attempt in range(1, TRANSACTION_RETRIES + 1):
+            try:
+                # direct mode for exactly this key: the reservation is ours already
+                table.populate(key, suppress_errors=False, display_progress=False)
+                return
+            except LostConnectionError as err:
+                if attempt == TRANSACTION_RETRIES:
+                    raise
+                log.warning("%s: %s; running the job again (attempt %d)", table.__name__, err, attempt + 1)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """``sensorium worker`` options (see the CLI for their meaning)."""
+
+    queue: str = "gpu"
+    max_jobs: int | None = None
+    idle_exit_s: float | None = None
+    poll_s: float = 10.0
+    priority: int | None = None
+
+
+def run_worker(options: WorkerOptions, settings: Settings, device: str, restriction: Any = None) -> int:
+    """The long-running loop; returns the number of jobs run. Stops on SIGTERM / SIGINT (exit 0)."""
+    lifecycle.reset()
+    source = JobSource(options.queue, restriction, settings, options.priority, options.poll_s)
+    n_jobs, idle_since = 0, time.monotonic()
+    with lifecycle.graceful_signals(), Heartbeat(settings, options.queue, device) as heartbeat:
+        runner = Runner(heartbeat, device)
+        log.info(
+            "worker %s on %s pid %s: queue %s, device %s, poll %g s%s",
+            heartbeat.worker_id[:8],
+            heartbeat.host,
+            heartbeat.pid,
+            options.queue,
+            device,
+            options.poll_s,
+            f", idle exit {options.idle_exit_s:g} s" if options.idle_exit_s is not None else "",
+        )
+        while not lifecycle.stop_requested():
+            try:
+                outcome = runner.take_and_run(source)
+            except Stopped:
+                break
+            if outcome is not None:
+                n_jobs += 1
+                idle_since = time.monotonic()
+                if options.max_jobs is not None and n_jobs >= options.max_jobs:
+                    log.info("ran %d job(s) (--max-jobs): exiting", n_jobs)
+                    break
+                continue
+            idle = time.monotonic() - idle_since
+            if options.idle_exit_s is not None and idle >= options.idle_exit_s:
+                log.info("queue empty for %.0f s (--idle-exit): exiting", idle)
+                break
+            wait = options.poll_s
+            if options.idle_exit_s is not None:
+                wait = min(wait, max(options.idle_exit_s - idle, 0.0))
+            lifecycle.wait(wait)
+        if lifecycle.stop_requested():
+            log.info("stopped on request after %d job(s)", n_jobs)
+    return n_jobs
+
+
+def drain(queue: str, restriction: Any, *, suppress_errors: bool, max_calls: int | None) -> dict[str, dict]:
+    """``populate(reserve_jobs=True)``: every pending job of the queue's tables, in order, then return.
+
+    Raises:
+        Exception: the first job error when ``suppress_errors`` is False (it is recorded in the job
+            table either way).
+    """
+    import schemas
+    from pipeline.training.seeding import resolve_device
+
+    settings = schemas.active_settings()
+    lifecycle.reset()
+    tally = Tally()
+    with lifecycle.graceful_signals(), Heartbeat(settings, queue, settings.device) as heartbeat:
+        runner = Runner(heartbeat, str(resolve_device(settings.device)))
+        source = JobSource(queue, restriction, settings, None, poll_s=0.0)
+        for table in QUEUES[queue]:
+            tally.results.setdefault(table.__name__, {"success_count": 0, "error_list": []})
+            calls = 0
+            while max_calls is None or calls < max_calls:
+                key = next((k for k in source.candidates(table) if jobs_of(table).reserve(k)), None)
+                if key is None:
+                    break
+                calls += 1
+                try:
+                    outcome = runner.run(table, key)
+                except Stopped:
+                    return tally.results
+                source.finished(table)
+                tally.add(outcome)
+                if outcome.status == "error" and not suppress_errors:
+                    raise RuntimeError(f"{outcome.table} {outcome.key}: {outcome.message}")
+    return tally.results
