@@ -109,11 +109,16 @@ _TABLES = {"dataset": Dataset, "model": Model, "trainer": Trainer}
 EXPERIMENT_CONFIG_KEYS = ("model_fn", "model_hash", "trainer_fn", "trainer_hash")
 
 
-def experiment_models(name: str | None = None):
-    """(Experiment x Member) projected to everything that identifies a trained model (for restrictions)."""
+def experiment_models(name: str | list[str] | None = None):
+    """(Experiment x Member) projected to everything that identifies a trained model (for restrictions).
+
+    ``name``: one experiment, several (a list: any of them) or all (None).
+    """
     query = Experiment * Experiment.Member
-    if name is not None:
+    if isinstance(name, str):
         query = query & {"experiment_name": name}
+    elif name is not None:
+        query = query & [{"experiment_name": n} for n in name]
     return query.proj(*EXPERIMENT_CONFIG_KEYS)
 
 

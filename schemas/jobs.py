@@ -77,8 +77,8 @@ def set_priority(experiment: str, priority: int) -> int:
 
     Keys of the experiment without a job yet are queued first, so the priority also covers them.
     """
-    if not -128 <= priority <= 127:  # the job table stores priority as int8
-        raise ValueError(f"priority {priority}: expected -128 ... 127 (lower runs first)")
+    if not 0 <= priority <= 127:  # DataJoint's range (>= 0) within the job table's int8 column
+        raise ValueError(f"priority {priority}: expected 0 ... 127 (lower runs first; the default is 5)")
     keys = experiment_models(experiment)
     jobs_of(TrainedModel).refresh(keys, delay=-1)
     pending = jobs_of(TrainedModel).pending.restrict(

@@ -63,7 +63,7 @@ class ResilientConnection(dj.Connection):
                 deadline = deadline or now + self.retry_s
                 if now >= deadline:
                     raise LostConnectionError(
-                        f"database unreachable for {self.retry_s:.0f} s (SENSORIUM_DB_RETRY_S): {reason}"
+                        f"database unreachable for {self.retry_s:g} s (SENSORIUM_DB_RETRY_S): {reason}"
                     ) from err
                 log.warning("database connection lost (%s); reconnecting in %.1f s", reason, delay)
                 time.sleep(min(delay, max(deadline - now, 0.0)))

@@ -138,9 +138,13 @@ class Runner:
 
     def __init__(self, heartbeat: Heartbeat, device: str):
         self.heartbeat, self.device = heartbeat, device
+        self._cycle_start: float | None = None
+        self.busy_s = 0.0  # from the queue scan that found a job to the end of its bookkeeping
+        self.populate_s = 0.0  # inside DataJoint's populate (fetch, make, insert) of those jobs
 
     def take_and_run(self, source: JobSource) -> Outcome | None:
         """Reserve the first available job over the tables in order and run it (None: nothing to do)."""
+        self._cycle_start = time.perf_counter()
         for table in source.tables:
             for key in source.candidates(table):
                 if lifecycle.stop_requested():
@@ -183,7 +187,12 @@ class Runner:
         if table is TrainedModel:
             TrainedModel.discard_checkpoint(key)
         self.heartbeat.done += 1
-        log.info("done   %s %s in %.1f s", name, short_key(key), seconds)
+        # cycle: from the queue scan that found the job (or the reservation) to here, bookkeeping included
+        cycle = time.perf_counter() - (self._cycle_start or start)
+        self._cycle_start = None
+        self.busy_s += cycle
+        self.populate_s += seconds
+        log.info("done   %s %s in %.3f s (cycle %.3f s)", name, short_key(key), seconds, cycle)
         return Outcome(name, key, "success", seconds)
 
     @staticmethod
@@ -211,10 +220,15 @@ class WorkerOptions:
 
 
 def run_worker(options: WorkerOptions, settings: Settings, device: str, restriction: Any = None) -> int:
-    """The long-running loop; returns the number of jobs run. Stops on SIGTERM / SIGINT (exit 0)."""
-    lifecycle.reset()
+    """The long-running loop; returns the number of jobs run. Stops on SIGTERM / SIGINT (exit 0).
+
+    A stop requested before the call (a signal while the process was starting) is honoured: no job is
+    taken.
+    """
     source = JobSource(options.queue, restriction, settings, options.priority, options.poll_s)
     n_jobs, idle_since = 0, time.monotonic()
+    if lifecycle.stop_requested():
+        return 0
     with lifecycle.graceful_signals(), Heartbeat(settings, options.queue, device) as heartbeat:
         runner = Runner(heartbeat, device)
         log.info(
@@ -249,6 +263,16 @@ def run_worker(options: WorkerOptions, settings: Settings, device: str, restrict
             lifecycle.wait(wait)
         if lifecycle.stop_requested():
             log.info("stopped on request after %d job(s)", n_jobs)
+        if runner.busy_s > 0:
+            overhead = runner.busy_s - runner.populate_s
+            log.info(
+                "busy %.1f s on finished jobs: %.1f s in populate, %.2f s (%.1f%%) queue scans, reserve, "
+                "complete and heartbeat",
+                runner.busy_s,
+                runner.populate_s,
+                overhead,
+                100 * overhead / runner.busy_s,
+            )
     return n_jobs
 
 

@@ -50,18 +50,19 @@ def _populate(queue: str, restriction, reserve_jobs: bool, max_calls: int | None
     return 1 if failed else 0
 
 
-def experiment_restriction(name: str | None):
-    """The TrainedModel keys of experiment ``name`` (None: no restriction).
+def experiment_restriction(name: str | list[str] | None):
+    """The TrainedModel keys of experiment ``name`` or of a list of them (None: no restriction).
 
     Raises:
-        LookupError: no experiment of that name.
+        LookupError: no experiment of one of the names.
     """
     if not name:
         return None
     from schemas.fabrik import Experiment, experiment_models
 
-    if not Experiment & {"experiment_name": name}:
-        raise LookupError(f"no experiment named {name!r}; add it with `sensorium experiment add`")
+    for n in [name] if isinstance(name, str) else name:
+        if not Experiment & {"experiment_name": n}:
+            raise LookupError(f"no experiment named {n!r}; add it with `sensorium experiment add`")
     return experiment_models(name)
 
 

@@ -25,19 +25,36 @@ def _count(text: str) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline import lifecycle
+
+    # from the first moment: a SIGTERM while starting (imports, connecting) means "do not start"
+    with lifecycle.graceful_signals():
+        return _worker(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
     if args.device:
         os.environ["SENSORIUM_DEVICE"] = args.device
     # one line per job on stderr, whatever the global level (workers run unattended; logs are their record)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
     for name in ("sensorium.worker", "schemas.workers", "schemas.resilience", "pipeline.training"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         logger.addHandler(handler)
         logger.propagate = False
     settings = activate()
+    from pipeline.cli.experiments import experiment_restriction
     from pipeline.training.seeding import resolve_device
     from schemas.runner import WorkerOptions, run_worker
+
+    try:
+        restriction = experiment_restriction(args.experiment)
+    except LookupError as err:
+        out(f"error: {err}")
+        return 2
 
     try:
         device = str(resolve_device(settings.device))
@@ -51,7 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         poll_s=args.poll,
         priority=args.priority,
     )
-    run_worker(options, settings, device)
+    run_worker(options, settings, device, restriction)
     return 0
 
 
@@ -62,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--queue", default="gpu", choices=["gpu", "cpu", "all"], help="which tables (default gpu)")
     p.add_argument("--device", help="torch device, e.g. cuda:1 (default: SENSORIUM_DEVICE or auto)")
+    p.add_argument(
+        "--experiment", action="append", help="only this experiment's jobs (repeat for several; default: all)"
+    )
     p.add_argument("--max-jobs", type=_count, help="exit after this many jobs")
     p.add_argument(
         "--idle-exit", type=_positive, metavar="SECONDS", help="exit when the queue has been empty this long"

@@ -41,8 +41,20 @@ class Checkpointer:
     def exists(self) -> bool:
         return self.path.exists()
 
+    def _temporaries(self) -> list[Path]:
+        """Half-written files of this checkpoint (a process killed while saving leaves one)."""
+        folder = self.path.parent
+        if not folder.exists():
+            return []
+        return [p for n in (self.path.name, self.sidecar.name) for p in folder.glob(f".{n}.*.tmp")]
+
     def load(self) -> dict[str, Any] | None:
-        """The saved training state, or None when there is none or it belongs to another run (logged)."""
+        """The saved training state, or None when there is none or it belongs to another run (logged).
+
+        Also removes temporaries a killed predecessor left: one job key is worked on by one process.
+        """
+        for tmp in self._temporaries():
+            tmp.unlink(missing_ok=True)
         if not self.path.exists():
             return None
         try:
@@ -72,7 +84,7 @@ class Checkpointer:
         _atomic_write(self.sidecar, lambda f: f.write(side))
 
     def delete(self) -> None:
-        for p in (self.path, self.sidecar):
+        for p in (self.path, self.sidecar, *self._temporaries()):
             p.unlink(missing_ok=True)
 
 
