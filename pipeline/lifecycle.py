@@ -1,8 +1,11 @@
-"""Graceful stop of a long-running process: SIGTERM / SIGINT set a flag that the work loop polls.
+"""Graceful stop of a long-running process: SIGTERM / SIGINT ask the work in hand to stop soon.
 
-The first signal asks for a stop: training polls :func:`stop_requested` between batches and raises
-``TrainingInterruptedError``; a worker finishes a short job and takes no new one. A second signal stops
-at once (``KeyboardInterrupt``), for a user who does not want to wait.
+The first signal sets a flag. Inside a training loop (:func:`polled`) the trainer checks it between
+batches and raises ``TrainingInterruptedError`` after the last complete epoch's checkpoint. Anywhere
+else inside a job (:func:`interruptible`: reading data, regressors, predictions, scores, inserts) the
+signal handler raises :class:`JobInterruptedError` at once; DataJoint rolls the transaction back and the
+worker gives the job back. Outside a job the worker sees the flag and takes no new one. A second signal
+stops at once (``KeyboardInterrupt``), for a user who does not want to wait.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from contextlib import contextmanager
 log = logging.getLogger(__name__)
 
 _stop = threading.Event()
+_where = {"interruptible": False}
+
+
+class JobInterruptedError(Exception):
+    """Raised by the signal handler inside an interruptible job: the job is to be given back."""
 
 
 def stop_requested() -> bool:
@@ -37,13 +45,40 @@ def wait(seconds: float) -> bool:
     return _stop.wait(seconds)
 
 
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block a stop signal raises :class:`JobInterruptedError` immediately."""
+    previous = _where["interruptible"]
+    _where["interruptible"] = True
+    try:
+        if _stop.is_set():
+            raise JobInterruptedError("stop requested before the job started")
+        yield
+    finally:
+        _where["interruptible"] = previous
+
+
+@contextmanager
+def polled() -> Iterator[None]:
+    """Within the block the code polls :func:`stop_requested` itself (no exception from the handler)."""
+    previous = _where["interruptible"]
+    _where["interruptible"] = False
+    try:
+        yield
+    finally:
+        _where["interruptible"] = previous
+
+
 def _handler(signum: int, frame) -> None:
     name = signal.Signals(signum).name
     if _stop.is_set():
         log.warning("%s again: stopping now", name)
         raise KeyboardInterrupt(name)
-    log.warning("%s received: finishing the current step, then stopping", name)
     _stop.set()
+    if _where["interruptible"]:
+        log.warning("%s received: giving the job in hand back, then stopping", name)
+        raise JobInterruptedError(name)
+    log.warning("%s received: finishing the current step, then stopping", name)
 
 
 @contextmanager

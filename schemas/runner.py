@@ -15,6 +15,8 @@ import logging
 import platform
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,24 @@ log = logging.getLogger("sensorium.worker")
 
 #: how often a job whose insert lost its connection is run again (each retry resumes from the checkpoint)
 TRANSACTION_RETRIES = 3
+#: while stopping, how long a query waits for an unreachable database before the worker exits anyway
+#: (its reservation is then re-queued by others once the heartbeat is stale)
+STOP_DB_BUDGET_S = 10.0
+
+
+@contextmanager
+def quick_give_up(conn, seconds: float) -> Iterator[None]:
+    """Retry lost connections for at most ``seconds`` inside the block (a stopping worker must exit)."""
+    previous = getattr(conn, "retry_s", None)
+    if previous is not None:
+        conn.retry_s = min(previous, seconds)
+    try:
+        yield
+    except Exception as err:
+        log.warning("could not give the job back (%s); others re-queue it after the heartbeat timeout", err)
+    finally:
+        if previous is not None:
+            conn.retry_s = previous
 
 
 class Stopped(Exception):  # noqa: N818 (a control-flow signal, not an error)
@@ -96,6 +116,7 @@ class JobSource:
         self._refreshed: dict[str, float] = {}
         self._reaped: dict[str, float] = {}
         self._stale = {t.__name__ for t in self.tables}
+        self._sources: dict[str, Any] = {}
 
     def finished(self, table) -> None:
         """A job of ``table`` finished: the tables after it may have new keys."""
@@ -103,11 +124,18 @@ class JobSource:
         if table.__name__ in names:
             self._stale.update(names[names.index(table.__name__) + 1 :])
 
+    def _source(self, table):
+        """The restricted key source of ``table``, built once (``key_source`` costs ~15 ms to derive)."""
+        name = table.__name__
+        if name not in self._sources:
+            self._sources[name] = (table.key_source & self.restriction).proj()
+        return self._sources[name]
+
     def _pending(self, table) -> list[dict]:
         pending = jobs_of(table).pending & "scheduled_time <= CURRENT_TIMESTAMP(3)"
         if self.restriction is not None:
             # the job table has its own lineage: restrict by the (restricted) key source without the check
-            pending = pending.restrict((table.key_source & self.restriction).proj(), semantic_check=False)
+            pending = pending.restrict(self._source(table), semantic_check=False)
         if self.priority is not None:
             pending = pending & f"priority <= {int(self.priority)}"
         return pending.keys(order_by="priority ASC, scheduled_time ASC", limit=8)
@@ -164,9 +192,11 @@ class Runner:
         log.info("start  %s %s host=%s device=%s", name, short_key(key), host, self.device)
         start = time.perf_counter()
         try:
-            self._populate_with_retries(table, key)
-        except (TrainingInterruptedError, KeyboardInterrupt) as err:
-            requeue(table, key)
+            with lifecycle.interruptible():
+                self._populate_with_retries(table, key)
+        except (TrainingInterruptedError, lifecycle.JobInterruptedError, KeyboardInterrupt) as err:
+            with quick_give_up(table.connection, STOP_DB_BUDGET_S):
+                requeue(table, key)
             seconds = time.perf_counter() - start
             log.info("stop   %s %s after %.1f s: pending again", name, short_key(key), seconds)
             if isinstance(err, KeyboardInterrupt):

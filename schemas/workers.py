@@ -138,14 +138,21 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.settings.worker.heartbeat_s + 5)
+        conn = Worker.connection
+        retry = getattr(conn, "retry_s", None)
+        if retry is not None:  # an exiting worker must not wait long for an unreachable database
+            conn.retry_s = min(retry, 10.0)
         try:
-            Worker.connection.query(
+            conn.query(
                 f"UPDATE {Worker.full_table_name} SET status=%s, stopped_at=CURRENT_TIMESTAMP(3), "
                 "current_table='', current_key=NULL, jobs_done=%s, jobs_failed=%s WHERE worker_id=%s",
                 args=(status, self.done, self.failed, self.worker_id),
             )
         except Exception as err:  # the database is gone: the row goes stale and others see it as dead
             log.warning("could not record this worker as %s: %s", status, str(err).splitlines()[0])
+        finally:
+            if retry is not None:
+                conn.retry_s = retry
         if self._conn is not None:
             with contextlib.suppress(Exception):  # already broken: nothing to close
                 self._conn.close()

@@ -8,6 +8,7 @@ rounds); at most ``max_iter`` epochs; the best weights are restored at the end.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipeline import lifecycle
 from pipeline.configs import TrainerConfig
 from pipeline.data.loaders import ScanTensors
 from pipeline.scoring.metrics import single_trial_correlation
@@ -216,6 +218,9 @@ def train(
         loop, best_state = _restore(saved, model, optimizer, scheduler, streams)
         log.info("resuming from %s after epoch %d", checkpoint.path, loop.epoch)
     resumed_from = loop.epoch
+    # while the loop runs, a stop signal only sets the flag polled between batches (no exception from
+    # the signal handler in the middle of an optimiser step or a checkpoint write)
+    guard = lifecycle.polled() if should_stop is not None else contextlib.nullcontext()
     # the bar only on a terminal (disable=None); unattended workers log one line per epoch instead
     bar = tqdm(
         total=cfg.max_iter,
@@ -225,57 +230,58 @@ def train(
         disable=None if progress else True,
     )
     try:
-        while True:
-            if loop.in_block == 0:  # between evaluation intervals: is this decay round over?
-                if loop.decay_round >= cfg.lr_decay_steps:
-                    break
-                if loop.patience_counter >= cfg.patience or loop.epoch >= cfg.max_iter:
-                    if cfg.restore_best:
-                        model.load_state_dict(best_state)
-                    loop.decay_round += 1
-                    loop.patience_counter = 0
-                    if loop.epoch >= cfg.max_iter:
+        with guard:
+            while True:
+                if loop.in_block == 0:  # between evaluation intervals: is this decay round over?
+                    if loop.decay_round >= cfg.lr_decay_steps:
                         break
-                    continue
-            loop.epoch += 1
-            lr = optimizer.param_groups[0]["lr"]
-            start = time.perf_counter()
-            loss, data_s = _train_epoch(
-                model, scans, streams, optimizer, cfg, n_rounds, loop.epoch, should_stop
-            )
-            current = validation_correlation(model, scans)
-            record = EpochRecord(loop.epoch, lr, loss, current, time.perf_counter() - start, data_s)
-            loop.history.append(record)
-            bar.update(1)
-            bar.set_postfix(val_corr=f"{current:.4f}", lr=f"{lr:.2g}", loss=f"{loss:.4g}")
-            log.info(
-                "epoch %d/%d: val_corr %.4f, lr %.2g, loss %.4g, %.1f s",
-                loop.epoch,
-                cfg.max_iter,
-                current,
-                lr,
-                loss,
-                record.seconds,
-            )
-            if on_epoch is not None:
-                on_epoch(record)
-            loop.in_block += 1
-            if loop.in_block >= cfg.interval or loop.epoch >= cfg.max_iter:
-                loop.in_block = 0
-                scheduler.step(current)
-                if not np.isfinite(current):
-                    raise TrainingDivergedError(
-                        f"validation correlation is {current} after epoch {loop.epoch}"
-                    )
-                if current * sign < loop.best * sign - cfg.tolerance:
-                    loop.patience_counter += 1
-                else:
-                    loop.best, best_state, loop.patience_counter = current, _cpu_state(model), 0
-            if checkpoint is not None:
-                checkpoint.save(
-                    _snapshot(loop, model, best_state, optimizer, scheduler, streams),
-                    {"epoch": loop.epoch, "best_val_corr": loop.best},
+                    if loop.patience_counter >= cfg.patience or loop.epoch >= cfg.max_iter:
+                        if cfg.restore_best:
+                            model.load_state_dict(best_state)
+                        loop.decay_round += 1
+                        loop.patience_counter = 0
+                        if loop.epoch >= cfg.max_iter:
+                            break
+                        continue
+                loop.epoch += 1
+                lr = optimizer.param_groups[0]["lr"]
+                start = time.perf_counter()
+                loss, data_s = _train_epoch(
+                    model, scans, streams, optimizer, cfg, n_rounds, loop.epoch, should_stop
                 )
+                current = validation_correlation(model, scans)
+                record = EpochRecord(loop.epoch, lr, loss, current, time.perf_counter() - start, data_s)
+                loop.history.append(record)
+                bar.update(1)
+                bar.set_postfix(val_corr=f"{current:.4f}", lr=f"{lr:.2g}", loss=f"{loss:.4g}")
+                log.info(
+                    "epoch %d/%d: val_corr %.4f, lr %.2g, loss %.4g, %.1f s",
+                    loop.epoch,
+                    cfg.max_iter,
+                    current,
+                    lr,
+                    loss,
+                    record.seconds,
+                )
+                if on_epoch is not None:
+                    on_epoch(record)
+                loop.in_block += 1
+                if loop.in_block >= cfg.interval or loop.epoch >= cfg.max_iter:
+                    loop.in_block = 0
+                    scheduler.step(current)
+                    if not np.isfinite(current):
+                        raise TrainingDivergedError(
+                            f"validation correlation is {current} after epoch {loop.epoch}"
+                        )
+                    if current * sign < loop.best * sign - cfg.tolerance:
+                        loop.patience_counter += 1
+                    else:
+                        loop.best, best_state, loop.patience_counter = current, _cpu_state(model), 0
+                if checkpoint is not None:
+                    checkpoint.save(
+                        _snapshot(loop, model, best_state, optimizer, scheduler, streams),
+                        {"epoch": loop.epoch, "best_val_corr": loop.best},
+                    )
     finally:
         bar.close()
     if cfg.restore_best:
