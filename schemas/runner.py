@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from datajoint.errors import LostConnectionError
+from datajoint.errors import DuplicateError, LostConnectionError
 
 from pipeline import lifecycle
 from pipeline.settings import Settings
@@ -202,13 +202,14 @@ class Runner:
             if isinstance(err, KeyboardInterrupt):
                 raise
             raise Stopped(name) from err
+        except DuplicateError as err:
+            if not table & key:  # a genuine duplicate inside the job's own inserts
+                return self._failed(table, key, err, start)
+            # another worker stored this key meanwhile (it took the job over while this one was cut off
+            # from the database for longer than the heartbeat timeout): the work exists, nothing failed
+            log.warning("%s %s was stored by another worker meanwhile", name, short_key(key))
         except Exception as err:
-            seconds = time.perf_counter() - start
-            message = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-            jobs_of(table).error(key, error_message=message, error_stack=traceback.format_exc())
-            self.heartbeat.failed += 1
-            log.error("FAILED %s %s after %.1f s: %s", name, short_key(key), seconds, message.splitlines()[0])
-            return Outcome(name, key, "error", seconds, message)
+            return self._failed(table, key, err, start)
         finally:
             self.heartbeat.job("", None)
             release_gpu_memory()
@@ -224,6 +225,16 @@ class Runner:
         self.populate_s += seconds
         log.info("done   %s %s in %.3f s (cycle %.3f s)", name, short_key(key), seconds, cycle)
         return Outcome(name, key, "success", seconds)
+
+    def _failed(self, table, key: dict, err: Exception, start: float) -> Outcome:
+        """Record the error in the job table (message and stack) and log one line."""
+        seconds = time.perf_counter() - start
+        message = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        jobs_of(table).error(key, error_message=message, error_stack=traceback.format_exc())
+        self.heartbeat.failed += 1
+        name = table.__name__
+        log.error("FAILED %s %s after %.1f s: %s", name, short_key(key), seconds, message.splitlines()[0])
+        return Outcome(name, key, "error", seconds, message)
 
     @staticmethod
     def _populate_with_retries(table, key: dict) -> None:

@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as err:
         out(f"error: {err}")
         return 2
+    except KeyboardInterrupt:
+        # a run in progress keeps its checkpoint: the next `sensorium train` / `populate` resumes it
+        out("interrupted")
+        return 130
     except Exception as err:
         message = user_error(err)
         if message is None or args.verbose:

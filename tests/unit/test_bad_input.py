@@ -111,3 +111,17 @@ def test_minimum_sizes_are_exact(competition):
     _, counts = np.unique(rec.trials["frame_image_id"][rec.tiers == "test"], return_counts=True)
     assert np.all(counts == cfg.n_repeats)
     assert np.all(np.isfinite(truth["expected"]))
+
+
+@pytest.mark.parametrize("command", [["db", "status"], ["jobs"], ["scores"]])
+def test_unreachable_database_is_one_error_line(tmp_path, command):
+    import os
+
+    env = dict(os.environ, DJ_HOST="127.0.0.1", DJ_PORT="1", DJ_USER="nobody", SENSORIUM_HOME=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *command], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2
+    assert proc.stdout.startswith("error: cannot reach the database: ") and proc.stdout.count("\n") == 1
+    assert "127.0.0.1" in proc.stdout and "port 1" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr and not proc.stderr.strip(), proc.stderr
