@@ -13,13 +13,18 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
 _stop = threading.Event()
-_where = {"interruptible": False}
+_abandon = threading.Event()
+_where: dict = {"interruptible": False, "stop_time": None}
+
+#: once a stop is requested, how long database work may still wait for an unreachable server
+STOP_BUDGET_S = 10.0
 
 
 class JobInterruptedError(Exception):
@@ -27,17 +32,45 @@ class JobInterruptedError(Exception):
 
 
 def stop_requested() -> bool:
-    """Whether a stop was asked for (polled by the trainer after every batch)."""
+    """Whether a stop was asked for."""
     return _stop.is_set()
 
 
 def request_stop() -> None:
+    if not _stop.is_set():
+        _where["stop_time"] = time.monotonic()
     _stop.set()
 
 
+def stop_deadline() -> float | None:
+    """``time.monotonic()`` after which a stopping process stops waiting for the database (None: no stop)."""
+    t = _where["stop_time"]
+    return None if t is None else t + STOP_BUDGET_S
+
+
+def abandon_job() -> None:
+    """The job in hand is no longer this process's (another worker took it over): drop it, keep running."""
+    _abandon.set()
+
+
+def abandon_requested() -> bool:
+    return _abandon.is_set()
+
+
+def clear_abandon() -> None:
+    _abandon.clear()
+
+
+def training_should_stop() -> bool:
+    """Polled by the trainer after every batch: a stop was asked for, or the job was taken over."""
+    return _stop.is_set() or _abandon.is_set()
+
+
 def reset() -> None:
-    """Forget an earlier stop request (a new run in the same process)."""
+    """Forget earlier stop and abandon requests (a new run in the same process)."""
     _stop.clear()
+    _abandon.clear()
+    _where["stop_time"] = None
 
 
 def wait(seconds: float) -> bool:
@@ -74,7 +107,7 @@ def _handler(signum: int, frame) -> None:
     if _stop.is_set():
         log.warning("%s again: stopping now", name)
         raise KeyboardInterrupt(name)
-    _stop.set()
+    request_stop()
     if _where["interruptible"]:
         log.warning("%s received: giving the job in hand back, then stopping", name)
         raise JobInterruptedError(name)

@@ -170,8 +170,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0:
-        raise SettingsError(f"{name}={text!r}: expected a positive number of seconds")
+    if not 0 < value < float("inf"):
+        raise SettingsError(f"{name}={text!r}: expected a positive, finite number of seconds")
     return value
 
 

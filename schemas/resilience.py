@@ -5,8 +5,11 @@ surfaces as ``psycopg2.OperationalError`` (not translated) and every later query
 ``psycopg2.InterfaceError: connection already closed`` (raised before DataJoint's retry), so one
 ``pg_terminate_backend`` or server restart kills a worker at its next query: after hours of training,
 at the insert. :class:`ResilientConnection` retries such queries with exponential backoff for a bounded
-time (``SENSORIUM_DB_RETRY_S``). Inside a transaction nothing is retried (the server rolled it back):
-the caller gets ``LostConnectionError`` and redoes the whole transaction.
+time (``SENSORIUM_DB_RETRY_S``; once the process is asked to stop, ``lifecycle.STOP_BUDGET_S`` at
+most). Inside a transaction nothing is retried: the caller gets ``LostConnectionError`` and redoes the
+whole transaction. (A lost COMMIT may have committed: the job runner reruns DataJoint's populate, which
+finds the row and does nothing. A statement retried after its reply was lost may have run twice; the
+worker's own statements are written to be idempotent or checked, e.g. the reservation.)
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import time
 
 import datajoint as dj
 from datajoint.errors import LostConnectionError
+
+from pipeline import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +66,26 @@ class ResilientConnection(dj.Connection):
                     ) from err
                 now = time.monotonic()
                 deadline = deadline or now + self.retry_s
+                stop_by = lifecycle.stop_deadline()
+                if stop_by is not None:
+                    deadline = min(deadline, stop_by)  # a stopping worker must exit soon
                 if now >= deadline:
-                    raise LostConnectionError(
-                        f"database unreachable for {self.retry_s:g} s (SENSORIUM_DB_RETRY_S): {reason}"
-                    ) from err
+                    raise LostConnectionError(f"database unreachable, gave up retrying: {reason}") from err
                 log.warning("database connection lost (%s); reconnecting in %.1f s", reason, delay)
-                time.sleep(min(delay, max(deadline - now, 0.0)))
+                pause = min(delay, max(deadline - now, 0.0))
+                if lifecycle.stop_requested():
+                    time.sleep(pause)
+                else:
+                    lifecycle.wait(pause)  # a stop request recomputes the deadline at once
                 delay = min(delay * 2, _MAX_DELAY_S)
                 self._reconnect()
+
+    def cancel_transaction(self) -> None:
+        """Roll back, unless no transaction is open (DataJoint's error path always calls this; after a
+        lost connection the server has rolled back already and there is nothing to wait for)."""
+        if not self._in_transaction:
+            return
+        super().cancel_transaction()
 
     def _reconnect(self) -> None:
         try:

@@ -10,8 +10,10 @@ retried: the training resumes from its last checkpoint, so nothing is trained tw
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
 import platform
 import time
 import traceback
@@ -27,7 +29,15 @@ from pipeline.settings import Settings
 from pipeline.training.trainer import TrainingInterruptedError
 from schemas.evaluation import EnsembleScore, register_declared_ensembles
 from schemas.training import TrainedModel
-from schemas.workers import QUEUES, Heartbeat, jobs_of, release_dead_reservations, requeue
+from schemas.workers import (
+    QUEUES,
+    Heartbeat,
+    complete_job,
+    fail_job,
+    jobs_of,
+    release_dead_reservations,
+    requeue,
+)
 
 log = logging.getLogger("sensorium.worker")
 
@@ -55,6 +65,10 @@ def quick_give_up(conn, seconds: float) -> Iterator[None]:
 
 class Stopped(Exception):  # noqa: N818 (a control-flow signal, not an error)
     """The current job was given back because the process was asked to stop."""
+
+
+class Abandoned(Exception):  # noqa: N818 (a control-flow signal, not an error)
+    """The current job was dropped: another worker took it over after declaring this one dead."""
 
 
 @dataclass
@@ -101,6 +115,20 @@ def release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def reserve(table, key: dict) -> bool:
+    """Reserve ``key`` for this process; True when it is ours.
+
+    When the connection drops after the server ran the reserving UPDATE but before the reply arrived,
+    the retried UPDATE finds the job reserved already and reports failure, although the reservation is
+    this process's: a job reserved under this host and pid is ours (one job at a time per process).
+    """
+    jobs = jobs_of(table)
+    if jobs.reserve(key):
+        return True
+    rows = (jobs & {k: key[k] for k in jobs.primary_key} & "status='reserved'").to_dicts()
+    return bool(rows) and rows[0]["host"] == platform.node() and int(rows[0]["pid"]) == os.getpid()
+
+
 class JobSource:
     """Pending keys of one queue's tables, with refresh and dead-reservation reaping kept cheap.
 
@@ -110,8 +138,17 @@ class JobSource:
     table. Refreshing is the costly part of the bookkeeping: a key-source query per table.
     """
 
-    def __init__(self, queue: str, restriction: Any, settings: Settings, priority: int | None, poll_s: float):
+    def __init__(
+        self,
+        queue: str,
+        restriction: Any,
+        settings: Settings,
+        priority: int | None,
+        poll_s: float,
+        heartbeat: Heartbeat | None = None,
+    ):
         self.tables = QUEUES[queue]
+        self.heartbeat = heartbeat
         self.restriction, self.settings, self.priority, self.poll_s = restriction, settings, priority, poll_s
         self._refreshed: dict[str, float] = {}
         self._reaped: dict[str, float] = {}
@@ -142,7 +179,10 @@ class JobSource:
 
     def _refresh(self, table) -> None:
         if table is EnsembleScore:
-            register_declared_ensembles()  # experiments' ensembles whose members are all trained
+            # experiments' ensembles whose members are all trained; another worker may register the same
+            # ensemble at this moment
+            with contextlib.suppress(DuplicateError):
+                register_declared_ensembles()
         args = [] if self.restriction is None else [self.restriction]
         jobs_of(table).refresh(*args, delay=-1)
         self._refreshed[table.__name__] = time.monotonic()
@@ -152,7 +192,8 @@ class JobSource:
         """Pending keys of ``table`` (refreshing its queue when that may find new ones)."""
         now, name = time.monotonic(), table.__name__
         if now - self._reaped.get(name, -1e9) >= self.settings.worker.heartbeat_s:
-            release_dead_reservations(table, self.settings.worker)
+            healthy = self.heartbeat.healthy_for() if self.heartbeat is not None else float("inf")
+            release_dead_reservations(table, self.settings.worker, healthy)
             self._reaped[name] = now
         keys = self._pending(table)
         if not keys and (name in self._stale or now - self._refreshed.get(name, -1e9) >= self.poll_s):
@@ -177,7 +218,7 @@ class Runner:
             for key in source.candidates(table):
                 if lifecycle.stop_requested():
                     return None
-                if jobs_of(table).reserve(key):
+                if reserve(table, key):
                     try:
                         return self.run(table, key)
                     finally:
@@ -195,9 +236,18 @@ class Runner:
             with lifecycle.interruptible():
                 self._populate_with_retries(table, key)
         except (TrainingInterruptedError, lifecycle.JobInterruptedError, KeyboardInterrupt) as err:
-            with quick_give_up(table.connection, STOP_DB_BUDGET_S):
-                requeue(table, key)
+            conn = table.connection
+            if conn._in_transaction:  # interrupted right after COMMIT returned: DataJoint's flag is stale
+                with contextlib.suppress(Exception):
+                    conn.cancel_transaction()
             seconds = time.perf_counter() - start
+            if lifecycle.abandon_requested() and not isinstance(err, KeyboardInterrupt):
+                log.warning(
+                    "drop   %s %s after %.1f s: taken over by another worker", name, short_key(key), seconds
+                )
+                raise Abandoned(name) from err
+            with quick_give_up(conn, STOP_DB_BUDGET_S):
+                requeue(table, key)
             log.info("stop   %s %s after %.1f s: pending again", name, short_key(key), seconds)
             if isinstance(err, KeyboardInterrupt):
                 raise
@@ -214,7 +264,8 @@ class Runner:
             self.heartbeat.job("", None)
             release_gpu_memory()
         seconds = time.perf_counter() - start
-        jobs_of(table).complete(key, duration=seconds)
+        if not complete_job(table, key):
+            log.warning("%s %s: the reservation was no longer this worker's", name, short_key(key))
         if table is TrainedModel:
             TrainedModel.discard_checkpoint(key)
         self.heartbeat.done += 1
@@ -230,7 +281,10 @@ class Runner:
         """Record the error in the job table (message and stack) and log one line."""
         seconds = time.perf_counter() - start
         message = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-        jobs_of(table).error(key, error_message=message, error_stack=traceback.format_exc())
+        if not fail_job(table, key, message, traceback.format_exc()):
+            log.warning(
+                "%s %s: not recorded as an error, the job is another worker's now", table.__name__, key
+            )
         self.heartbeat.failed += 1
         name = table.__name__
         log.error("FAILED %s %s after %.1f s: %s", name, short_key(key), seconds, message.splitlines()[0])
@@ -266,11 +320,11 @@ def run_worker(options: WorkerOptions, settings: Settings, device: str, restrict
     A stop requested before the call (a signal while the process was starting) is honoured: no job is
     taken.
     """
-    source = JobSource(options.queue, restriction, settings, options.priority, options.poll_s)
     n_jobs, idle_since = 0, time.monotonic()
     if lifecycle.stop_requested():
         return 0
     with lifecycle.graceful_signals(), Heartbeat(settings, options.queue, device) as heartbeat:
+        source = JobSource(options.queue, restriction, settings, options.priority, options.poll_s, heartbeat)
         runner = Runner(heartbeat, device)
         log.info(
             "worker %s on %s pid %s: queue %s, device %s, poll %g s%s",
@@ -287,6 +341,17 @@ def run_worker(options: WorkerOptions, settings: Settings, device: str, restrict
                 outcome = runner.take_and_run(source)
             except Stopped:
                 break
+            except Abandoned:
+                outcome = None
+                idle_since = time.monotonic()
+            except LostConnectionError as err:
+                if lifecycle.stop_requested():
+                    log.warning("stopping without the database: %s", err)
+                    break
+                raise
+            if heartbeat.declared_dead.is_set():
+                lifecycle.clear_abandon()
+                heartbeat.reregister()
             if outcome is not None:
                 n_jobs += 1
                 idle_since = time.monotonic()
@@ -332,12 +397,12 @@ def drain(queue: str, restriction: Any, *, suppress_errors: bool, max_calls: int
     tally = Tally()
     with lifecycle.graceful_signals(), Heartbeat(settings, queue, settings.device) as heartbeat:
         runner = Runner(heartbeat, str(resolve_device(settings.device)))
-        source = JobSource(queue, restriction, settings, None, poll_s=0.0)
+        source = JobSource(queue, restriction, settings, None, poll_s=0.0, heartbeat=heartbeat)
         for table in QUEUES[queue]:
             tally.results.setdefault(table.__name__, {"success_count": 0, "error_list": []})
             calls = 0
             while max_calls is None or calls < max_calls:
-                key = next((k for k in source.candidates(table) if jobs_of(table).reserve(k)), None)
+                key = next((k for k in source.candidates(table) if reserve(table, k)), None)
                 if key is None:
                     break
                 calls += 1
@@ -345,6 +410,10 @@ def drain(queue: str, restriction: Any, *, suppress_errors: bool, max_calls: int
                     outcome = runner.run(table, key)
                 except Stopped:
                     return tally.results
+                except Abandoned:
+                    lifecycle.clear_abandon()
+                    heartbeat.reregister()
+                    continue
                 source.finished(table)
                 tally.add(outcome)
                 if outcome.status == "error" and not suppress_errors:

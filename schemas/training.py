@@ -107,7 +107,7 @@ class TrainedModel(dj.Computed):
             progress=True,
             regressors=regressors,
             checkpoint=self.checkpointer(key, spec_dict, scans),
-            should_stop=lifecycle.stop_requested,
+            should_stop=lifecycle.training_should_stop,
         )
         finished = datetime.datetime.now()
         row = dict(

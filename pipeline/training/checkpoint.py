@@ -104,10 +104,12 @@ def _atomic_write(path: Path, write) -> None:
 # -- random number generators -----------------------------------------------------------------------
 
 
-def rng_state() -> dict[str, Any]:
-    """Every global RNG that drives training: Python, NumPy, torch CPU and (when present) CUDA.
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Every global RNG that drives training: Python, NumPy, torch CPU and the training device's CUDA.
 
-    NumPy's state is stored as a tensor and plain numbers so that ``weights_only`` loading accepts it.
+    Only the training device's CUDA generator is kept (not every visible GPU's), so a checkpoint
+    resumes on a host with another number of GPUs or on another GPU index. NumPy's state is stored as a
+    tensor and plain numbers so that ``weights_only`` loading accepts it.
     """
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
@@ -121,13 +123,13 @@ def rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what :func:`rng_state` returned (the CUDA generator onto the training ``device``)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
@@ -135,5 +137,5 @@ def set_rng_state(state: dict[str, Any]) -> None:
         (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)

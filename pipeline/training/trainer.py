@@ -132,7 +132,7 @@ def _snapshot(loop, model, best_state, optimizer, scheduler, streams) -> dict:
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "streams": {k: s.state() for k, s in streams.items()},
-        "rng": rng_state(),
+        "rng": rng_state(next(model.parameters()).device),
     }
 
 
@@ -143,7 +143,7 @@ def _restore(saved, model, optimizer, scheduler, streams) -> tuple[LoopState, di
     scheduler.load_state_dict(saved["scheduler"])
     for k, s in streams.items():
         s.load_state(saved["streams"][k])
-    set_rng_state(saved["rng"])
+    set_rng_state(saved["rng"], device)
     fields = dict(saved["loop"])
     fields["history"] = [EpochRecord(**r) for r in fields["history"]]
     return LoopState(**fields), saved["best_state"]

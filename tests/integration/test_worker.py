@@ -260,3 +260,48 @@ def test_bad_worker_arguments_and_unknown_experiment_are_one_line_errors():
         proc = _cli(*args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert fragment in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_worker_declared_dead_drops_its_job_and_registers_again(scans, spawn_worker, wait_until):
+    """What a long network partition looks like to a worker: its row is marked dead and its job freed."""
+    from schemas.training import TrainedModel
+    from schemas.workers import Worker, jobs_of
+
+    (key,) = add(long_experiment("w_partition", scans, seeds=(39,), max_iter=30))
+    worker = spawn_worker("--experiment", "w_partition", "--idle-exit", "2")
+    wait_until(lambda: checkpoint_epoch(key) >= 2, 120, "epoch 2")
+    conn = TrainedModel.connection
+    # what another worker's reaper does when this one has been silent for the timeout
+    conn.query(f"UPDATE {Worker.full_table_name} SET status='dead' WHERE pid=%s", args=(worker.pid,))
+    conn.query(
+        f"UPDATE {jobs_of(TrainedModel).full_table_name} SET status='pending', host='', pid=0 "
+        "WHERE status='reserved' AND pid=%s",
+        args=(worker.pid,),
+    )
+    assert worker.wait(timeout=180) == 0, worker.text()
+    text = worker.text()
+    assert "declared dead" in text and "drop   TrainedModel" in text and "registered again" in text
+    row = assert_one_clean_run(key)
+    assert row["resumed_from_epoch"] >= 2, "it took the freed job again and resumed from its checkpoint"
+
+
+def test_sigterm_while_the_database_is_down_exits_promptly(scans, spawn_worker, wait_until, db):
+    from pipeline.database import ensure_embedded_server, stop_embedded_server
+
+    (key,) = add(long_experiment("w_down_stop", scans, seeds=(40,), max_iter=40))
+    worker = spawn_worker("--experiment", "w_down_stop")
+    wait_until(lambda: checkpoint_epoch(key) >= 2, 120, "epoch 2")
+    assert stop_embedded_server(db.db_dir)
+    try:
+        signalled = time.monotonic()
+        worker.send(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0, worker.text()
+        assert time.monotonic() - signalled < 30, "a stopping worker waits at most ~10 s for the database"
+    finally:
+        ensure_embedded_server(db.db_dir)
+    # it could not give the job back: the job stays reserved until its heartbeat is stale, then resumes
+    # (a worker judges others only once the server and its own heartbeat have been up for the timeout)
+    assert job_status(key) == "reserved"
+    assert spawn_worker("--experiment", "w_down_stop", "--idle-exit", "8").wait(timeout=240) == 0
+    row = assert_one_clean_run(key)
+    assert row["resumed_from_epoch"] >= 2
