@@ -26,6 +26,8 @@ SENSORIUM_WORKER_TIMEOUT_S   a worker silent this long is dead and its reservati
                              (default 60; at least 3 heartbeats).
 SENSORIUM_ORPHAN_TIMEOUT_S   a reservation made outside ``sensorium`` (no heartbeat) is re-queued when
                              older than this (default 86400).
+SENSORIUM_CREATE_TABLES      false: never declare schemas or tables (deployment workers; the init step
+                             declares them as admin). Default true.
 SENSORIUM_DB_RETRY_S         how long a lost database connection is retried, with backoff, before the
                              job fails (default 600).
 """
@@ -79,6 +81,7 @@ class Settings:
     checkpoint_dir: Path | None = None  # None: $SENSORIUM_HOME/checkpoints
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     tls: bool | None = None  # DJ_TLS: None = TLS if the server offers it
+    create_tables: bool = True  # SENSORIUM_CREATE_TABLES: false for workers of a deployment (no DDL)
 
     @property
     def db_dir(self) -> Path:
@@ -149,6 +152,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"DJ_TLS={env['DJ_TLS']!r}: expected true or false (or unset)")
     tls = None if not tls_text else tls_text in ("true", "1", "yes")
     checkpoints = env.get("SENSORIUM_CHECKPOINTS")
+    create_text = env.get("SENSORIUM_CREATE_TABLES", "true").strip().lower()
+    if create_text not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"SENSORIUM_CREATE_TABLES={create_text!r}: expected true or false")
     return Settings(
         home=home,
         db_prefix=prefix,
@@ -159,6 +165,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         checkpoint_dir=Path(checkpoints).expanduser().resolve() if checkpoints else None,
         worker=_worker_settings(env),
         tls=tls,
+        create_tables=create_text in ("true", "1", "yes"),
     )
 
 

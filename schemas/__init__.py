@@ -62,6 +62,7 @@ def connect(settings: Settings | None = None) -> dj.Connection:
     import datajoint as dj
 
     from pipeline.database import ensure_embedded_server
+    from schemas.introspection import use_catalog_introspection
     from schemas.resilience import make_resilient
 
     settings = settings or load_settings()
@@ -90,6 +91,7 @@ def connect(settings: Settings | None = None) -> dj.Connection:
             )
         finally:
             dj_log.removeFilter(_no_tls_fallback_warning)
+    use_catalog_introspection(instance.connection)
     return make_resilient(instance.connection, settings.worker.db_retry_s)
 
 
@@ -120,14 +122,30 @@ def activate(
         return _state["connection"]
     connection = connection or connect(settings)
     _quiet_imports()
+    import datajoint as dj
+
+    create = settings.create_tables
     for module in modules():
-        module.schema.activate(f"{prefix}{module.__name__.split('.')[-1]}", connection=connection)
-    _declare_job_tables()
+        name = f"{prefix}{module.__name__.split('.')[-1]}"
+        try:
+            module.schema.activate(name, connection=connection, create_schema=create, create_tables=create)
+        except dj.DataJointError as err:
+            if create:
+                raise
+            raise SchemaNotDeclaredError(
+                f"{name}: {str(err).splitlines()[0]} (SENSORIUM_CREATE_TABLES=false: the schemas are "
+                "declared by the deployment's init step, as admin)"
+            ) from err
+    _declare_job_tables(create)
     _state.update(prefix=prefix, connection=connection, settings=settings)
     return connection
 
 
-def _declare_job_tables() -> None:
+class SchemaNotDeclaredError(RuntimeError):
+    """A schema, table or job table is missing and this process may not create it."""
+
+
+def _declare_job_tables(create: bool = True) -> None:
     """Create every computed table's job queue now, in one process.
 
     DataJoint declares a job table on first use; two workers that first use it at the same moment
@@ -140,7 +158,7 @@ def _declare_job_tables() -> None:
     dj_log = logging.getLogger("datajoint")
     dj_log.addFilter(_no_native_type_warning)
     try:
-        _declare_each_job_table(dj)
+        _declare_each_job_table(dj, create)
     finally:
         dj_log.removeFilter(_no_native_type_warning)
 
@@ -149,7 +167,9 @@ def _no_native_type_warning(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Native type")
 
 
-def _declare_each_job_table(dj) -> None:
+def _declare_each_job_table(dj, create: bool) -> None:
+    from datajoint.jobs import Job
+
     for module in modules():
         for obj in vars(module).values():
             if (
@@ -157,6 +177,11 @@ def _declare_each_job_table(dj) -> None:
                 and issubclass(obj, dj.Computed | dj.Imported)
                 and obj.__module__ == module.__name__
             ):
+                if not create and not Job(obj()).is_declared:
+                    raise SchemaNotDeclaredError(
+                        f"the job table of {obj.__name__} is missing (SENSORIUM_CREATE_TABLES=false: job "
+                        "tables are declared by the deployment's init step, as admin)"
+                    )
                 len(obj.jobs)
 
 

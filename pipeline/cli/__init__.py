@@ -36,6 +36,8 @@ def user_error(err: BaseException) -> str | None:
     """
     from pipeline.database import EmbeddedServerError
 
+    if type(err).__name__ == "SchemaNotDeclaredError":
+        return str(err)
     if isinstance(err, EmbeddedServerError):
         return str(err).splitlines()[0]
     module = type(err).__module__ or ""
@@ -45,9 +47,9 @@ def user_error(err: BaseException) -> str | None:
         return f"cannot reach the database: {first} (check DJ_HOST, DJ_PORT, DJ_USER and the password)"
     if module.startswith("datajoint") and name == "LostConnectionError":
         return f"lost the database connection: {first}"
-    if module.startswith("datajoint") and name == "AccessError":
-        detail = " ".join(str(a) for a in err.args[1:2]).strip().splitlines()
-        return f"permission denied: {detail[0] if detail else first}"
+    if (module.startswith("datajoint") and name == "AccessError") or name == "InsufficientPrivilege":
+        detail = " ".join(str(a) for a in err.args[1:2]).strip().splitlines() or [first]
+        return f"{detail[0]} (the database role of this login does not allow it; see `sensorium db roles`)"
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from pipeline.cli.common import out
 from pipeline.settings import load_settings
@@ -52,6 +53,67 @@ def cmd_db_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_roles(args: argparse.Namespace) -> int:
+    import schemas
+    from schemas.roles import apply_roles, roles_sql
+
+    settings = load_settings()
+    conn = schemas.activate(settings=settings)
+    modules = schemas.modules()
+    if args.apply:
+        statements = apply_roles(conn, settings.db_prefix, modules)
+        out(
+            f"applied {len(statements)} statements: sensorium_admin, sensorium_worker, sensorium_analyst"
+        )
+        return 0
+    database = conn.query("SELECT current_database()").fetchone()[0]
+    names = [f"{settings.db_prefix}{m.__name__.split('.')[-1]}" for m in modules]
+    for statement in roles_sql(settings.db_prefix, database, names, modules):
+        out(statement + ";")
+    return 0
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    """From --password-file, else SENSORIUM_NEW_PASSWORD, else a prompt (never from the command line)."""
+    import getpass
+    import os
+
+    if args.password_file:
+        try:
+            text = args.password_file.read_text().strip()
+        except OSError as err:
+            raise ValueError(f"--password-file {args.password_file}: {err.strerror}") from None
+    elif os.environ.get("SENSORIUM_NEW_PASSWORD"):
+        text = os.environ["SENSORIUM_NEW_PASSWORD"]
+    else:
+        text = getpass.getpass(f"password for {args.name}: ")
+        if text != getpass.getpass("again: "):
+            raise ValueError("the two passwords differ")
+    if len(text) < 8:
+        raise ValueError("the password must have at least 8 characters")
+    return text
+
+
+def cmd_db_user_add(args: argparse.Namespace) -> int:
+    import schemas
+    from schemas.roles import add_user
+
+    try:
+        password = _new_password(args)
+    except ValueError as err:
+        out(f"error: {err}")
+        return 2
+    settings = load_settings()
+    conn = schemas.activate(settings=settings)
+    try:
+        existed = add_user(conn, args.name, args.role, password)
+    except ValueError as err:
+        out(f"error: {err}")
+        return 2
+    out(f"user {args.name!r} {'updated' if existed else 'created'}: role sensorium_{args.role}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)
     p = db.add_parser("status", help="backend, host, prefix and row counts")
@@ -59,3 +121,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_db_status)
     p = db.add_parser("stop", help="stop the embedded PostgreSQL server")
     p.set_defaults(func=cmd_db_stop)
+    p = db.add_parser("roles", help="print (or --apply) the SQL of the admin / worker / analyst roles")
+    p.add_argument("--apply", action="store_true", help="run it (idempotent; as the schemas' owner)")
+    p.set_defaults(func=cmd_db_roles)
+    user = db.add_parser("user", help="database logins").add_subparsers(dest="user_command", required=True)
+    p = user.add_parser("add", help="create or update a login in a role (password never on the command line)")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["worker", "analyst", "admin"])
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        help="read the password from this file (else SENSORIUM_NEW_PASSWORD or a prompt)",
+    )
+    p.set_defaults(func=cmd_db_user_add)
