@@ -32,16 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from ablation import sensorium  # the same CLI runner (benchmarks/ is on sys.path as the script's folder)
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sensorium(env: dict, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"sensorium {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
-    return proc.stdout
 
 
 CYCLE = re.compile(r"done   TrainedModel \{[^}]*seed=(\d+)\} in ([\d.]+) s \(cycle ([\d.]+) s\)")

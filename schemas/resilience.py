@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import datajoint as dj
 from datajoint.errors import LostConnectionError
@@ -101,6 +103,19 @@ class ResilientConnection(dj.Connection):
             if not (type(err).__module__ or "").startswith("psycopg2"):
                 raise
             self._is_closed = True  # server still down: the next query attempt raises and backs off again
+
+
+@contextmanager
+def short_retries(conn: dj.Connection, seconds: float) -> Iterator[None]:
+    """Within the block, retry a lost connection for at most ``seconds`` (an exiting worker must exit)."""
+    previous = getattr(conn, "retry_s", None)
+    if previous is not None:
+        conn.retry_s = min(previous, seconds)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            conn.retry_s = previous
 
 
 def make_resilient(conn: dj.Connection, retry_s: float) -> dj.Connection:

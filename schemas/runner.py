@@ -17,8 +17,6 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +26,7 @@ from pipeline import lifecycle
 from pipeline.settings import Settings
 from pipeline.training.trainer import TrainingInterruptedError
 from schemas.evaluation import EnsembleScore, register_declared_ensembles
+from schemas.resilience import short_retries
 from schemas.training import TrainedModel
 from schemas.workers import (
     QUEUES,
@@ -43,24 +42,6 @@ log = logging.getLogger("sensorium.worker")
 
 #: how often a job whose insert lost its connection is run again (each retry resumes from the checkpoint)
 TRANSACTION_RETRIES = 3
-#: while stopping, how long a query waits for an unreachable database before the worker exits anyway
-#: (its reservation is then re-queued by others once the heartbeat is stale)
-STOP_DB_BUDGET_S = 10.0
-
-
-@contextmanager
-def quick_give_up(conn, seconds: float) -> Iterator[None]:
-    """Retry lost connections for at most ``seconds`` inside the block (a stopping worker must exit)."""
-    previous = getattr(conn, "retry_s", None)
-    if previous is not None:
-        conn.retry_s = min(previous, seconds)
-    try:
-        yield
-    except Exception as err:
-        log.warning("could not give the job back (%s); others re-queue it after the heartbeat timeout", err)
-    finally:
-        if previous is not None:
-            conn.retry_s = previous
 
 
 class Stopped(Exception):  # noqa: N818 (a control-flow signal, not an error)
@@ -246,8 +227,13 @@ class Runner:
                     "drop   %s %s after %.1f s: taken over by another worker", name, short_key(key), seconds
                 )
                 raise Abandoned(name) from err
-            with quick_give_up(conn, STOP_DB_BUDGET_S):
-                requeue(table, key)
+            # while stopping, an unreachable database is waited for briefly; the reservation is then
+            # re-queued by others once this worker's heartbeat is stale
+            try:
+                with short_retries(conn, lifecycle.STOP_BUDGET_S):
+                    requeue(table, key)
+            except Exception as give_back_err:
+                log.warning("could not give the job back (%s); others re-queue it later", give_back_err)
             log.info("stop   %s %s after %.1f s: pending again", name, short_key(key), seconds)
             if isinstance(err, KeyboardInterrupt):
                 raise

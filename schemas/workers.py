@@ -29,6 +29,7 @@ from pipeline.settings import Settings, WorkerSettings
 from schemas.data import TrialOrder
 from schemas.evaluation import EnsembleScore, ModelScore, OracleScore, Prediction, register_declared_ensembles
 from schemas.regressors import BehaviorNormalization, History, NetworkState, SplitSet
+from schemas.resilience import short_retries
 from schemas.training import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -196,22 +197,16 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.settings.worker.heartbeat_s + 5)
-        conn = Worker.connection
-        retry = getattr(conn, "retry_s", None)
-        if retry is not None:  # an exiting worker must not wait long for an unreachable database
-            conn.retry_s = min(retry, lifecycle.STOP_BUDGET_S)
-        try:
-            conn.query(
-                f"UPDATE {Worker.full_table_name} SET status=%s, stopped_at=CURRENT_TIMESTAMP(3), "
-                "current_table='', current_key=NULL, jobs_done=%s, jobs_failed=%s "
-                "WHERE worker_id=%s AND status='running'",
-                args=(status, self.done, self.failed, self.worker_id),
-            )
+        try:  # an exiting worker must not wait long for an unreachable database
+            with short_retries(Worker.connection, lifecycle.STOP_BUDGET_S):
+                Worker.connection.query(
+                    f"UPDATE {Worker.full_table_name} SET status=%s, stopped_at=CURRENT_TIMESTAMP(3), "
+                    "current_table='', current_key=NULL, jobs_done=%s, jobs_failed=%s "
+                    "WHERE worker_id=%s AND status='running'",
+                    args=(status, self.done, self.failed, self.worker_id),
+                )
         except Exception as err:  # the database is gone: the row goes stale and others see it as dead
             log.warning("could not record this worker as %s: %s", status, str(err).splitlines()[0])
-        finally:
-            if retry is not None:
-                conn.retry_s = retry
         if self._conn is not None:
             with contextlib.suppress(Exception):  # already broken: nothing to close
                 self._conn.close()
