@@ -17,6 +17,9 @@ SENSORIUM_STORE      JSON object: a DataJoint store spec replacing the local fil
 DJ_HOST, DJ_PORT, DJ_USER, DJ_PASS
                      an existing PostgreSQL server. When ``DJ_HOST`` is unset an embedded server
                      (``pgserver``) is started or attached under ``$SENSORIUM_HOME/db``.
+DJ_PASS_FILE, SENSORIUM_STORE_FILE
+                     read the password / the store spec from this file instead (Docker secrets under
+                     ``/run/secrets``): secrets stay out of ``docker inspect``, ``ps e`` and shell history.
 DJ_TLS               ``true`` (require TLS), ``false`` (plain), unset: TLS when the server offers it.
 SENSORIUM_CHECKPOINTS
                      folder of training checkpoints (default ``$SENSORIUM_HOME/checkpoints``); a shared
@@ -130,7 +133,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             host=host,
             port=port,
             user=env.get("DJ_USER", "postgres"),
-            password=env.get("DJ_PASS", ""),
+            password=_secret(env, "DJ_PASS") or "",
             embedded=False,
         )
     else:
@@ -140,11 +143,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     store_spec: dict = {"protocol": "file", "location": str(home / "store")}
-    if env.get("SENSORIUM_STORE"):
+    store_text = _secret(env, "SENSORIUM_STORE")
+    if store_text:
         try:
-            store_spec = json.loads(env["SENSORIUM_STORE"])
+            store_spec = json.loads(store_text)
         except json.JSONDecodeError as err:
-            raise SettingsError(f"SENSORIUM_STORE is not valid JSON: {err}") from err
+            # the position only: the text holds the store's secret key
+            raise SettingsError(
+                f"SENSORIUM_STORE is not valid JSON ({err.msg} at character {err.pos})"
+            ) from None
         if not isinstance(store_spec, dict) or "protocol" not in store_spec:
             raise SettingsError("SENSORIUM_STORE: expected a JSON object with at least a 'protocol' key")
     tls_text = env.get("DJ_TLS", "").strip().lower()
@@ -167,6 +174,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tls=tls,
         create_tables=create_text in ("true", "1", "yes"),
     )
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """``env[name]``, or the content of the file ``env[name + "_FILE"]`` (trailing newlines dropped).
+
+    Raises:
+        SettingsError: both are set, or the file cannot be read (the message names the variable and the
+            path, never the content).
+    """
+    file_var = f"{name}_FILE"
+    path = env.get(file_var)
+    if not path:
+        return env.get(name)
+    if env.get(name):
+        raise SettingsError(f"{name} and {file_var} are both set: keep one")
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise SettingsError(f"{file_var}={path}: cannot read the file ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{file_var}={path}: not a text file") from None
+    return text.rstrip("\r\n")
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from pipeline.cli.common import out
-from pipeline.settings import load_settings
+from pipeline.settings import Settings, load_settings
 
 # SynthConfig / write_synthetic argument -> the synth flag that sets it, for error messages
 SYNTH_FLAGS = {"n_neurons": "--neurons", "n_trials": "--trials", "seed": "--seed", "n_mice": "--mice"}
@@ -49,17 +49,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     import schemas
-    from pipeline.data.format import RecordingFormatError
-    from schemas.data import IngestConflictError, ingest
 
     settings = load_settings()
     schemas.activate(settings=settings)
+    return 1 if ingest_each(settings, args.paths, progress=not args.quiet) else 0
+
+
+def ingest_each(settings: Settings, paths: list[Path], progress: bool) -> int:
+    """Ingest each recording, one result line each; a bad one is reported and skipped. Returns failures."""
+    from pipeline.data.format import RecordingFormatError
+    from schemas.data import IngestConflictError, ingest
+
     failures = 0
-    for path in args.paths:
+    for path in paths:
         start = time.perf_counter()
         try:
             result = ingest(
-                path, cache_dir=settings.cache_dir, data_root=settings.data_root, progress=not args.quiet
+                path, cache_dir=settings.cache_dir, data_root=settings.data_root, progress=progress
             )
         except (RecordingFormatError, IngestConflictError) as err:
             failures += 1
@@ -67,7 +73,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             continue
         verb = "ingested" if result.status == "inserted" else "already stored (no change)"
         out(f"{result.data_key}: {verb} from {path} [{time.perf_counter() - start:.1f} s]")
-    return 1 if failures else 0
+    return failures
 
 
 def register(sub: argparse._SubParsersAction) -> None:

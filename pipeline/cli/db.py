@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.cli import deploy
 from pipeline.cli.common import out
+from pipeline.cli.deploy import MIN_PASSWORD, read_password_file
 from pipeline.settings import load_settings
 
 
@@ -62,9 +64,7 @@ def cmd_db_roles(args: argparse.Namespace) -> int:
     modules = schemas.modules()
     if args.apply:
         statements = apply_roles(conn, settings.db_prefix, modules)
-        out(
-            f"applied {len(statements)} statements: sensorium_admin, sensorium_worker, sensorium_analyst"
-        )
+        out(f"applied {len(statements)} statements: sensorium_admin, sensorium_worker, sensorium_analyst")
         return 0
     database = conn.query("SELECT current_database()").fetchone()[0]
     names = [f"{settings.db_prefix}{m.__name__.split('.')[-1]}" for m in modules]
@@ -79,18 +79,15 @@ def _new_password(args: argparse.Namespace) -> str:
     import os
 
     if args.password_file:
-        try:
-            text = args.password_file.read_text().strip()
-        except OSError as err:
-            raise ValueError(f"--password-file {args.password_file}: {err.strerror}") from None
-    elif os.environ.get("SENSORIUM_NEW_PASSWORD"):
+        return read_password_file(args.password_file, "--password-file")
+    if os.environ.get("SENSORIUM_NEW_PASSWORD"):
         text = os.environ["SENSORIUM_NEW_PASSWORD"]
     else:
         text = getpass.getpass(f"password for {args.name}: ")
         if text != getpass.getpass("again: "):
             raise ValueError("the two passwords differ")
-    if len(text) < 8:
-        raise ValueError("the password must have at least 8 characters")
+    if len(text) < MIN_PASSWORD:
+        raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
     return text
 
 
@@ -121,6 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_db_status)
     p = db.add_parser("stop", help="stop the embedded PostgreSQL server")
     p.set_defaults(func=cmd_db_stop)
+    deploy.register(db)
     p = db.add_parser("roles", help="print (or --apply) the SQL of the admin / worker / analyst roles")
     p.add_argument("--apply", action="store_true", help="run it (idempotent; as the schemas' owner)")
     p.set_defaults(func=cmd_db_roles)

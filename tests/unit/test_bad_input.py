@@ -125,3 +125,44 @@ def test_unreachable_database_is_one_error_line(tmp_path, command):
     assert proc.stdout.startswith("error: cannot reach the database: ") and proc.stdout.count("\n") == 1
     assert "127.0.0.1" in proc.stdout and "port 1" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr and not proc.stderr.strip(), proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--login", "worker:w:{dir}/missing"], "--login worker:w password file {dir}/missing: No such file"),
+        (["--login", "worker:w:{dir}/short"], "password must have at least 8 characters"),
+        (
+            ["--login", "analyst:a:{dir}/good", "--recordings", "{dir}/good"],
+            "--recordings {dir}/good: not a folder",
+        ),
+        (["--experiments", "{dir}/nothing.yaml"], "--experiments {dir}/nothing.yaml: no such file or folder"),
+    ],
+)
+def test_bad_db_init_argument_is_one_error_line_before_any_connection(tmp_path, args, message):
+    (tmp_path / "short").write_text("abc\n")
+    (tmp_path / "good").write_text("long-enough-password\n")
+    # DJ_HOST points nowhere: the arguments are refused before the database is contacted
+    env = {"PATH": "/usr/bin:/bin", "DJ_HOST": "127.0.0.1", "DJ_PORT": "9", "SENSORIUM_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "db", "init", *[a.format(dir=tmp_path) for a in args]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2 and result.stdout.count("\n") == 1, result.stdout + result.stderr
+    assert message.format(dir=tmp_path) in result.stdout and "Traceback" not in result.stderr
+    assert "long-enough-password" not in result.stdout
+
+
+def test_db_init_login_needs_role_name_and_file():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "db", "init", "--login", "worker:nofile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "expected ROLE:NAME:PASSWORD_FILE" in result.stderr

@@ -63,3 +63,37 @@ def test_pipeline_does_not_import_datajoint():
         cwd=Path(__file__).parents[2],
     )
     assert out.stdout.strip() == "False"
+
+
+def test_secrets_are_read_from_files(tmp_path):
+    (tmp_path / "pw").write_text("s3cret-from-file\n")
+    spec = {"protocol": "s3", "endpoint": "minio:9000", "bucket": "b", "location": "l", "secret_key": "k"}
+    (tmp_path / "store.json").write_text(json.dumps(spec))
+    s = load_settings(
+        {
+            "DJ_HOST": "db",
+            "DJ_PASS_FILE": str(tmp_path / "pw"),
+            "SENSORIUM_STORE_FILE": str(tmp_path / "store.json"),
+        }
+    )
+    assert s.database.password == "s3cret-from-file" and s.store_spec == spec
+    # an empty *_FILE (a compose default) means: not set
+    assert load_settings({"DJ_HOST": "db", "DJ_PASS": "p", "DJ_PASS_FILE": ""}).database.password == "p"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"DJ_PASS": "p", "DJ_PASS_FILE": "{dir}/pw"}, "DJ_PASS and DJ_PASS_FILE are both set"),
+        ({"DJ_PASS_FILE": "{dir}/missing"}, "DJ_PASS_FILE={dir}/missing: cannot read the file"),
+        ({"DJ_PASS_FILE": "{dir}"}, "DJ_PASS_FILE={dir}: cannot read the file"),
+        ({"SENSORIUM_STORE_FILE": "{dir}/bad.json"}, "SENSORIUM_STORE is not valid JSON"),
+    ],
+)
+def test_bad_secret_files_are_named_without_their_content(tmp_path, env, fragment):
+    (tmp_path / "pw").write_text("hunter2-hunter2")
+    (tmp_path / "bad.json").write_text('{"secret_key": "hunter2-hunter2", oops}')
+    env = {k: v.format(dir=tmp_path) for k, v in env.items()} | {"DJ_HOST": "db"}
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    assert fragment.format(dir=tmp_path) in str(err.value) and "hunter2" not in str(err.value)
