@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tls=tls,
         create_tables=create_text in ("true", "1", "yes"),
     )
+
+
+_SECRET_FIELD = re.compile(r"secret|key|token|password|connection_string", re.IGNORECASE)
+
+
+def public_store_spec(spec: dict) -> dict:
+    """``spec`` without its credentials, for output: key / secret / token fields dropped, and any
+    ``user:password@`` removed from a URL."""
+    return {
+        k: re.sub(r"//[^/@]*@", "//", v) if isinstance(v, str) else v
+        for k, v in spec.items()
+        if not _SECRET_FIELD.search(k)
+    }
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:

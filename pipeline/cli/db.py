@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline.cli import deploy
 from pipeline.cli.common import out
 from pipeline.cli.deploy import MIN_PASSWORD, read_password_file
-from pipeline.settings import load_settings
+from pipeline.settings import load_settings, public_store_spec
 
 
 def cmd_db_status(args: argparse.Namespace) -> int:
@@ -25,7 +25,8 @@ def cmd_db_status(args: argparse.Namespace) -> int:
         "port": settings.database.port,
         "prefix": settings.db_prefix,
         "home": str(settings.home),
-        "store": {k: v for k, v in settings.store_spec.items() if "secret" not in k and "key" not in k},
+        "user": settings.database.user,
+        "store": public_store_spec(settings.store_spec),
         "tables": counts,
     }
     if args.json:
@@ -34,6 +35,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
     where = "embedded pgserver" if settings.database.embedded else "external server"
     out(f"backend   postgresql ({where})")
     out(f"host      {settings.database.host}:{settings.database.port}")
+    out(f"user      {settings.database.user}")
     out(f"prefix    {settings.db_prefix}")
     out(f"store     {status['store']}")
     for schema, tables in counts.items():

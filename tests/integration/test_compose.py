@@ -248,3 +248,13 @@ def test_compose_roles_train_a_tiny_experiment_that_the_analyst_sees_and_no_secr
     assert "TrainingDivergedError" in stored and "lab_tiny" in stored  # the search below looks somewhere
     everything = "\n".join(outputs) + stored
     assert not [s for s in _secrets(compose) if s in everything], "a secret is in a log, a row or an output"
+
+
+def test_embedded_server_listens_on_its_unix_socket_only(db):
+    import schemas
+
+    conn = schemas.connect(db)
+    try:
+        assert conn.query("SHOW listen_addresses").fetchone()[0] == ""
+    finally:
+        conn.close()

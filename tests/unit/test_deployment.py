@@ -174,3 +174,13 @@ def test_every_variable_the_compose_file_uses_is_in_env_example():
 @pytest.mark.parametrize("volume", ["pgdata", "store", "checkpoints"])
 def test_state_lives_in_named_volumes(volume):
     assert volume in COMPOSE["volumes"]
+
+
+def test_deploy_scripts_pass_shellcheck(tmp_path):
+    scripts = sorted(str(p) for p in (REPO / "deploy").iterdir() if p.suffix in (".sh", ".sbatch"))
+    assert len(scripts) >= 2
+    checked = subprocess.run([_tool("shellcheck"), *scripts], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (tmp_path / "bad.sh").write_text("#!/bin/sh\nrm -rf $1/*\n")
+    bad = subprocess.run([_tool("shellcheck"), str(tmp_path / "bad.sh")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "SC2086" in bad.stdout

@@ -97,3 +97,17 @@ def test_bad_secret_files_are_named_without_their_content(tmp_path, env, fragmen
     with pytest.raises(SettingsError) as err:
         load_settings(env)
     assert fragment.format(dir=tmp_path) in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_public_store_spec_drops_credentials():
+    from pipeline.settings import public_store_spec
+
+    spec = {
+        "protocol": "s3",
+        "endpoint": "https://ak:sk-secret@minio.lab:9000",
+        "bucket": "b",
+        "access_key": "ak",
+        "secret_key": "sk-secret",
+        "account_key": "x",
+    }
+    assert public_store_spec(spec) == {"protocol": "s3", "endpoint": "https://minio.lab:9000", "bucket": "b"}
