@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,20 +188,66 @@ class Compose:
 # -- the db service: PostgreSQL 16 with password authentication over TCP ----------------------------------
 
 
+def tls_capable_postgres() -> Path | None:
+    """The bin folder of a PostgreSQL built with TLS (Debian's ``postgresql`` package), or None."""
+    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (folder / "postgres").exists() and (folder / "initdb").exists():
+            return folder
+    return None
+
+
+def self_signed_certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """(certificate, key) of a fresh self-signed certificate for ``localhost`` / 127.0.0.1 (openssl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 class PostgresServer:
     """The ``db`` service: a PostgreSQL server (pgserver's binaries, release 16) initialised as the
     official image does from ``POSTGRES_USER`` / ``POSTGRES_PASSWORD_FILE`` / ``POSTGRES_INITDB_ARGS``,
     listening on 127.0.0.1 only, with scram-sha-256 passwords for TCP logins."""
 
-    def __init__(self, compose: Compose, service: Service):
+    def __init__(
+        self,
+        compose: Compose,
+        service: Service,
+        tls: tuple[Path, Path] | None = None,
+        bin_dir: Path | None = None,
+    ):
+        """``tls``: (certificate, key) to serve TLS with (as a lab's override file would add);
+        ``bin_dir``: the server's binaries (default pgserver's PostgreSQL 16, built without TLS)."""
         from pgserver._commands import POSTGRES_BIN_PATH
 
-        self.bin = POSTGRES_BIN_PATH
+        self.bin = bin_dir or POSTGRES_BIN_PATH
         self.compose, self.service = compose, service
         self.data = compose.container_fs(service, "/var/lib/postgresql/data")
         self.socket_dir = compose.root / "pg-socket"
         self.log = compose.root / "postgres.log"
         self.proc: subprocess.Popen | None = None
+        self.tls = tls
         self.user = None
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root; the official image runs it as postgres
             from pgserver.utils import ensure_user_exists
@@ -242,18 +289,23 @@ class PostgresServer:
         ]
         subprocess.run(initdb, check=True, capture_output=True, user=self.user)
         pwfile.unlink()
+        options = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(self.compose.db_port),
+            "-c",
+            f"unix_socket_directories={self.socket_dir}",
+        ]
+        if self.tls is not None:
+            cert, key = (self.compose.root / f"server.{ext}" for ext in ("crt", "key"))
+            shutil.copy(self.tls[0], cert)
+            shutil.copy(self.tls[1], key)
+            key.chmod(0o600)  # PostgreSQL refuses a key others can read
+            self._own(cert, key)
+            options += ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
         self.proc = subprocess.Popen(
-            [
-                str(self.bin / "postgres"),
-                "-D",
-                str(self.data),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-p",
-                str(self.compose.db_port),
-                "-c",
-                f"unix_socket_directories={self.socket_dir}",
-            ],
+            [str(self.bin / "postgres"), "-D", str(self.data), *options],
             stdout=open(self.log, "w"),  # noqa: SIM115 (the server's log for the test's life)
             stderr=subprocess.STDOUT,
             user=self.user,

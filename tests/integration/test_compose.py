@@ -12,18 +12,20 @@ machine: ``SENSORIUM_DEVICE=cpu`` (no GPU here), ``--poll 0.5`` and short heartb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psycopg2
 import pytest
 import yaml
-from compose_emulation import Compose, PostgresServer
+from compose_emulation import Compose, PostgresServer, self_signed_certificate, tls_capable_postgres
 from test_worker import long_experiment
 
 REPO = Path(__file__).parents[2]
@@ -38,9 +40,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory, synth_dir):
-    """The project folder as a lab sets it up (secrets, .env, recordings, experiments) and its ``db``."""
+def _project(tmp_path_factory, synth_dir) -> Path:
+    """The project folder as a lab sets it up: secrets, .env, recordings, experiments."""
     project = tmp_path_factory.mktemp("project")
     for name in FILES:
         (project / name).parent.mkdir(parents=True, exist_ok=True)
@@ -59,15 +60,26 @@ def deployment(tmp_path_factory, synth_dir):
     diverging = long_experiment("lab_diverging", "all", seeds=(8,), max_iter=2, lr_init=1e12)
     (experiments / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     (experiments / "diverging.yaml").write_text(yaml.safe_dump(diverging))
+    return project
 
-    compose = Compose(project, tmp_path_factory.mktemp("root"), _free_port())
-    server = PostgresServer(compose, compose.service("db"))
+
+@contextlib.contextmanager
+def _db(compose: Compose, tls: tuple[Path, Path] | None = None, bin_dir: Path | None = None):
+    server = PostgresServer(compose, compose.service("db"), tls, bin_dir)
     server.start()
     try:
         server.wait_healthy()
-        yield compose
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, synth_dir):
+    """The deployment folder and its running ``db``."""
+    compose = Compose(_project(tmp_path_factory, synth_dir), tmp_path_factory.mktemp("root"), _free_port())
+    with _db(compose):
+        yield compose
 
 
 def _run(compose: Compose, name: str, *extra: str, **overrides: str) -> subprocess.CompletedProcess:
@@ -258,3 +270,59 @@ def test_embedded_server_listens_on_its_unix_socket_only(db):
         assert conn.query("SHOW listen_addresses").fetchone()[0] == ""
     finally:
         conn.close()
+
+
+_TLS_PROBE = (
+    "import schemas; c = schemas.connect(); "
+    "print('tls', c.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()').fetchone()[0])"
+)
+
+
+def test_workers_on_other_hosts_connect_over_tls_and_check_the_server_certificate(
+    tmp_path_factory, synth_dir
+):
+    """Recipe (a) of the README: DJ_TLS=true encrypts; PGSSLROOTCERT makes libpq check the server's CA.
+
+    pgserver's PostgreSQL is built without TLS, so this server is Debian's (``.ci/run`` installs it).
+    """
+    bin_dir = tls_capable_postgres()
+    if bin_dir is None:
+        pytest.skip("no TLS-capable PostgreSQL here: apt-get install postgresql (.ci/run does)")
+    certs = tmp_path_factory.mktemp("certs")
+    server_cert = self_signed_certificate(certs, "localhost")
+    other_ca, _ = self_signed_certificate(certs, "other")
+    compose = Compose(_project(tmp_path_factory, synth_dir), tmp_path_factory.mktemp("root"), _free_port())
+    worker = compose.service("worker-cpu")
+    probe = [compose.argv(worker)[0], "-c", _TLS_PROBE]
+    with _db(compose, tls=server_cert, bin_dir=bin_dir):
+        made = _run(compose, "init")  # the worker login
+        assert made.returncode == 0, made.stdout + made.stderr
+        for env in (
+            {"DJ_TLS": "true"},
+            {"DJ_TLS": "true", "PGSSLROOTCERT": str(server_cert[0])},  # verified against its CA
+        ):
+            run = subprocess.run(
+                probe, env=compose.process_env(worker, **HERE, **env), capture_output=True, text=True
+            )
+            assert run.returncode == 0 and run.stdout.strip() == "tls True", run.stdout + run.stderr
+        wrong_ca = compose.process_env(worker, **HERE, DJ_TLS="true", PGSSLROOTCERT=str(other_ca))
+        refused = _cli(wrong_ca, "db", "status")
+        assert refused.returncode == 2 and refused.stdout.startswith("error: cannot reach the database"), (
+            refused
+        )
+        assert "certificate verify failed" in refused.stdout and "Traceback" not in refused.stderr
+
+    compose_plain = Compose(compose.project, tmp_path_factory.mktemp("root"), _free_port())
+    with _db(compose_plain):  # the same login, the server without TLS: DJ_TLS=true refuses to go on
+        plain = _cli(
+            compose_plain.process_env(compose_plain.service("worker-cpu"), **HERE, DJ_TLS="true"),
+            "db",
+            "status",
+        )
+        assert plain.returncode == 2 and "SSL" in plain.stdout and plain.stdout.count("\n") == 1, plain.stdout
+
+
+def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True
+    )
