@@ -9,20 +9,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class FrozenConfig(BaseModel):
-    """Base: immutable, unknown keys refused, strict-ish types."""
+    """Base: immutable, unknown keys refused, strict-ish types.
+
+    ``ADDED_LATER``: fields added after configurations were first stored. They enter the canonical form
+    only when they differ from their default, so that every configuration stored before keeps its hash
+    (and an experiment added again is still recognised as the same).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset()
 
 
 def canonical_json(config: BaseModel | dict) -> str:
-    """Sorted-key, compact JSON of the full config (defaults included): the database form."""
-    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    """Sorted-key, compact JSON of the full config (defaults included, but for ``ADDED_LATER`` fields at
+    their default): the database form."""
+    if isinstance(config, BaseModel):
+        data = config.model_dump(mode="json")
+        fields = type(config).model_fields
+        for name in getattr(type(config), "ADDED_LATER", ()):
+            if getattr(config, name) == fields[name].default:
+                data.pop(name)
+    else:
+        data = config
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
@@ -96,6 +110,8 @@ class GridMeanPredictorConfig(FrozenConfig):
 class BaselineModelConfig(FrozenConfig):
     """``stacked_core_full_gauss_readout`` (SPEC 2.1-2.5). Defaults: the SENSORIUM+ baseline notebook."""
 
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"linear"})
+
     hidden_channels: int = Field(64, gt=0)
     input_kern: int = Field(9, gt=0)
     hidden_kern: int = Field(7, gt=0)
@@ -103,6 +119,7 @@ class BaselineModelConfig(FrozenConfig):
     gamma_input: float = Field(6.3831, ge=0)
     skip: int = 0
     final_nonlinearity: bool = True
+    linear: bool = False  # no nonlinearity anywhere in the core (the starter kit's LN model)
     momentum: float = Field(0.9, gt=0, le=1)
     pad_input: bool = False
     batch_norm: bool = True

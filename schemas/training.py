@@ -71,6 +71,15 @@ class TrainedModel(dj.Computed):
         seconds         : float64         # wall time of the epoch including validation
         """
 
+    class Imported(dj.Part):
+        definition = """
+        # weights imported from a file (`sensorium import-checkpoint`) instead of trained here: no Epoch rows
+        -> master
+        ---
+        source_file     : varchar(1024)   # the file as given
+        source_sha256   : char(64)        # SHA-256 of its bytes
+        """
+
     class Checkpoint(dj.Part):
         definition = """
         # the best weights (restored at the end of training)

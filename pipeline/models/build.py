@@ -93,6 +93,7 @@ def stacked_core_full_gauss_readout(
         stack=cfg.stack,
         use_avg_reg=cfg.use_avg_reg,
         depth_separable=cfg.depth_separable,
+        linear=cfg.linear,
     )
     in_shape = core_output_shape(core, (input_channels, *image_size))
 

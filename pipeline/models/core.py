@@ -85,7 +85,8 @@ class Stacked2dCore(nn.Module):
 
     Layer 0 is a plain ``input_kern`` conv (no padding unless ``pad_input``); layers 1.. are depth-separable
     (or plain) ``hidden_kern`` convs padded to keep the size for odd kernels. The output concatenates, along
-    channels, the layers selected by ``stack`` (-1: last layer only; None: all layers).
+    channels, the layers selected by ``stack`` (-1: last layer only; None: all layers). ``linear=True``
+    drops every ELU (neuralpredictors' ``linear`` flag: the core of the starter kit's LN model).
 
     Shapes: forward [B, input_channels, H, W] -> [B, len(stack) * hidden_channels, H', W'].
     """
@@ -110,6 +111,7 @@ class Stacked2dCore(nn.Module):
         stack: int | None = None,
         use_avg_reg: bool = False,
         depth_separable: bool = False,
+        linear: bool = False,
     ) -> None:
         super().__init__()
         if layers < 1:
@@ -126,6 +128,7 @@ class Stacked2dCore(nn.Module):
         self.skip = skip
         self.use_avg_reg = use_avg_reg
         self.final_nonlinearity = final_nonlinearity
+        self.linear = linear
         self.batch_norm = batch_norm
         self.momentum = momentum
         self.bias = bias
@@ -169,7 +172,7 @@ class Stacked2dCore(nn.Module):
         if self.batch_norm:
             # Affine BN named "norm" (NP's independent_bn_bias=True branch, the one sensorium uses).
             layer["norm"] = nn.BatchNorm2d(self.hidden_channels, momentum=self.momentum)
-        if layer_index < self.num_layers - 1 or self.final_nonlinearity:
+        if not self.linear and (layer_index < self.num_layers - 1 or self.final_nonlinearity):
             layer["nonlin"] = nn.ELU(inplace=True)
 
     def initialize(self) -> None:

@@ -82,10 +82,15 @@ def validate_submission(path: str | Path, ids: TierIds) -> list[str]:
     path = Path(path)
     problems: list[str] = []
     try:
+        # a row holds N predictions and N neuron ids: ~200 kB for the competition's ~8000 neurons, above
+        # the csv module's default field limit (131072 characters); no field is longer than the file
+        csv.field_size_limit(max(csv.field_size_limit(), path.stat().st_size + 1))
         with path.open(newline="") as f:
             rows = list(csv.reader(f))
     except OSError as err:
         return [f"{path}: cannot read the file: {err}"]
+    except csv.Error as err:
+        return [f"{path}: not a readable CSV file ({err})"]
     if not rows or tuple(rows[0]) != COLUMNS:
         return [f"{path}: header is {rows[0] if rows else 'missing'}, expected {list(COLUMNS)}"]
     expected_units = [int(u) for u in ids.unit_ids]

@@ -91,3 +91,13 @@ def test_writer_refuses_bad_predictions(tmp_path):
         write_submission(tmp_path / "f.csv", IDS, np.full((4, 3), np.nan))
     with pytest.raises(ValueError, match="expected \\(4, 3\\)"):
         write_submission(tmp_path / "f.csv", IDS, PRED[:, :2])
+
+
+def test_competition_sized_rows_validate(tmp_path):
+    """7538 neurons (scan 27204-5-13): a row's prediction field is longer than csv's default limit."""
+    n = 7538
+    ids = TierIds(trial_idx=np.array(["t1", "t2"]), image_ids=np.array([1, 2]), unit_ids=np.arange(1, n + 1))
+    path = tmp_path / "big_submission_file_live_test.csv"
+    write_submission(path, ids, np.random.default_rng(0).random((2, n)).astype(np.float32))
+    assert min(len(line) for line in path.read_text().splitlines()[1:]) > 131072
+    assert validate_submission(path, ids) == []

@@ -1,0 +1,106 @@
+"""``sensorium import-checkpoint``: weights trained elsewhere as a ``TrainedModel`` row of an experiment.
+
+The experiment's model is built for the ingested scan exactly as training would build it, and the file
+must fit it strictly (every key and shape, and the neurons' cortex coordinates). The row then carries
+the usual provenance of the machine that imported it, ``epochs = 0``, no ``Epoch`` rows, and an
+``Imported`` part naming the file and its SHA-256; prediction, scoring and submission treat it like any
+trained model.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import torch
+
+from pipeline.models.import_state import check_fits, read_state_dict
+from pipeline.provenance import environment
+from pipeline.training.run import RunSpec, build_model, build_scans
+from pipeline.training.trainer import validation_correlation
+from schemas.data import Scan
+from schemas.fabrik import Experiment, experiment_models
+from schemas.regressors import fetch_regressors
+from schemas.training import TrainedModel, run_inputs
+
+
+def member_key(experiment: str, seed: int | None) -> dict:
+    """The TrainedModel key of the experiment's member with ``seed`` (None: its only member).
+
+    Raises:
+        LookupError: no such experiment, or no (single) member fits.
+    """
+    if not Experiment & {"experiment_name": experiment}:
+        names = ", ".join(sorted(r["experiment_name"] for r in Experiment.proj().to_dicts())) or "none yet"
+        raise LookupError(f"no experiment named {experiment!r} (known: {names})")
+    members = (TrainedModel.key_source & experiment_models(experiment)).keys()
+    keys = [k for k in members if seed is None or k["seed"] == seed]
+    if len(keys) != 1:
+        seeds = sorted(k["seed"] for k in members)
+        wanted = f"seed {seed}" if seed is not None else "one member (give --seed)"
+        raise LookupError(f"experiment {experiment!r} has members with seeds {seeds}: expected {wanted}")
+    return keys[0]
+
+
+def import_checkpoint(
+    path: str | Path, experiment: str, data_key: str, seed: int | None = None, device: str = "cpu"
+) -> tuple[dict, float]:
+    """Import the state_dict in ``path`` as the experiment's member; returns (key, validation correlation).
+
+    Raises:
+        StateDictImportError: the file is not a state_dict, or it does not fit (keys, shapes, neurons).
+        LookupError: unknown experiment / member / scan, or the member exists already.
+    """
+    from schemas.workers import REGRESSORS, jobs_of
+
+    state, sha256 = read_state_dict(path)  # the file first: nothing is looked up for a bad one
+    key = member_key(experiment, seed)
+    if TrainedModel & key:
+        raise LookupError(f"experiment {experiment!r} seed {key['seed']}: a model is already stored for it")
+    if jobs_of(TrainedModel) & key & {"status": "reserved"}:
+        raise LookupError(f"experiment {experiment!r} seed {key['seed']}: a worker is training it right now")
+    if not Scan & {"data_key": data_key}:
+        raise LookupError(f"scan {data_key} is not ingested")
+    spec_dict, scans = run_inputs(key)
+    used = [k for k, _ in scans]
+    if data_key not in used:
+        raise LookupError(f"experiment {experiment!r} uses scans {used}, not {data_key}")
+    for table in REGRESSORS:  # what the loaders need (cheap; computed once per scan)
+        table.populate([{"data_key": k} for k in used], display_progress=False)
+
+    started = datetime.datetime.now()
+    torch_device = torch.device(device)
+    spec = RunSpec.from_dicts(**spec_dict)
+    recordings = {k: Scan().fetch_recording({"data_key": k}) for k in used}
+    regressors = {k: fetch_regressors(k, spec_dict["dataset_config"]) for k in used}
+    tensors = build_scans(recordings, spec.dataset_config, torch_device, None, regressors)
+    model = build_model(spec, recordings, tensors)
+    check_fits(model, state)
+    model.load_state_dict(state, strict=True)
+    model = model.to(torch_device).eval()
+    val_corr = validation_correlation(model, tensors)
+    finished = datetime.datetime.now()
+    row = dict(
+        best_val_corr=val_corr,
+        epochs=0,
+        started_at=started,
+        finished_at=finished,
+        duration_s=(finished - started).total_seconds(),
+        resumed_from_epoch=0,
+        data_checksums=dict(scans),
+        **environment(torch_device),
+    )
+    weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    with TrainedModel.connection.transaction:
+        TrainedModel.insert1(dict(key, **row), allow_direct_insert=True)
+        TrainedModel.UsedScan.insert(
+            [dict(key, data_key=k, checksum=c) for k, c in scans], allow_direct_insert=True
+        )
+        TrainedModel.Imported.insert1(
+            dict(key, source_file=str(path)[:1024], source_sha256=sha256), allow_direct_insert=True
+        )
+        TrainedModel.Checkpoint.insert1(
+            dict(key, state_dict=weights, n_parameters=int(n_params)), allow_direct_insert=True
+        )
+    return key, val_corr
