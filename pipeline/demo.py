@@ -4,7 +4,8 @@ Steps (each timed): synthesise two recordings with ground truth (the second comp
 them (validation, merge, store, trial order), train the demo baseline through ``TrainedModel.populate()``,
 compute the winning model's regressors (history, network state, trial rank, re-splits), train three demo
 winner members and their mean ensemble, score everything, print it next to the oracle (the planted
-expected response) per tier with contaminated numbers marked, and write and validate the submission files.
+expected response) per tier with contaminated numbers marked, write and validate the submission files,
+and end with the HTML report (figures embedded) and its path.
 Every number printed is a row of ``ModelScore`` / ``OracleScore`` (see the SQL printed at the end).
 
 Run with ``python -m pipeline.demo``; state goes to ``$SENSORIUM_HOME`` (default ``./.sensorium``).
@@ -62,9 +63,13 @@ def run(run_cli: Callable[[list[str]], None] = _run) -> None:
     sys.stdout.write("\nThe same numbers in SQL:\n")
     for table in ("model_score", "ensemble_score", "oracle_score"):
         sys.stdout.write(f'  SELECT {columns} FROM "{settings.db_prefix}evaluation"."__{table}";\n')
+    report = settings.home / "report"
+    with step("report with figures (sensorium report)"):
+        run_cli(["report", "--out", str(report)])
     sys.stdout.write("\n== timings\n")
     for name, seconds in _timings:
         sys.stdout.write(f"  {name:<85} {seconds:7.1f} s\n")
+    sys.stdout.write(f"\nreport: {(report / 'report.html').resolve()}\n")
 
 
 if __name__ == "__main__":

@@ -251,6 +251,12 @@ class Ensemble(dj.Manual):
         """
 
 
+def declared_ensemble(experiment_row: dict) -> str | None:
+    """Name of the ensemble an ``Experiment`` row declares (its ``ensemble:``; default: its own name)."""
+    decl = (experiment_row["experiment_spec"] or {}).get("ensemble")
+    return (decl.get("name") or experiment_row["experiment_name"]) if decl else None
+
+
 def member_hash(members: list[dict]) -> str:
     """Order-independent hash of member keys."""
     import hashlib
@@ -287,10 +293,10 @@ def register_declared_ensembles() -> list[str]:
 
     made = []
     for exp in Experiment.to_dicts():
-        decl = (exp["experiment_spec"] or {}).get("ensemble")
-        if not decl:
+        name = declared_ensemble(exp)
+        if name is None:
             continue
-        name = decl.get("name") or exp["experiment_name"]
+        decl = exp["experiment_spec"]["ensemble"]
         members = (
             TrainedModel & ((Experiment & {"experiment_name": exp["experiment_name"]}) * Experiment.Member)
         ).keys()

@@ -12,11 +12,11 @@ import argparse
 import logging
 import sys
 
-from pipeline.cli import data, db, experiments, imports, jobs, results, worker
+from pipeline.cli import data, db, experiments, imports, jobs, report, results, worker
 from pipeline.cli.common import out
 from pipeline.settings import SettingsError
 
-COMMAND_GROUPS = (data, experiments, imports, results, worker, jobs, db)
+COMMAND_GROUPS = (data, experiments, imports, results, report, worker, jobs, db)
 
 
 def build_parser() -> argparse.ArgumentParser:
