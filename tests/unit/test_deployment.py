@@ -176,9 +176,13 @@ def test_state_lives_in_named_volumes(volume):
     assert volume in COMPOSE["volumes"]
 
 
-def test_deploy_scripts_pass_shellcheck(tmp_path):
-    scripts = sorted(str(p) for p in (REPO / "deploy").iterdir() if p.suffix in (".sh", ".sbatch"))
-    assert len(scripts) >= 2
+def test_shell_scripts_pass_shellcheck(tmp_path):
+    scripts = sorted(
+        str(p)
+        for p in [*(REPO / "deploy").iterdir(), *(REPO / "benchmarks").iterdir(), REPO / ".ci" / "run"]
+        if p.suffix in (".sh", ".sbatch") or p.name == "run"
+    )
+    assert len(scripts) >= 4
     checked = subprocess.run([_tool("shellcheck"), *scripts], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     (tmp_path / "bad.sh").write_text("#!/bin/sh\nrm -rf $1/*\n")
