@@ -1,11 +1,14 @@
 #!/bin/sh
 # Writes the deployment's secrets under secrets/ (git-ignored): random passwords for the database
 # superuser, the worker and analyst logins and MinIO, and the object-store spec. Existing files are kept,
-# so running it again changes nothing; delete a file to make a new one (and run `docker compose up` so
-# the init step updates that login).
+# so running it again changes nothing. To rotate the worker or analyst password, delete its file, run this
+# again, then `docker compose up -d --force-recreate` (the init step updates the login, the containers
+# read the new file). The superuser's password is fixed when the `pgdata` volume is created: change it
+# with ALTER ROLE in the database first, then in secrets/postgres_password.
 #
 #   deploy/make-secrets.sh           # the store is the `store` volume
-#   deploy/make-secrets.sh --minio   # secrets/store_spec.json points at the minio profile's bucket
+#   deploy/make-secrets.sh --minio   # (re)writes secrets/store_spec.json for the minio profile's bucket
+#                                    # (SENSORIUM_BUCKET from the environment, default sensorium)
 set -eu
 cd "$(dirname "$0")/.."
 umask 077
@@ -31,7 +34,7 @@ if [ "${1:-}" = "--minio" ]; then
     python3 - "${SENSORIUM_BUCKET:-sensorium}" >secrets/store_spec.json.new <<'PY'
 import json, pathlib, sys
 s = pathlib.Path("secrets")
-print(json.dumps({"protocol": "s3", "endpoint": "minio:9000", "bucket": sys.argv[1], "location": "store",
+print(json.dumps({"protocol": "s3", "endpoint": "minio:9000", "secure": False, "bucket": sys.argv[1], "location": "store",
                   "access_key": (s / "minio_root_user").read_text().strip(),
                   "secret_key": (s / "minio_root_password").read_text().strip()}))
 PY

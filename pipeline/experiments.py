@@ -63,6 +63,8 @@ class ExperimentSpec(FrozenConfig):
     seeds: list[int] | None = Field(None, min_length=1)
     members: list[Member] | None = Field(None, min_length=1)
     ensemble: EnsembleDecl | None = None  # form a mean ensemble of all members
+    # the members' weights come from `sensorium import-checkpoint`: populate and workers never train them
+    import_only: bool = False
 
     @model_validator(mode="after")
     def _seeds_or_members(self):

@@ -122,6 +122,15 @@ def experiment_models(name: str | list[str] | None = None):
     return query.proj(*EXPERIMENT_CONFIG_KEYS)
 
 
+def trainable_experiments() -> list[str]:
+    """Names of the experiments whose members populate / workers train (all but ``import_only`` ones)."""
+    return [
+        r["experiment_name"]
+        for r in Experiment.proj("experiment_spec").to_dicts()
+        if not (r["experiment_spec"] or {}).get("import_only")
+    ]
+
+
 def add_config(kind: str, fn: str, config: dict[str, Any], fabrikant: str, comment: str = "") -> dict:
     """Validate and insert a dataset / model / trainer configuration (no-op if present); return its key."""
     validated = resolve(kind, fn, config)

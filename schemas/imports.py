@@ -21,7 +21,7 @@ from pipeline.training.trainer import validation_correlation
 from schemas.data import Scan
 from schemas.fabrik import Experiment, experiment_models
 from schemas.regressors import fetch_regressors
-from schemas.training import TrainedModel, run_inputs
+from schemas.training import TrainedModel, declared_models, run_inputs
 
 
 def member_key(experiment: str, seed: int | None) -> dict:
@@ -33,7 +33,7 @@ def member_key(experiment: str, seed: int | None) -> dict:
     if not Experiment & {"experiment_name": experiment}:
         names = ", ".join(sorted(r["experiment_name"] for r in Experiment.proj().to_dicts())) or "none yet"
         raise LookupError(f"no experiment named {experiment!r} (known: {names})")
-    members = (TrainedModel.key_source & experiment_models(experiment)).keys()
+    members = (declared_models() & experiment_models(experiment)).keys()
     keys = [k for k in members if seed is None or k["seed"] == seed]
     if len(keys) != 1:
         seeds = sorted(k["seed"] for k in members)
@@ -98,7 +98,8 @@ def import_checkpoint(
             [dict(key, data_key=k, checksum=c) for k, c in scans], allow_direct_insert=True
         )
         TrainedModel.Imported.insert1(
-            dict(key, source_file=str(path)[:1024], source_sha256=sha256), allow_direct_insert=True
+            dict(key, source_file=str(Path(path).resolve())[:1024], source_sha256=sha256),
+            allow_direct_insert=True,
         )
         TrainedModel.Checkpoint.insert1(
             dict(key, state_dict=weights, n_parameters=int(n_params)), allow_direct_insert=True

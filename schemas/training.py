@@ -19,7 +19,7 @@ from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.run import RunSpec, build_model, build_scans, run_training
 from pipeline.training.seeding import resolve_device
 from schemas.data import Scan
-from schemas.fabrik import Dataset, Model, Seed, Trainer, experiment_models
+from schemas.fabrik import Dataset, Model, Seed, Trainer, experiment_models, trainable_experiments
 from schemas.regressors import fetch_regressors
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,9 @@ class TrainedModel(dj.Computed):
 
     @property
     def key_source(self):
-        # only the combinations declared by an experiment, not the full product of the config tables
-        return (Model.proj() * Dataset.proj() * Trainer.proj() * Seed.proj()) & experiment_models()
+        # only the combinations declared by an experiment, not the full product of the config tables, and
+        # not those of import-only experiments (their weights come from `sensorium import-checkpoint`)
+        return declared_models() & experiment_models(trainable_experiments())
 
     # -- three-part make: no transaction is open while the model trains -------------------------------
 
@@ -187,6 +188,11 @@ class TrainedModel(dj.Computed):
                 cls.discard_checkpoint(key)
                 removed += 1
         return removed
+
+
+def declared_models():
+    """Model x Dataset x Trainer x Seed keys (restrict with ``experiment_models``)."""
+    return Model.proj() * Dataset.proj() * Trainer.proj() * Seed.proj()
 
 
 def spec_hash(spec_dict: dict) -> str:

@@ -38,9 +38,10 @@ class Login:
 
 
 def read_password_file(path: Path, what: str) -> str:
-    """The password in ``path`` (surrounding whitespace dropped); ``what`` names it in errors."""
+    """The password in ``path`` (trailing newlines dropped, as ``DJ_PASS_FILE`` and the PostgreSQL image
+    read theirs, so that the same file gives the same password everywhere); ``what`` names it in errors."""
     try:
-        text = Path(path).read_text().strip()
+        text = Path(path).read_text().rstrip("\r\n")
     except OSError as err:
         raise InitError(f"{what} {path}: {err.strerror or err}") from None
     except UnicodeDecodeError:
@@ -154,10 +155,11 @@ def _experiments(paths: list[Path]) -> int:
         existed = bool(Experiment & {"experiment_name": spec.name})
         try:
             add_experiment(spec, "init")
-        except ConfigError as err:
-            # e.g. `scans: all` now covers a newly ingested recording: the stored experiment stays as it
-            # was trained; a redeploy must not fail on it
-            out(f"warning: {path.name}: {err}; the stored experiment is kept")
+        except (ConfigError, ValueError) as err:
+            # a redeploy must not fail on these: the stored experiment stays as it was trained (e.g. its
+            # `scans: all` would now cover a new recording), or one with `scans: all` waits for recordings
+            what = "the stored experiment is kept" if existed else "not added"
+            out(f"warning: {path.name}: {str(err).splitlines()[0]}; {what}")
             continue
         out(f"experiment {spec.name}: {'already stored' if existed else 'added'} ({path.name})")
     return failures

@@ -140,6 +140,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             failed += 1
             out(f"{path}: INVALID, not recorded")
             continue
+        if args.no_record:
+            out(f"{path}: {len(idx)} trials, valid, sha256 {checksum[:12]}... (not recorded: --no-record)")
+            continue
         key = {"ensemble_name": args.ensemble, "data_key": k, "tier": tier}
         row = dict(key, path=str(path.resolve()), checksum=checksum, n_trials=len(idx), file=str(path))
         with Submission.connection.transaction:
@@ -168,6 +171,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble", help="ensemble whose mean predictions are submitted")
     p.add_argument("--out", type=Path, help="output folder")
     p.add_argument("--check", type=Path, help="validate this file instead of writing")
+    p.add_argument(
+        "--no-record",
+        action="store_true",
+        help="write and validate, but add no Submission row (read-only logins)",
+    )
     p.add_argument("--scan", help="data key the checked file is for")
     p.add_argument(
         "--tier", choices=["test", "final_test"], help="tier of the checked file (default: from its name)"

@@ -8,6 +8,8 @@ behaviour planes are appended per batch, so the (T, 4, h, w) input is never mate
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +44,8 @@ def rescaled_images(rec: Recording, scale: float, cache_dir: Path | None = None)
     )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{id(out)}.tmp.npy")
+        # unique per process: containers sharing the cache volume may write the same file at once
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npy")
         np.save(tmp, out)
         tmp.replace(path)
     return out

@@ -315,7 +315,8 @@ class PostgresServer:
         """Run the service's healthcheck (``pg_isready``) until it passes, as ``service_healthy`` does."""
         test = self.service.config["healthcheck"]["test"]
         assert test[0] == "CMD-SHELL" and test[1].startswith("pg_isready"), test
-        argv = [str(self.bin / "pg_isready"), *shlex.split(test[1])[1:], "-h", "127.0.0.1"]
+        options = [a for a in shlex.split(test[1])[1:] if not a.startswith(("--host", "-h"))]
+        argv = [str(self.bin / "pg_isready"), *options, "-h", "127.0.0.1"]
         argv += ["-p", str(self.compose.db_port)]
         deadline = time.monotonic() + timeout
         while subprocess.run(argv, capture_output=True).returncode != 0:

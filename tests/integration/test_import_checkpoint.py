@@ -92,6 +92,8 @@ def test_starter_kit_checkpoint_imports_strictly_and_is_scored_like_a_trained_mo
     from schemas.fabrik import experiment_models
     from schemas.training import TrainedModel
 
+    # import-only: no worker or populate would train it meanwhile
+    assert not TrainedModel.key_source & experiment_models(experiment)
     done = _cli("import-checkpoint", str(path), "--experiment", experiment, "--scan", kit_scan)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"as experiment {experiment!r} seed 0 on scan {kit_scan}" in done.stdout
