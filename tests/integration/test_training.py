@@ -304,8 +304,9 @@ def test_scores_belong_to_their_experiment_only(ingested):
 
 
 def test_only_declared_combinations_are_trained(ingested):
-    """key_source pairs each experiment's model and trainer only with its own datasets and seeds."""
-    from schemas.fabrik import experiment_models
+    """key_source pairs each experiment's model and trainer only with its own datasets and seeds, and
+    leaves out import-only experiments (their weights come from `sensorium import-checkpoint`)."""
+    from schemas.fabrik import add_experiment, experiment_models, trainable_experiments
     from schemas.training import TrainedModel
 
     pk = TrainedModel.primary_key
@@ -313,9 +314,13 @@ def test_only_declared_combinations_are_trained(ingested):
     def keyset(rows):
         return {tuple(r[k] for k in pk) for r in rows}
 
-    declared = keyset(experiment_models().to_dicts())
+    spec = tiny_experiment("tiny_import_only", seeds=(77,))
+    add_experiment(parse_experiment(dict(spec, import_only=True)), "tester")
+    assert "tiny_import_only" not in trainable_experiments()
+    declared = keyset(experiment_models(trainable_experiments()).to_dicts())
     assert len(declared) >= 4  # several experiments with different models and trainers exist by now
     assert keyset(TrainedModel.key_source.to_dicts()) == declared
+    assert not keyset(experiment_models("tiny_import_only").to_dicts()) & declared
 
 
 def test_scans_all_is_resolved_when_the_experiment_is_added(ingested):
