@@ -219,7 +219,7 @@ def test_compose_roles_train_a_tiny_experiment_that_the_analyst_sees_and_no_secr
     outputs.append(shown.stdout + shown.stderr)
     assert shown.returncode == 0, outputs[-1]
     rows = json.loads(shown.stdout)
-    assert rows and all(r["experiment"] == "lab_tiny" for r in rows if "experiment" in r), rows
+    assert rows and {r["model"] for r in rows} == {"lab_tiny"}, rows
     errors = subprocess.run(
         [*cli, "jobs", "--errors", "--json"], env=as_analyst, capture_output=True, text=True
     )
