@@ -19,17 +19,14 @@ Steps, with A the normalised responses in time order, clipped at 0:
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from sklearn.decomposition import NMF, PCA
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.decomposition import PCA
 
 from pipeline.configs import StateConfig
 from pipeline.regressors.history import check_inputs
+from pipeline.regressors.nmf import FittedNMF, LowRankPlusSparse
 
 
 @dataclass(frozen=True)
@@ -78,24 +75,6 @@ def _reduced_rank_var(
     return W, V
 
 
-def _converged(fn: Callable[[np.ndarray], Any], X: np.ndarray) -> tuple[Any, bool]:
-    """``fn(X)`` and whether it ran without a ConvergenceWarning.
-
-    The winner's run printed ConvergenceWarnings for two mice; here they become a flag in the result.
-    Any other warning is passed on unchanged.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        out = fn(X)
-    converged = True
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            converged = False
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return out, converged
-
-
 def _last_known_rows(A_t: np.ndarray, known_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lag-1 history in time order as (distinct rows, which row each trial uses).
 
@@ -119,24 +98,37 @@ class _StateModel:
 
     Attributes:
         pca: fitted on X1 = sqrt(A[t] + eps) of the known pairs.
-        T_map: (D, D) = V^T W^T, the reduced-rank VAR(1) in row-vector form: Z_next = Z @ T_map.
+        W, V: (D, rank) and (rank, D), the reduced-rank VAR(1): Z_next^T = W V Z^T.
         nmf: fitted on R, the predicted next-trial activity of the known pairs.
         eps: added before the square root.
     """
 
     pca: PCA
-    T_map: np.ndarray
-    nmf: NMF
+    W: np.ndarray
+    V: np.ndarray
+    nmf: FittedNMF | None
     eps: float
 
-    def next_trial(self, prev_rows: np.ndarray) -> np.ndarray:
-        """(M, N) rows of A (clipped at 0) -> (M, N) predicted next-trial activity, clipped at 0.
+    @property
+    def T_map(self) -> np.ndarray:  # noqa: N802 (the math name)
+        """(D, D) = V^T W^T, the map in row-vector form: Z_next = Z @ T_map."""
+        return self.V.T @ self.W.T
+
+    def next_trial_matrix(self, prev_rows: np.ndarray) -> LowRankPlusSparse:
+        """(M, N) rows of A (clipped at 0) -> the (M, N) predicted next-trial activity, clipped at 0, as
+        clip0((Z V^T)(W^T C) + mean): rank <= ``rank`` + 1 before the clip (C: the PCA components).
 
         The one map used both to build the NMF's training data R and to compute the state (SPEC 8.3 fixed:
         the square root is applied in both places).
         """
+        if self.pca.whiten:
+            raise ValueError("the state map assumes an unwhitened PCA")
         Z = self.pca.transform(np.sqrt(prev_rows + self.eps))
-        return np.clip(self.pca.inverse_transform(Z @ self.T_map), 0.0, None)
+        return LowRankPlusSparse.clipped(Z @ self.V.T, self.W.T @ self.pca.components_, self.pca.mean_)
+
+    def next_trial(self, prev_rows: np.ndarray) -> np.ndarray:
+        """:meth:`next_trial_matrix`, formed: (M, N)."""
+        return self.next_trial_matrix(prev_rows).dense()
 
 
 def _time_order(
@@ -189,24 +181,21 @@ def _fit(
     ss_res = float(np.sum((Z2 - Z2_hat) ** 2))
     ss_tot = float(np.sum((Z2 - Z2.mean(axis=0)) ** 2))
     rrr_fit_r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
-
-    nmf = NMF(
-        n_components=cfg.n_components, init="random", random_state=cfg.nmf_seed, max_iter=cfg.nmf_max_iter
-    )
-    model = _StateModel(pca=pca, T_map=T_map, nmf=nmf, eps=cfg.eps)
-    R = model.next_trial(A_t[prev])  # = clip0(PCA^-1(Z2_hat)): predicted next trial of each pair
-    _, fit_converged = _converged(nmf.fit, R)
+    model = _StateModel(pca=pca, W=W, V=V, nmf=None, eps=cfg.eps)
+    # R = clip0(PCA^-1(Z2_hat)): predicted next trial of each pair; low rank + sparse (regressors.nmf)
+    R = model.next_trial_matrix(A_t[prev])
+    nmf = FittedNMF.fit(R, cfg.n_components, cfg.nmf_seed, cfg.nmf_max_iter)
+    model = _StateModel(pca=pca, W=W, V=V, nmf=nmf, eps=cfg.eps)
     del R
-
     rows, which = _last_known_rows(A_t, known_t)
-    S_rows, transform_converged = _converged(nmf.transform, model.next_trial(rows))
-    state_t = S_rows[which]  # time order
+    transformed = nmf.transform_result(model.next_trial_matrix(rows))
+    state_t = transformed.W[which]  # time order
     result = StateResult(
         state=state_t[rank].astype(np.float32),  # file i sits at time position rank[i]
         n_pairs=n_pairs,
         n_pca=n_pca,
         pca_explained=float(np.sum(pca.explained_variance_ratio_)),
-        nmf_converged=bool(fit_converged and transform_converged),
+        nmf_converged=bool(nmf.converged and transformed.converged),
         nmf_n_iter=int(nmf.n_iter_),
         rrr_fit_r2=float(rrr_fit_r2),
     )
