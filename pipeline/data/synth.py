@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from numbers import Integral, Real
 from pathlib import Path
@@ -467,6 +468,51 @@ def truth_path(recording_path: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".zip") + ".truth.npz")
 
 
+# Real sizes of the six SENSORIUM+ training recordings (SPEC 1.1), in the winner's order: five pre-training
+# mice, then the competition mouse 27204-5-13 (26872-17-20 has no behaviour and is not used).
+FULL_SIZES: tuple[tuple[int, int], ...] = (
+    (8372, 5994),
+    (7344, 5997),
+    (7334, 5951),
+    (8107, 5966),
+    (8098, 5983),
+    (7538, 6959),
+)
+FULL_TEST_TRIALS = 1000  # 100 images x 10 repeats per test tier (SPEC 1.1: 998 in 21067-10-18)
+FULL_VALIDATION_FRACTION = 0.083  # 23964-4-22: 4490 train of 5983, ~1000 test -> ~490 validation
+SCALES = ("demo", "full")
+
+
+def scale_configs(scale: str, seed: int = 0) -> list[SynthConfig]:
+    """One :class:`SynthConfig` per mouse of a named size.
+
+    * ``demo``: the two small recordings of ``make demo`` (150 neurons x 1000 trials, the second
+      competition-style);
+    * ``full``: the six SENSORIUM+ training recordings at their real sizes (:data:`FULL_SIZES`, 7,334-8,372
+      neurons, 5,951-6,959 trials, about 1,000 test trials each), the last competition-style like
+      27204-5-13 (final_test tier, hashed trial_idx, zeroed test responses). Data keys stay synthetic
+      (animal 90000 + mouse) so a synthetic scan can never be mistaken for, or collide with, a real one.
+
+    Raises:
+        SynthConfigError: an unknown scale.
+    """
+    if scale == "demo":
+        return [SynthConfig(seed=seed), SynthConfig(seed=seed, competition=True)]
+    if scale == "full":
+        return [
+            SynthConfig(
+                n_neurons=n,
+                n_trials=t,
+                seed=seed,
+                test_fraction=FULL_TEST_TRIALS / t,
+                validation_fraction=FULL_VALIDATION_FRACTION,
+                competition=i == len(FULL_SIZES) - 1,
+            )
+            for i, (n, t) in enumerate(FULL_SIZES)
+        ]
+    raise SynthConfigError("scale", f"one of {', '.join(SCALES)}", scale)
+
+
 def write_synthetic(out: str | Path, n_mice: int, cfg: SynthConfig, *, make_zip: bool = True) -> list[Path]:
     """Write ``n_mice`` recordings (folder, zip, truth sidecar) to ``out``.
 
@@ -479,17 +525,65 @@ def write_synthetic(out: str | Path, n_mice: int, cfg: SynthConfig, *, make_zip:
     Raises:
         SynthConfigError: ``n_mice`` is not a positive integer (checked before anything is written).
     """
+    return write_configs(out, mouse_configs(n_mice, cfg), make_zip=make_zip)
+
+
+def mouse_configs(n_mice: int, cfg: SynthConfig) -> list[SynthConfig]:
+    """``n_mice`` copies of ``cfg``, only the last one competition-style (when ``cfg.competition``).
+
+    Raises:
+        SynthConfigError: ``n_mice`` is not a positive integer.
+    """
     if not isinstance(n_mice, Integral) or isinstance(n_mice, bool) or n_mice < 1:
         raise SynthConfigError("n_mice", "a positive integer", n_mice)
+    last = n_mice - 1
+    return [
+        cfg if (cfg.competition and m == last) else replace(cfg, competition=False) for m in range(n_mice)
+    ]
+
+
+def write_configs(
+    out: str | Path,
+    configs: list[SynthConfig],
+    *,
+    make_zip: bool = True,
+    on_written: Callable[[Path], None] | None = None,
+    jobs: int = 1,
+) -> list[Path]:
+    """Write mouse ``i`` of ``configs[i]`` (folder, zip, truth sidecar) to ``out``.
+
+    ``jobs`` > 1 writes that many mice at once in worker processes (each mouse has its own random
+    stream, so the files are the same either way; a full-size mouse needs ~8 GB while it is generated).
+    ``on_written`` is called with each folder once it is complete (progress of long full-size runs).
+    Returns the recording folders, in mouse order.
+    """
     out = Path(out)
-    folders = []
-    for mouse in range(n_mice):
-        mouse_cfg = cfg if (cfg.competition and mouse == n_mice - 1) else replace(cfg, competition=False)
-        rec, truth = synthesize(mouse_cfg, mouse)
-        folder, _ = write_recording(rec, out / folder_name(rec.data_key), make_zip=make_zip)
-        sidecar = truth_path(folder)
-        tmp = sidecar.with_name(f".{sidecar.name}.tmp.npz")
-        np.savez_compressed(tmp, **truth)
-        tmp.replace(sidecar)
-        folders.append(folder)
-    return folders
+    if jobs <= 1 or len(configs) <= 1:
+        folders = []
+        for mouse, cfg in enumerate(configs):
+            folders.append(_write_mouse(out, cfg, mouse, make_zip))
+            if on_written is not None:
+                on_written(folders[-1])
+        return folders
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    folders: dict[int, Path] = {}
+    with ProcessPoolExecutor(max_workers=min(jobs, len(configs))) as pool:
+        futures = {pool.submit(_write_mouse, out, cfg, m, make_zip): m for m, cfg in enumerate(configs)}
+        for future in as_completed(futures):
+            folders[futures[future]] = future.result()
+            if on_written is not None:
+                on_written(folders[futures[future]])
+    return [folders[m] for m in range(len(configs))]
+
+
+def _write_mouse(out: Path, cfg: SynthConfig, mouse: int, make_zip: bool) -> Path:
+    """Generate and write one mouse; the truth sidecar last, so its presence means the mouse is complete."""
+    rec, truth = synthesize(cfg, mouse)
+    folder, _ = write_recording(rec, out / folder_name(rec.data_key), make_zip=make_zip)
+    del rec  # a full-size recording holds ~0.5 GB: free it before the sidecar is compressed
+    sidecar = truth_path(folder)
+    tmp = sidecar.with_name(f".{sidecar.name}.tmp.npz")
+    np.savez_compressed(tmp, **truth)
+    tmp.replace(sidecar)
+    return folder

@@ -166,3 +166,21 @@ def test_db_init_login_needs_role_name_and_file():
         timeout=120,
     )
     assert result.returncode == 2 and "expected ROLE:NAME:PASSWORD_FILE" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--scale", "full", "--mice", "3"], "error: --scale full sets the sizes itself; drop --mice"),
+        (
+            ["--scale", "demo", "--neurons", "9", "--competition"],
+            "error: --scale demo sets the sizes itself; drop --neurons, --competition",
+        ),
+        (["--jobs", "0"], "error: --jobs: expected a positive integer, found 0"),
+    ],
+)
+def test_bad_scale_or_jobs_is_one_error_line(tmp_path, args, line):
+    p = _synth(tmp_path / "out", *args)
+    assert p.returncode == 2 and "Traceback" not in p.stdout + p.stderr
+    assert p.stdout.splitlines() == [line]
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.data.format import parse_timestamps, read_recording
 from pipeline.data.synth import SynthConfig, synthesize, truth_path
@@ -74,3 +75,37 @@ def test_written_files_match_sidecar(synth_dir):
         assert truth["expected"].shape == rec.responses.shape
         known = np.isin(rec.tiers, ["train", "validation"])
         assert np.array_equal(truth["responses"][known], rec.responses[known])
+
+
+def test_full_scale_has_the_real_sizes_and_tiers():
+    from pipeline.data.synth import FULL_SIZES, _schedule, scale_configs
+
+    configs = scale_configs("full", seed=3)
+    assert [(c.n_neurons, c.n_trials) for c in configs] == list(FULL_SIZES)
+    assert [c.competition for c in configs] == [False] * 5 + [True]  # the last like 27204-5-13
+    assert all(c.seed == 3 for c in configs)
+    for c in configs:
+        n_train, n_val, n_test_img, n_final_img = _schedule(c, c.n_trials)
+        assert n_test_img == 100 and n_final_img == (100 if c.competition else 0)  # 1000 test trials
+        assert 0.07 < n_val / c.n_trials < 0.09 and n_train > 4000
+    assert len(scale_configs("demo")) == 2 and scale_configs("demo")[1].competition
+
+
+def test_unknown_scale_is_refused():
+    from pipeline.data.synth import SynthConfigError, scale_configs
+
+    with pytest.raises(SynthConfigError, match="scale"):
+        scale_configs("huge")
+
+
+def test_parallel_writing_gives_the_same_files(tmp_path):
+    from pipeline.data.synth import mouse_configs, write_configs
+
+    configs = mouse_configs(3, SynthConfig(n_neurons=6, n_trials=60, seed=2, competition=True))
+    one = write_configs(tmp_path / "one", configs, make_zip=False)
+    two = write_configs(tmp_path / "two", configs, make_zip=False, jobs=2)
+    assert [p.name for p in one] == [p.name for p in two]
+    for a, b in zip(one, two, strict=True):
+        files = sorted(f.relative_to(a) for f in a.rglob("*.npy"))
+        assert files == sorted(f.relative_to(b) for f in b.rglob("*.npy"))
+        assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
