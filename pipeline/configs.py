@@ -150,7 +150,15 @@ class BaselineModelConfig(FrozenConfig):
 
 
 class TrainerConfig(FrozenConfig):
-    """``standard_trainer`` (SPEC 2.5-2.6). Defaults: the SENSORIUM+ baseline notebook."""
+    """``standard_trainer`` (SPEC 2.5-2.6). Defaults: the SENSORIUM+ baseline notebook.
+
+    The throughput options (``autocast`` .. ``compile_core``, see ``pipeline.training.speed``) came later:
+    at their defaults they stay out of the stored config, so every stored trainer keeps its hash.
+    """
+
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
+        {"autocast", "channels_last", "fused_adam", "compile_core"}
+    )
 
     max_iter: int = Field(200, gt=0)  # epochs
     lr_init: float = Field(0.009, gt=0)
@@ -169,6 +177,10 @@ class TrainerConfig(FrozenConfig):
     loss_accum_batch_n: int | None = None  # None: one optimiser step per round of one batch per scan
     detach_core: bool = False
     max_batches_per_epoch: int | None = Field(None, gt=0)  # cap for tests / smoke runs (None: full epoch)
+    autocast: Literal["bf16"] | None = None  # mixed-precision forward pass (weights and loss stay float32)
+    channels_last: bool = False  # NHWC memory layout of images and convolution weights
+    fused_adam: bool = False  # Adam's update as one fused kernel
+    compile_core: bool = False  # torch.compile the core's forward (first epoch pays the compile time)
 
 
 # ----------------------------------------------------------------------------------------------------

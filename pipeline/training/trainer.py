@@ -24,6 +24,7 @@ from pipeline.configs import TrainerConfig
 from pipeline.data.loaders import ScanTensors
 from pipeline.scoring.metrics import single_trial_correlation
 from pipeline.scoring.predict import predict_tier
+from pipeline.training import speed
 from pipeline.training.checkpoint import Checkpointer, rng_state, set_rng_state
 from pipeline.training.losses import loss_scale, poisson_loss
 from pipeline.training.seeding import set_seed
@@ -61,15 +62,55 @@ class TrainResult:
 
 
 def validation_correlation(
-    model: torch.nn.Module, scans: dict[str, ScanTensors], tier: str = "validation"
+    model: torch.nn.Module,
+    scans: dict[str, ScanTensors],
+    tier: str = "validation",
+    precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> float:
-    """Mean single-trial correlation over the neurons of all scans (concatenated), NaN -> 0."""
+    """Mean single-trial correlation over the neurons of all scans (concatenated), NaN -> 0.
+
+    On the CPU through NumPy (float64, the scoring code); on an accelerator on the device (float64 too),
+    so that only one number per scan crosses to the host instead of every prediction.
+    """
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        return _device_validation_correlation(model, scans, tier, precision)
     per_neuron = []
     for scan in scans.values():
-        pred, target, _ = predict_tier(model, scan, tier)
+        pred, target, _ = predict_tier(model, scan, tier, precision=precision)
         if len(pred) > 1:
             per_neuron.append(single_trial_correlation(target, pred))
     return float(np.concatenate(per_neuron).mean()) if per_neuron else float("nan")
+
+
+@torch.no_grad()
+def _device_validation_correlation(model, scans, tier, precision) -> float:
+    """:func:`validation_correlation` computed where the tensors live (same definition as ``corr``)."""
+    sums, count = None, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for scan in scans.values():
+            idx = torch.as_tensor(scan.tier_indices(tier), dtype=torch.long, device=scan.responses.device)
+            if len(idx) <= 1:
+                continue
+            preds = []
+            for start in range(0, len(idx), 128):
+                batch = scan.batch(idx[start : start + 128])
+                with precision():
+                    preds.append(model(**batch, data_key=scan.data_key).double())
+            p = torch.cat(preds)
+            y = scan.responses[idx].double()
+            p = p - p.mean(0)
+            y = y - y.mean(0)
+            r = (p * y).mean(0) / (p.std(0, unbiased=False) * y.std(0, unbiased=False))
+            r = torch.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+            total = r.sum()
+            sums = total if sums is None else sums + total
+            count += r.numel()
+    finally:
+        model.train(was_training)
+    return float(sums / count) if count else float("nan")
 
 
 class BatchStream:
@@ -84,15 +125,22 @@ class BatchStream:
         self.scan, self.batch_size, self.generator = scan, batch_size, generator
         self._idx = scan.tier_indices("train")
         self._perm: np.ndarray | None = None
+        self._perm_device: torch.Tensor | None = None  # the permutation where the data lives
         self._pos = 0
 
     def next(self) -> dict[str, torch.Tensor]:
         if self._perm is None or self._pos >= len(self._perm):
-            self._perm = self._idx[torch.randperm(len(self._idx), generator=self.generator).numpy()]
+            self._set_perm(self._idx[torch.randperm(len(self._idx), generator=self.generator).numpy()])
             self._pos = 0
-        chunk = self._perm[self._pos : self._pos + self.batch_size]
+        # a slice of a device tensor: no host-to-device copy per batch (one per pass over the data)
+        chunk = self._perm_device[self._pos : self._pos + self.batch_size]
         self._pos += self.batch_size
         return self.scan.batch(chunk)
+
+    def _set_perm(self, perm: np.ndarray | None) -> None:
+        self._perm = perm
+        device = self.scan.responses.device
+        self._perm_device = None if perm is None else torch.as_tensor(perm, dtype=torch.long, device=device)
 
     def state(self) -> dict:
         perm = None if self._perm is None else torch.from_numpy(np.asarray(self._perm, dtype=np.int64))
@@ -100,7 +148,7 @@ class BatchStream:
 
     def load_state(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-        self._perm = None if state["perm"] is None else state["perm"].numpy().astype(self._idx.dtype)
+        self._set_perm(None if state["perm"] is None else state["perm"].numpy().astype(self._idx.dtype))
         self._pos = int(state["pos"])
 
 
@@ -191,7 +239,13 @@ def train(
         raise ValueError(
             f"no scan has validation trials ({sorted(scans)}); early stopping needs a validation tier"
         )
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr_init)
+    speed.prepare_model(model, cfg)
+    optimizer = speed.optimizer(model.parameters(), cfg)
+    device = next(model.parameters()).device
+
+    def precision() -> contextlib.AbstractContextManager:
+        return speed.autocast(cfg, device)
+
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         mode="max" if cfg.maximize else "min",
@@ -212,7 +266,7 @@ def train(
     model.train()
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is None:
-        loop = LoopState(best=validation_correlation(model, scans))
+        loop = LoopState(best=validation_correlation(model, scans, precision=precision))
         best_state = _cpu_state(model)
     else:
         loop, best_state = _restore(saved, model, optimizer, scheduler, streams)
@@ -249,7 +303,7 @@ def train(
                 loss, data_s = _train_epoch(
                     model, scans, streams, optimizer, cfg, n_rounds, loop.epoch, should_stop
                 )
-                current = validation_correlation(model, scans)
+                current = validation_correlation(model, scans, precision=precision)
                 record = EpochRecord(loop.epoch, lr, loss, current, time.perf_counter() - start, data_s)
                 loop.history.append(record)
                 bar.update(1)
@@ -305,8 +359,16 @@ def _train_epoch(
     epoch: int,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, float]:
-    """One epoch of rounds; returns (mean objective per batch, seconds spent assembling batches)."""
+    """One epoch of rounds; returns (mean objective per batch, seconds spent assembling batches).
+
+    On the CPU every batch's loss is read (and checked) at once. On an accelerator reading it would make
+    the host wait for the device after every batch, so the losses are summed on the device and read,
+    and checked, once at the end of the epoch (a non-finite loss is then reported for the epoch).
+    """
+    device = next(model.parameters()).device
+    read_each = device.type == "cpu"
     total, n_batches, data_seconds = 0.0, 0, 0.0
+    total_device = torch.zeros((), dtype=torch.float64, device=device)
     accumulate = cfg.loss_accum_batch_n or len(scans)
     optimizer.zero_grad(set_to_none=True)
     for round_idx in range(n_rounds):
@@ -317,20 +379,26 @@ def _train_epoch(
                     f"stop requested during epoch {epoch}; the partial epoch is dropped"
                 )
             batch = streams[key].next()
+            batch["images"] = speed.prepare_images(batch["images"], cfg)
             data_seconds += time.perf_counter() - t0
-            pred = model(**batch, data_key=key, detach_core=cfg.detach_core)
+            with speed.autocast(cfg, device):
+                pred = model(**batch, data_key=key, detach_core=cfg.detach_core)
             target = batch["responses"]
-            loss = poisson_loss(pred, target, avg=cfg.avg_loss)
+            # the loss in float32 whatever the forward pass's precision (a no-op without autocast)
+            loss = poisson_loss(pred.float(), target, avg=cfg.avg_loss)
             if cfg.scale_loss:
                 loss = loss * loss_scale(scans[key].n_trials, target.shape[0])
             loss = loss + model.regularizer(key, detach_core=cfg.detach_core)
             loss.backward()
-            value = float(loss.detach())
-            if not np.isfinite(value):
-                raise TrainingDivergedError(
-                    f"loss is {value} at epoch {epoch}, round {round_idx + 1}/{n_rounds}, scan {key}"
-                )
-            total += value
+            if read_each:
+                value = float(loss.detach())
+                if not np.isfinite(value):
+                    raise TrainingDivergedError(
+                        f"loss is {value} at epoch {epoch}, round {round_idx + 1}/{n_rounds}, scan {key}"
+                    )
+                total += value
+            else:
+                total_device += loss.detach()
             n_batches += 1
             if n_batches % accumulate == 0:
                 optimizer.step()
@@ -338,4 +406,10 @@ def _train_epoch(
     if n_batches % accumulate:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    if not read_each:
+        total = float(total_device)
+        if not np.isfinite(total):
+            raise TrainingDivergedError(
+                f"loss is {total} in epoch {epoch} (summed over its {n_batches} batches)"
+            )
     return total / max(n_batches, 1), data_seconds

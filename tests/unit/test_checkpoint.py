@@ -22,14 +22,14 @@ MODEL = BaselineModelConfig(layers=2, hidden_channels=4, input_kern=5, hidden_ke
 TRAINER = TrainerConfig(max_iter=12, patience=2, lr_decay_steps=3, lr_init=0.05)
 
 
-def _run(checkpoint=None, stop_after: int | None = None):
+def _run(checkpoint=None, stop_after: int | None = None, trainer: TrainerConfig = TRAINER):
     spec = RunSpec(
         "sensorium.datasets.static_loaders",
         DatasetConfig(batch_size=32),
         "sensorium.models.stacked_core_full_gauss_readout",
         MODEL,
         "sensorium.training.standard_trainer",
-        TRAINER,
+        trainer,
         5,
     )
     scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
@@ -42,7 +42,7 @@ def _run(checkpoint=None, stop_after: int | None = None):
     result = train(
         model,
         scans,
-        TRAINER,
+        trainer,
         batch_size=32,
         shuffle_seed=1,
         seed=5,
@@ -58,14 +58,19 @@ def _curve(result):
     return [(e.epoch, e.lr, e.train_loss, e.val_corr) for e in result.history]
 
 
-@pytest.mark.parametrize("k", [4, 8])  # before and after the learning-rate decay at epoch 7
-def test_stopped_and_resumed_run_is_bit_identical(tmp_path, k):
-    reference, _ = _run()
+# before and after the learning-rate decay at epoch 7; and with the channels_last layout of the demo presets
+@pytest.mark.parametrize(
+    ("k", "trainer"),
+    [(4, TRAINER), (8, TRAINER), (4, TRAINER.model_copy(update={"channels_last": True}))],
+    ids=["epoch4", "epoch8", "epoch4-channels_last"],
+)
+def test_stopped_and_resumed_run_is_bit_identical(tmp_path, k, trainer):
+    reference, _ = _run(trainer=trainer)
     ckpt = Checkpointer(tmp_path / "run.pt", {"key": {"seed": 5}, "code": "x"})
     with pytest.raises(TrainingInterruptedError):
-        _run(ckpt, stop_after=k)
+        _run(ckpt, stop_after=k, trainer=trainer)
     assert ckpt.exists() and ckpt.sidecar.exists()
-    resumed, replayed = _run(ckpt)
+    resumed, replayed = _run(ckpt, trainer=trainer)
     assert replayed[0] == k + 1, "training continued after the checkpointed epoch, not from scratch"
     assert _curve(resumed) == _curve(reference)
     assert len({lr for _, lr, _, _ in _curve(reference)}) > 1, "the run crossed a learning-rate decay"
