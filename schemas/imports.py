@@ -16,12 +16,11 @@ import torch
 
 from pipeline.models.import_state import check_fits, read_state_dict
 from pipeline.provenance import environment
-from pipeline.training.run import RunSpec, build_model, build_scans
+from pipeline.training.run import RunSpec, build_model, load_scans
 from pipeline.training.trainer import validation_correlation
 from schemas.data import Scan
 from schemas.fabrik import Experiment, experiment_models
-from schemas.regressors import fetch_regressors
-from schemas.training import TrainedModel, declared_models, run_inputs
+from schemas.training import TrainedModel, declared_models, run_inputs, stored_inputs
 
 
 def member_key(experiment: str, seed: int | None) -> dict:
@@ -71,10 +70,9 @@ def import_checkpoint(
     started = datetime.datetime.now()
     torch_device = torch.device(device)
     spec = RunSpec.from_dicts(**spec_dict)
-    recordings = {k: Scan().fetch_recording({"data_key": k}) for k in used}
-    regressors = {k: fetch_regressors(k, spec_dict["dataset_config"]) for k in used}
-    tensors = build_scans(recordings, spec.dataset_config, torch_device, None, regressors)
-    model = build_model(spec, recordings, tensors)
+    recordings, regressors = stored_inputs(used, spec_dict["dataset_config"])
+    tensors, geometry = load_scans(recordings, spec.dataset_config, torch_device, None, regressors)
+    model = build_model(spec, geometry, tensors)
     check_fits(model, state)
     model.load_state_dict(state, strict=True)
     model = model.to(torch_device).eval()

@@ -129,9 +129,10 @@ class SplitParamSet(_ParamSet, dj.Manual):
 
 def known_responses(key: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Responses as the model sees them (T, N), time rank (T,), known mask (T,), tiers (T,), file order."""
-    row = (Scan & key).fetch1()
-    p = response_precision(row["statistics"]["responses"]["all"]["std"])
-    responses = np.asarray(row["responses"], dtype=np.float32) * p[None]
+    # only the two columns needed: the whole row would also download the images (0.2 GB at full size)
+    statistics, stored = (Scan & key).fetch1("statistics", "responses")
+    p = response_precision(statistics["responses"]["all"]["std"])
+    responses = np.asarray(stored, dtype=np.float32) * p[None]
     ranks = (TrialOrder.Trial & key).to_dicts(order_by="trial_id")
     tiers = np.array([t["tier"] for t in (Scan.Trial & key).to_dicts(order_by="trial_id")])
     rank = np.array([r["rank"] for r in ranks], dtype=np.int64)

@@ -16,7 +16,7 @@ import torch
 from pipeline import lifecycle
 from pipeline.provenance import code_version, environment
 from pipeline.training.checkpoint import Checkpointer
-from pipeline.training.run import RunSpec, build_model, build_scans, run_training
+from pipeline.training.run import Lazy, RunSpec, build_model, load_scans, run_training
 from pipeline.training.seeding import resolve_device
 from schemas.data import Scan
 from schemas.fabrik import Dataset, Model, Seed, Trainer, experiment_models, trainable_experiments
@@ -106,8 +106,7 @@ class TrainedModel(dj.Computed):
         settings = active_settings()
         device = resolve_device(settings.device)
         spec = RunSpec.from_dicts(**spec_dict)
-        recordings = {k: Scan().fetch_recording({"data_key": k}) for k, _ in scans}
-        regressors = {k: fetch_regressors(k, spec_dict["dataset_config"]) for k, _ in scans}
+        recordings, regressors = stored_inputs([k for k, _ in scans], spec_dict["dataset_config"])
         started = datetime.datetime.now()
         model, _, result = run_training(
             spec,
@@ -234,6 +233,14 @@ def run_inputs(key: dict) -> tuple[dict, list[tuple[str, str]]]:
     return spec_dict, [(k, stored[k]) for k in names]
 
 
+def stored_inputs(keys: list[str], dataset_config: dict) -> tuple[Lazy, Lazy]:
+    """The recordings and regressors of ``keys`` as lazy mappings: training reads them one scan at a time
+    and keeps only the tensors (peak host memory: the tensors plus one raw recording)."""
+    recordings = Lazy(keys, lambda k: Scan().fetch_recording({"data_key": k}))
+    regressors = Lazy(keys, lambda k: fetch_regressors(k, dataset_config))
+    return recordings, regressors
+
+
 def load_trained_model(
     key: dict, device: torch.device, cache_dir=None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -241,10 +248,9 @@ def load_trained_model(
     spec_dict, _ = run_inputs(key)
     spec = RunSpec.from_dicts(**spec_dict)
     used = [r["data_key"] for r in (TrainedModel.UsedScan & key).to_dicts(order_by="data_key")]
-    recordings = {k: Scan().fetch_recording({"data_key": k}) for k in used}
-    regressors = {k: fetch_regressors(k, spec_dict["dataset_config"]) for k in used}
-    scans = build_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
-    model = build_model(spec, recordings, scans)
+    recordings, regressors = stored_inputs(used, spec_dict["dataset_config"])
+    scans, geometry = load_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
+    model = build_model(spec, geometry, scans)
     state = (TrainedModel.Checkpoint & key).fetch1("state_dict")
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     return model.to(device).eval(), scans

@@ -5,9 +5,10 @@ Used by the ``TrainedModel`` table and by the benchmarks; nothing here touches t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ import torch
 from pipeline.configs import BaselineModelConfig, DatasetConfig, TrainerConfig
 from pipeline.data.loaders import ScanTensors, build_scan_tensors
 from pipeline.data.recording import Recording
+from pipeline.models.build import ScanGeometry, stacked_core_full_gauss_readout
 from pipeline.registry import resolve
 from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.trainer import EpochRecord, TrainResult, train
@@ -45,6 +47,29 @@ class RunSpec:
         )
 
 
+class Lazy(Mapping):
+    """A read-only mapping that computes each value on access and keeps none of them.
+
+    With ``run_training`` this streams the scans: each recording is fetched, turned into tensors and
+    dropped before the next is fetched, so a training process never holds all raw recordings at once
+    (at SENSORIUM+ size 0.4 GB of images and responses per recording, beside the tensors).
+    """
+
+    def __init__(self, keys: list[str], fn: Callable[[str], Any]) -> None:
+        self._keys, self._fn = list(keys), fn
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._fn(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 def build_scans(
     recordings: Mapping[str, Recording],
     cfg: DatasetConfig,
@@ -53,30 +78,53 @@ def build_scans(
     regressors: Mapping[str, dict] | None = None,
 ) -> dict[str, ScanTensors]:
     """Tensors of every scan, in the order given, on ``device`` (with each scan's regressors, if given)."""
+    return load_scans(recordings, cfg, device, cache_dir, regressors)[0]
+
+
+def load_scans(
+    recordings: Mapping[str, Recording],
+    cfg: DatasetConfig,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    regressors: Mapping[str, dict] | None = None,
+) -> tuple[dict[str, ScanTensors], dict[str, ScanGeometry]]:
+    """Tensors and geometry of every scan, one scan at a time: ``recordings[k]`` and ``regressors[k]``
+    are read once each, and nothing of them but the tensors and the geometry is kept (see :class:`Lazy`).
+    """
     regressors = regressors or {}
-    return {
-        k: build_scan_tensors(rec, cfg, cache_dir, regressors.get(k)).to(device)
-        for k, rec in recordings.items()
-    }
+    scans, geometry = {}, {}
+    for k in recordings:
+        rec = recordings[k]
+        tensors = build_scan_tensors(rec, cfg, cache_dir, regressors.get(k))
+        scans[k] = tensors.to(device)
+        geometry[k] = scan_geometry(rec)
+        del rec, tensors  # on an accelerator the host copies go here, before the next scan is read
+    return scans, geometry
 
 
-def build_model(spec: RunSpec, recordings: Mapping[str, Recording], scans: Mapping[str, ScanTensors]):
-    """The model of ``spec`` for these scans, initialised from ``spec.seed`` (on the CPU)."""
-    from pipeline.models.build import ScanGeometry, stacked_core_full_gauss_readout
+def scan_geometry(rec: Recording) -> ScanGeometry:
+    """What the model builder needs of a recording: neuron count, cortex positions, trial count."""
+    return ScanGeometry(
+        n_neurons=rec.n_neurons,
+        cortex_xy=np.asarray(rec.neurons["cell_motor_coordinates"], dtype=np.float64)[:, :2],
+        n_trials=rec.n_trials,
+    )
+
+
+def build_model(
+    spec: RunSpec,
+    recordings: Mapping[str, Recording | ScanGeometry],
+    scans: Mapping[str, ScanTensors],
+):
+    """The model of ``spec`` for these scans (recordings or their geometry), initialised from
+    ``spec.seed`` (on the CPU)."""
     from pipeline.models.modulated import modulated_stacked_core_full_gauss_readout as modulated_builder
 
     builders = {
         "sensorium.models.stacked_core_full_gauss_readout": stacked_core_full_gauss_readout,
         "sensorium.models.modulated_stacked_core_full_gauss_readout": modulated_builder,
     }
-    geometry = {
-        k: ScanGeometry(
-            n_neurons=rec.n_neurons,
-            cortex_xy=np.asarray(rec.neurons["cell_motor_coordinates"], dtype=np.float64)[:, :2],
-            n_trials=rec.n_trials,
-        )
-        for k, rec in recordings.items()
-    }
+    geometry = {k: g if isinstance(g, ScanGeometry) else scan_geometry(g) for k, g in recordings.items()}
     first = next(iter(scans.values()))
     return builders[spec.model_fn](
         spec.model_config,
@@ -104,8 +152,8 @@ def run_training(
     ``checkpoint`` and ``should_stop`` are passed to :func:`pipeline.training.trainer.train` (resume
     from / save after every epoch; stop between batches).
     """
-    scans = build_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
-    model = build_model(spec, recordings, scans).to(device)
+    scans, geometry = load_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
+    model = build_model(spec, geometry, scans).to(device)
     result = train(
         model,
         scans,
