@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The GPU check (run on a machine with a CUDA GPU; prints figures, changes nothing in the repository):
-#   1. training throughput of the full baseline on CPU and CUDA, side by side (train_throughput.py);
-#   2. the demo-size baseline and winner presets trained end to end through the pipeline on CUDA
-#      (ablation.py --device cuda: test correlation next to the oracle, and epoch timings);
-#   3. the training, worker and import tests with SENSORIUM_DEVICE=cuda.
+# The GPU check: every GPU measurement and the GPU tests, in one run of at most ~8 minutes on an
+# H100/H200-class machine (prints figures, changes nothing in the repository):
+#   1. the six full-size synthetic recordings (sensorium synth --scale full, mice in parallel), reused
+#      from $SENSORIUM_BENCH_DATA when already there;
+#   2. training throughput of the baseline and winner presets on them, on CUDA, without and with each
+#      throughput option (bf16 autocast, channels_last, fused Adam, torch.compile of the core), and the
+#      validation correlation after 3 epochs without and with autocast (train_throughput.py);
+#   3. the demo-scale presets on CUDA and CPU for the same table at demo size;
+#   4. tests/gpu (training, prediction, resume and a worker process on CUDA).
 # Usage: benchmarks/gpu_check.sh [OUT_DIR]     (figures also go to OUT_DIR, default ./gpu-check)
-# Not yet run on a GPU by this project (no GPU was lent to the sessions that wrote it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-check}"
@@ -14,14 +17,19 @@ make install >/dev/null
 py=.venv/bin/python
 $py -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.cuda.get_device_name(0))'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.csv" || true
+start=$(date +%s)
+step() { echo "== $1  [$(($(date +%s) - start)) s]"; }
 
-echo "== 1. baseline training throughput, CPU and CUDA"
-$py benchmarks/train_throughput.py --all-devices --json | tee "$out/throughput.json"
+step "1-2. full scale: throughput of baseline and winner on CUDA, each option, autocast agreement"
+timeout 330 $py benchmarks/train_throughput.py --scale full --device cuda --compare-options \
+    --agree-epochs 3 --json > "$out/throughput_full.json" || echo "full-scale throughput: exit $?"
+$py -c 'import json,sys; sys.path.insert(0, "benchmarks"); import train_throughput as t
+print(t.render(json.load(open(sys.argv[1]))))' "$out/throughput_full.json" || true
 
-echo "== 2. demo baseline and winner presets through the pipeline, on CUDA"
-SENSORIUM_DEVICE=cuda $py benchmarks/ablation.py --presets demo,winner_demo --json | tee "$out/presets.json"
+step "3. demo scale on CUDA"
+timeout 60 $py benchmarks/train_throughput.py --scale demo --device cuda --options none,all \
+    | tee "$out/throughput_demo.txt" || echo "demo throughput: exit $?"
 
-echo "== 3. tests on CUDA"
-SENSORIUM_DEVICE=cuda timeout 900 $py -m pytest -q -p no:cacheprovider \
-    tests/integration/test_training.py tests/integration/test_worker.py \
-    tests/integration/test_import_checkpoint.py 2>&1 | tee "$out/tests.txt" | tail -5
+step "4. tests/gpu"
+timeout 150 $py -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$out/tests.txt" | tail -5
+step "done"

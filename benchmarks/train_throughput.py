@@ -1,29 +1,32 @@
-"""Training throughput of the SENSORIUM baseline model on synthetic data (no database needed).
+"""Training throughput of the baseline and winner presets, with and without each throughput option.
 
 What it measures:
-    The model of ``experiments/baseline.yaml`` at full size (64 channels, 4 layers, depth-separable core,
-    Gaussian readout with cortex grid predictor, shifter) is trained on ``--scans`` synthetic recordings
-    (``pipeline.data.synth``, 144x256 images rescaled to 36x64, ``--neurons`` x ``--trials`` each) for
-    ``--warmup`` untimed and ``--steps`` timed optimiser steps. A step is what the standard trainer
-    (``pipeline.training.trainer._train_epoch``) does per round: one shuffled training batch from every
-    scan, Poisson loss scaled by sqrt(T/B) plus the model's regulariser, backward, then one Adam step.
+    For each preset (``--scale demo``: ``experiments/demo.yaml`` and ``winner_demo.yaml`` on the two demo
+    recordings; ``--scale full``: ``baseline.yaml`` and ``winner.yaml`` on the six SENSORIUM+-size
+    recordings; or any ``--experiment FILE``), the scans' tensors are built on the device (everything
+    resident there: images, responses, regressors), the model is built from the preset's seed, and the
+    trainer's own epoch function (``pipeline.training.trainer._train_epoch``: one batch of every scan per
+    optimiser step, the trainer's loss, regularisers and options) runs ``--warmup`` untimed rounds (they
+    also pay ``torch.compile``'s compile time), then ``--repeats`` timed passes of ``--rounds`` rounds
+    (default: a whole epoch), then one timed validation pass (the trainer's early-stopping score).
 
-    Reported per device:
-      * samples/s: training samples processed in the timed steps / their total wall time;
-      * median step (ms) over the timed steps;
-      * data wait: time spent assembling batches (``next()`` on the batch iterators) / total step time;
-        on CUDA the device is synchronised around every clock reading, so queued GPU work is charged to
-        compute, not to the data;
-      * peak memory: CPU - the process's peak resident set size (``ru_maxrss``) while building the scan
-        tensors and training; the high-water mark is reset first through ``/proc/self/clear_refs`` so
-        the larger peak of the synthesis is not counted (where that fails, the peak since start is shown,
-        marked ``RSS*``); CUDA - ``torch.cuda.max_memory_allocated()`` since the scans were moved there;
-      * the size of the scan tensors held on the device, and the time to build them.
-    Everything is seeded with ``--seed`` (default 0).
+    Reported per preset and option set:
+      * samples/s: training samples of a timed pass / its wall time (median over the repeats);
+      * s/epoch: a whole epoch's training rounds at that rate plus the validation pass (measured);
+      * peak memory: CUDA ``max_memory_allocated`` since the tensors were built; CPU the process's peak
+        RSS (reset before the tensors are built, where ``/proc/self/clear_refs`` allows);
+      * with ``--agree-epochs N``: the validation correlation after N epochs of real training
+        (``trainer.train``, no early stop) without and with bf16 autocast, for the first preset.
 
-How to run (from the repository root):
-    .venv/bin/python benchmarks/train_throughput.py [--all-devices]
-    .venv/bin/python benchmarks/train_throughput.py --device cpu --threads 4 --steps 10 --json
+    Option sets (``--options``): ``none``, each single option (``autocast``, ``channels_last``,
+    ``fused_adam``, ``compile``) and ``all``; default ``none`` (``--compare-options``: all of them).
+    Everything is seeded; on CUDA the device is synchronised around every clock reading.
+
+Run (from the repository root):
+    .venv/bin/python benchmarks/train_throughput.py --scale demo
+    .venv/bin/python benchmarks/train_throughput.py --scale full --device cuda \
+        --compare-options --agree-epochs 5
+    .venv/bin/python benchmarks/train_throughput.py --experiment old_winner_demo.yaml --scale demo
 """
 
 from __future__ import annotations
@@ -31,139 +34,82 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import shlex
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
+from common import GIB, MIB, REPO, command_line, machine_info, machine_line, recordings, table
 
-from pipeline.data.loaders import ScanTensors
+from pipeline.data.format import read_recording
 from pipeline.data.recording import Recording
-from pipeline.data.synth import SynthConfig, synthesize
+from pipeline.data.synth import scale_configs, synthesize
 from pipeline.experiments import load_experiment
-from pipeline.training.losses import loss_scale, poisson_loss
+from pipeline.regressors.compute import compute_regressors
+from pipeline.training import speed
 from pipeline.training.run import RunSpec, build_model, build_scans
 from pipeline.training.seeding import resolve_device, set_seed
+from pipeline.training.trainer import BatchStream, _train_epoch, train, validation_correlation
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "baseline.yaml"
-MIB = 1024 * 1024
+PRESETS = {
+    "demo": ("demo.yaml", "winner_demo.yaml"),
+    "full": ("baseline.yaml", "winner.yaml"),
+}
+OPTION_SETS = {
+    "none": {},
+    "autocast": {"autocast": "bf16"},
+    "channels_last": {"channels_last": True},
+    "fused_adam": {"fused_adam": True},
+    "compile": {"compile_core": True},
+    "all": {"autocast": "bf16", "channels_last": True, "fused_adam": True, "compile_core": True},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda")
-    where.add_argument("--all-devices", action="store_true", help="run on the CPU and, if present, CUDA")
-    parser.add_argument("--neurons", type=int, default=1000, help="neurons per scan (default 1000)")
-    parser.add_argument("--trials", type=int, default=1200, help="trials per scan, all tiers (default 1200)")
-    parser.add_argument("--scans", type=int, default=2, help="number of synthetic scans (default 2)")
-    parser.add_argument("--steps", type=int, default=30, help="timed optimiser steps (default 30)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed optimiser steps first (default 5)")
-    parser.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data, model and shuffling (default 0)")
+    parser.add_argument(
+        "--scale", choices=sorted(PRESETS), default="demo", help="data and presets (default demo)"
+    )
+    parser.add_argument(
+        "--experiment", type=Path, action="append", help="preset file(s) instead of the scale's"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda")
+    parser.add_argument(
+        "--options", default="none", help=f"comma-separated option sets of {list(OPTION_SETS)}"
+    )
+    parser.add_argument("--compare-options", action="store_true", help="every option set, side by side")
+    parser.add_argument("--rounds", type=int, help="rounds per timed pass (default: a whole epoch)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes (median; default 2)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
+    parser.add_argument("--agree-epochs", type=int, default=0, help="epochs of the autocast agreement check")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave)")
+    parser.add_argument("--seed", type=int, default=0, help="synthesis seed (default 0)")
+    parser.add_argument(
+        "--data", type=Path, help="read the recordings from this folder (default: synthesise)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = parser.parse_args(argv)
-    for name in ("neurons", "trials", "scans", "steps", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0:
-        parser.error("--warmup must be non-negative")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be at least 1")
+    sets = list(OPTION_SETS) if args.compare_options else args.options.split(",")
+    unknown = [s for s in sets if s not in OPTION_SETS]
+    if unknown:
+        parser.error(f"--options: unknown {unknown}; known: {list(OPTION_SETS)}")
+    args.option_sets = sets
+    for name in ("rounds", "repeats", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be at least 1")
     return args
-
-
-# ----------------------------------------------------------------------------------------------------
-# machine
-# ----------------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict[str, Any]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
-    info: dict[str, Any] = {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "gpu": None,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-# ----------------------------------------------------------------------------------------------------
-# one training step, as in pipeline.training.trainer._train_epoch
-# ----------------------------------------------------------------------------------------------------
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _endless(scan: ScanTensors, batch_size: int, generator: torch.Generator) -> Iterator[dict]:
-    """Shuffled training batches forever, a new permutation after each pass (as the trainer's stream)."""
-    while True:
-        yield from scan.batches("train", batch_size, generator)
-
-
-def train_step(model, scans, streams, optimizer, trainer_cfg, device) -> tuple[float, float, int]:
-    """One round (a batch from every scan, one Adam step); returns (seconds, data seconds, samples)."""
-    _sync(device)
-    start = time.perf_counter()
-    data_s, samples = 0.0, 0
-    for key, scan in scans.items():
-        _sync(device)
-        t0 = time.perf_counter()
-        batch = next(streams[key])
-        _sync(device)
-        data_s += time.perf_counter() - t0
-        pred = model(**batch, data_key=key, detach_core=trainer_cfg.detach_core)
-        target = batch["responses"]
-        loss = poisson_loss(pred, target, avg=trainer_cfg.avg_loss)
-        if trainer_cfg.scale_loss:
-            loss = loss * loss_scale(scan.n_trials, target.shape[0])
-        loss = loss + model.regularizer(key)
-        loss.backward()
-        value = float(loss.detach())  # the trainer reads every loss (a device sync on CUDA)
-        if not np.isfinite(value):
-            raise RuntimeError(f"loss is {value} on scan {key}")
-        samples += int(target.shape[0])
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    _sync(device)
-    return time.perf_counter() - start, data_s, samples
-
-
-def tensor_bytes(scan: ScanTensors) -> int:
-    tensors = [scan.images, scan.behavior, scan.pupil_center, scan.responses, *scan.extras.values()]
-    return sum(t.element_size() * t.nelement() for t in tensors)
 
 
 def reset_peak_rss() -> bool:
@@ -176,9 +122,51 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def bench_device(
-    device: torch.device, spec: RunSpec, recordings: dict[str, Recording], args: argparse.Namespace
+def _recording(cfg, mouse: int) -> Recording:
+    return synthesize(cfg, mouse)[0]
+
+
+def _parallel(fn, *iterables) -> list:
+    """``list(map(fn, *iterables))``, in processes where cores and memory allow (~8 GB per full-size
+    mouse while it is generated or its network state fitted)."""
+    n = len(iterables[0])
+    jobs = max(1, min(n, os.cpu_count() or 1, int(psutil.virtual_memory().available // (9 * GIB))))
+    if jobs == 1:
+        return list(map(fn, *iterables))
+    with ProcessPoolExecutor(jobs) as pool:
+        return list(pool.map(fn, *iterables))
+
+
+def load_data(args: argparse.Namespace) -> tuple[dict[str, Recording], float]:
+    """The scale's recordings: read from ``--data`` when given, else synthesised in memory."""
+    start = time.perf_counter()
+    if args.data is not None:
+        recs = [read_recording(folder, progress=False) for folder in recordings(args.data)]
+        if not recs:
+            raise SystemExit(f"--data: no recordings in {args.data}")
+    else:
+        configs = scale_configs(args.scale, args.seed)
+        recs = _parallel(_recording, configs, range(len(configs)))
+    return {r.data_key: r for r in recs}, time.perf_counter() - start
+
+
+def run_spec(path: Path, options: dict[str, Any]) -> RunSpec:
+    exp = load_experiment(path)
+    member = exp.members[0] if exp.members else None
+    dataset = {**exp.dataset.config, "scans": "all"}
+    if member is not None and member.split is not None and dataset.get("split"):
+        dataset["split"] = {**dataset["split"], "index": member.split}
+    seed = member.seed if member is not None else exp.seeds[0]
+    trainer = {**exp.trainer.config, **options}
+    return RunSpec.from_dicts(
+        exp.dataset.fn, dataset, exp.model.fn, exp.model.config, exp.trainer.fn, trainer, seed
+    )
+
+
+def bench(
+    spec: RunSpec, recs: dict[str, Recording], regs: dict, device: torch.device, args
 ) -> dict[str, Any]:
+    cfg = spec.trainer_config
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -186,48 +174,58 @@ def bench_device(
     else:
         rss_reset = reset_peak_rss()
     t0 = time.perf_counter()
-    scans = build_scans(recordings, spec.dataset_config, device)
+    scans = build_scans(recs, spec.dataset_config, device, regressors=regs)
     _sync(device)
     build_s = time.perf_counter() - t0
-    model = build_model(spec, recordings, scans).to(device)
-    trainer_cfg = spec.trainer_config
-
-    set_seed(args.seed)  # as the trainer does before training
-    optimizer = torch.optim.Adam(model.parameters(), lr=trainer_cfg.lr_init)
-    generators = {k: torch.Generator().manual_seed(args.seed) for k in scans}
-    streams = {k: _endless(s, args.batch_size, generators[k]) for k, s in scans.items()}
+    model = build_model(spec, recs, scans).to(device)
+    set_seed(spec.seed)
+    speed.prepare_model(model, cfg)
+    optimizer = speed.optimizer(model.parameters(), cfg)
+    bs = spec.dataset_config.batch_size
+    streams = {
+        k: BatchStream(s, bs, torch.Generator().manual_seed(spec.dataset_config.shuffle_seed))
+        for k, s in scans.items()
+    }
+    epoch_rounds = max(int(np.ceil(len(s.tier_indices("train")) / bs)) for s in scans.values())
+    rounds = min(args.rounds or epoch_rounds, epoch_rounds)
+    per_round = sum(min(bs, len(s.tier_indices("train"))) for s in scans.values())
     model.train()
-    optimizer.zero_grad(set_to_none=True)
-    for _ in range(args.warmup):
-        train_step(model, scans, streams, optimizer, trainer_cfg, device)
-    step_s, data_s, samples = [], [], []
-    for _ in range(args.steps):
-        s, d, n = train_step(model, scans, streams, optimizer, trainer_cfg, device)
-        step_s.append(s)
-        data_s.append(d)
-        samples.append(n)
-
+    t0 = time.perf_counter()
+    if args.warmup:
+        _train_epoch(model, scans, streams, optimizer, cfg, args.warmup, 0)
+    _sync(device)
+    warmup_s = time.perf_counter() - t0
+    pass_s = []
+    for _ in range(args.repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        _train_epoch(model, scans, streams, optimizer, cfg, rounds, 1)
+        _sync(device)
+        pass_s.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    val = validation_correlation(model, scans, precision=lambda: speed.autocast(cfg, device))
+    _sync(device)
+    val_s = time.perf_counter() - t0
     if device.type == "cuda":
-        peak, peak_kind = torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated"
-    else:  # ru_maxrss is in KiB on Linux
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        peak_kind = "process peak RSS" + (" (scan build + training)" if rss_reset else " (since start)")
+        peak, kind = torch.cuda.max_memory_allocated(device), "alloc"
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "RSS" if rss_reset else "RSS*"
+    median = statistics.median(pass_s)
+    samples_per_s = rounds * per_round / median
     result = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "build_scans_s": build_s,
-        "samples_per_s": sum(samples) / sum(step_s),
-        "median_step_ms": 1000 * statistics.median(step_s),
-        "median_data_ms": 1000 * statistics.median(data_s),
-        "data_wait_pct": 100 * sum(data_s) / sum(step_s),
-        "timed_steps": len(step_s),
-        "timed_samples": sum(samples),
+        "warmup_s": warmup_s,
+        "rounds_timed": rounds,
+        "epoch_rounds": epoch_rounds,
+        "samples_per_s": samples_per_s,
+        "train_s_per_epoch": median * epoch_rounds / rounds,
+        "validation_s": val_s,
+        "s_per_epoch": median * epoch_rounds / rounds + val_s,
+        "val_corr_after": val,
         "peak_memory_mib": peak / MIB,
-        "peak_memory_kind": peak_kind,
-        "scan_tensors_mib": sum(tensor_bytes(s) for s in scans.values()) / MIB,
+        "peak_memory_kind": kind,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "step_s": step_s,
-        "data_s": data_s,
+        "pass_s": pass_s,
     }
     del model, optimizer, scans, streams
     if device.type == "cuda":
@@ -235,78 +233,26 @@ def bench_device(
     return result
 
 
-# ----------------------------------------------------------------------------------------------------
-# report
-# ----------------------------------------------------------------------------------------------------
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """Aligned plain text: first column left-aligned, the others right-aligned."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        out = [
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def mem_tag(result: dict[str, Any]) -> str:
-    if result["device"] != "cpu":
-        return "(alloc)"
-    return "(RSS)" if "since start" not in result["peak_memory_kind"] else "(RSS*)"
-
-
-def render(report: dict[str, Any]) -> str:
-    m, w = report["machine"], report["workload"]
-    cores = f"{m['cores']} cores"
-    if m["usable_cores"] != m["cores"]:
-        cores += f" ({m['usable_cores']} usable)"
-    gpu = f"{m['gpu']} (CUDA {m.get('cuda')})" if m["gpu"] else "none"
-    head = [
-        "SENSORIUM baseline: training throughput on synthetic data",
-        f"command   : {report['command']}",
-        f"machine   : {m['cpu']}, {cores}; GPU: {gpu}",
-        f"software  : Python {m['python']}, torch {m['torch']}, {m['torch_threads']} torch threads",
-        f"model     : {w['experiment']} ({w['model']}), {w['parameters']:,} parameters",
-        f"workload  : {w['scans']} scans x {w['neurons']} neurons x {w['trials']} trials "
-        f"({w['train_trials']} train each), batch {w['batch_size']}, "
-        f"{w['warmup']} warm-up + {w['steps']} timed steps, seed {w['seed']}",
-        f"synthesis : {w['synthesis_s']:.2f} s for {w['scans']} recordings; "
-        f"benchmark wall time {report['wall_s']:.1f} s",
-        "",
-    ]
-    headers = [
-        "device",
-        "build scans s",
-        "samples/s",
-        "median step ms",
-        "data wait",
-        "peak mem MiB",
-        "scan tensors MiB",
-    ]
-    rows = [
-        [
-            r["device"],
-            f"{r['build_scans_s']:.2f}",
-            f"{r['samples_per_s']:.1f}",
-            f"{r['median_step_ms']:.1f}",
-            f"{r['data_wait_pct']:.1f}%",
-            f"{r['peak_memory_mib']:.0f} {mem_tag(r)}",
-            f"{r['scan_tensors_mib']:.1f}",
-        ]
-        for r in report["results"]
-    ]
-    notes = [
-        "",
-        "step = one batch from every scan + one Adam step; samples/s = timed samples / timed wall time;",
-        "data wait = batch assembly / step time; peak mem: CPU process peak RSS during scan build + training",
-        "(RSS*: since process start), CUDA max_memory_allocated.",
-    ]
-    return "\n".join([*head, table(headers, rows), *notes])
+def agreement(spec: RunSpec, recs, regs, device, epochs: int) -> dict[str, float]:
+    """Validation correlation after ``epochs`` epochs (no early stop) without and with bf16 autocast."""
+    out = {}
+    for name, options in (("fp32", {"autocast": None}), ("bf16", {"autocast": "bf16"})):
+        cfg = spec.trainer_config.model_copy(
+            update={"max_iter": epochs, "patience": epochs + 1, "lr_decay_steps": 1, **options}
+        )
+        scans = build_scans(recs, spec.dataset_config, device, regressors=regs)
+        model = build_model(spec, recs, scans).to(device)
+        result = train(
+            model,
+            scans,
+            cfg,
+            batch_size=spec.dataset_config.batch_size,
+            shuffle_seed=spec.dataset_config.shuffle_seed,
+            seed=spec.seed,
+            progress=False,
+        )
+        out[name] = result.history[-1].val_corr
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,52 +260,41 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.all_devices:
-        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    else:
-        devices = [resolve_device(args.device)]
-
-    exp = load_experiment(EXPERIMENT)
-    dataset_config = {**exp.dataset.config, "scans": "all", "batch_size": args.batch_size}
-    spec = RunSpec.from_dicts(
-        exp.dataset.fn,
-        dataset_config,
-        exp.model.fn,
-        exp.model.config,
-        exp.trainer.fn,
-        exp.trainer.config,
-        args.seed,
-    )
-
-    t0 = time.perf_counter()
-    synth_cfg = SynthConfig(n_neurons=args.neurons, n_trials=args.trials, seed=args.seed)
-    recordings: dict[str, Recording] = {}
-    for mouse in range(args.scans):
-        rec, _truth = synthesize(synth_cfg, mouse)
-        recordings[rec.data_key] = rec
-    synthesis_s = time.perf_counter() - t0
-
-    results = [bench_device(device, spec, recordings, args) for device in devices]
-    mc = spec.model_config
+    device = resolve_device(args.device)
+    recs, data_s = load_data(args)
+    presets = args.experiment or [REPO / "experiments" / name for name in PRESETS[args.scale]]
+    results, agree = [], None
+    for path in presets:
+        base = run_spec(path, {})
+        t0 = time.perf_counter()
+        computed = _parallel(compute_regressors, list(recs.values()), [base.dataset_config] * len(recs))
+        regs = dict(zip(recs, computed, strict=True))
+        regs_s = time.perf_counter() - t0
+        for name in args.option_sets:
+            print(f"{path.name} [{name}] ...", file=sys.stderr, flush=True)
+            r = bench(run_spec(path, OPTION_SETS[name]), recs, regs, device, args)
+            results.append({"preset": path.name, "options": name, "regressors_s": regs_s, **r})
+        if args.agree_epochs and agree is None:
+            agree = {
+                "preset": path.name,
+                "epochs": args.agree_epochs,
+                **agreement(base, recs, regs, device, args.agree_epochs),
+            }
+    first = next(iter(recs.values()))
     report = {
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        "command": command_line(),
         "machine": machine_info(),
+        "device": str(device),
         "workload": {
-            "experiment": str(EXPERIMENT.relative_to(EXPERIMENT.parents[1])),
-            "model": f"{mc.hidden_channels} channels x {mc.layers} layers"
-            + (", depth-separable" if mc.depth_separable else ""),
-            "parameters": results[0]["parameters"],
-            "scans": args.scans,
-            "neurons": args.neurons,
-            "trials": args.trials,
-            "train_trials": int(np.sum(np.asarray(next(iter(recordings.values())).tiers) == "train")),
-            "batch_size": args.batch_size,
-            "warmup": args.warmup,
-            "steps": args.steps,
-            "seed": args.seed,
-            "synthesis_s": synthesis_s,
+            "scale": args.scale,
+            "scans": len(recs),
+            "neurons": [r.n_neurons for r in recs.values()],
+            "trials": [r.n_trials for r in recs.values()],
+            "train_trials": int(np.sum(np.asarray(first.tiers) == "train")),
+            "data_s": data_s,
         },
         "results": results,
+        "autocast_agreement": agree,
         "wall_s": time.perf_counter() - start,
     }
     if args.json:
@@ -367,6 +302,56 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(render(report))
     return 0
+
+
+def render(report: dict[str, Any]) -> str:
+    w = report["workload"]
+    head = [
+        "Training throughput (trainer epoch function, data resident on the device)",
+        f"command  : {report['command']}",
+        f"machine  : {machine_line(report['machine'])}",
+        f"device   : {report['device']}",
+        f"workload : {w['scans']} scans, neurons {w['neurons']}, trials {w['trials']}",
+        "",
+    ]
+    headers = [
+        "preset",
+        "options",
+        "params",
+        "samples/s",
+        "s/epoch",
+        "of it validation",
+        "peak MiB",
+        "warm-up s",
+    ]
+    rows = [
+        [
+            r["preset"],
+            r["options"],
+            f"{r['parameters']:,}",
+            f"{r['samples_per_s']:.1f}",
+            f"{r['s_per_epoch']:.2f}",
+            f"{r['validation_s']:.2f}",
+            f"{r['peak_memory_mib']:.0f} ({r['peak_memory_kind']})",
+            f"{r['warmup_s']:.1f}",
+        ]
+        for r in report["results"]
+    ]
+    lines = [*head, table(headers, rows)]
+    timed = {r["rounds_timed"] for r in report["results"]}
+    epoch = {r["epoch_rounds"] for r in report["results"]}
+    lines.append(
+        f"\ntimed passes of {sorted(timed)} rounds (an epoch is {sorted(epoch)}); "
+        "s/epoch = epoch rounds at that rate + validation"
+    )
+    a = report["autocast_agreement"]
+    if a:
+        lines.append(
+            f"validation correlation after {a['epochs']} epochs of {a['preset']}: "
+            f"fp32 {a['fp32']:.4f}, bf16 autocast {a['bf16']:.4f}"
+        )
+    lines.append(f"benchmark wall time {report['wall_s']:.0f} s")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
