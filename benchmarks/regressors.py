@@ -84,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             "NetworkState": (NetworkState, StateParamSet.key_of(regs["state"])),
             "SplitSet": (SplitSet, SplitParamSet.key_of(dataset["split"])),
         }
-        (TrialOrder & keys).delete(prompt=False)  # made by ingest: recompute it here, timed
+        # TrialOrder is made by ingest, and a kept --home may hold the rest from an earlier run:
+        # every table is recomputed here, timed
+        for tbl, restriction in reversed(list(restrictions.values())):
+            (tbl & keys & restriction).delete(prompt=False)
         seconds: dict[str, list[float]] = {name: [] for name in restrictions}
         for name, (tbl, restriction) in restrictions.items():
             for key in keys:

@@ -39,13 +39,14 @@ class LowRankPlusSparse:
     E: sparse.csr_matrix
 
     @classmethod
-    def clipped(cls, A: np.ndarray, B: np.ndarray, mu: np.ndarray, block: int = 512) -> LowRankPlusSparse:
+    def clipped(cls, A: np.ndarray, B: np.ndarray, mu: np.ndarray, block: int = 1024) -> LowRankPlusSparse:
         """clip0(A @ B + mu): the dense product is formed ``block`` rows at a time only to find the
         negative entries (the memory stays O(block N))."""
         A, B, mu = (np.asarray(x, dtype=np.float64) for x in (A, B, mu))
         rows, cols, vals = [], [], []
         for start in range(0, A.shape[0], block):
-            dense = A[start : start + block] @ B + mu[None, :]
+            dense = A[start : start + block] @ B
+            dense += mu[None, :]
             r, c = np.nonzero(dense < 0)
             rows.append(r + start)
             cols.append(c)
@@ -69,13 +70,13 @@ class LowRankPlusSparse:
         total = self.A.sum(axis=0) @ self.B.sum(axis=1) + P * self.mu.sum() + self.E.sum()
         return float(total / (P * N))
 
-    def times(self, Ht: np.ndarray) -> np.ndarray:
-        """R @ Ht: (P, k) for Ht (N, k)."""
-        return self.A @ (self.B @ Ht) + (self.mu @ Ht)[None, :] + self.E @ Ht
+    def left(self, Wt: np.ndarray) -> np.ndarray:
+        """W^T R: (k, N) for Wt = W^T (k, P)."""
+        return (Wt @ self.A) @ self.B + np.outer(Wt.sum(axis=1), self.mu) + (self.E.T @ Wt.T).T
 
-    def t_times(self, W: np.ndarray) -> np.ndarray:
-        """R^T @ W: (N, k) for W (P, k)."""
-        return self.B.T @ (self.A.T @ W) + np.outer(self.mu, W.sum(axis=0)) + self.E.T @ W
+    def right(self, H: np.ndarray) -> np.ndarray:
+        """H R^T: (k, P) for H (k, N)."""
+        return (H @ self.B.T) @ self.A.T + (H @ self.mu)[:, None] + (self.E @ H.T).T
 
 
 @dataclass(frozen=True)
@@ -91,26 +92,32 @@ class Dense:
     def mean(self) -> float:
         return float(self.X.mean())
 
-    def times(self, Ht: np.ndarray) -> np.ndarray:
-        return self.X @ Ht
+    def left(self, Wt: np.ndarray) -> np.ndarray:
+        return Wt @ self.X
 
-    def t_times(self, W: np.ndarray) -> np.ndarray:
-        return self.X.T @ W
+    def right(self, H: np.ndarray) -> np.ndarray:
+        return H @ self.X.T
 
 
 Matrix = LowRankPlusSparse | Dense
 
 
-def _sweep(W: np.ndarray, XHt: np.ndarray, HHt: np.ndarray) -> float:
-    """One coordinate-descent pass over the columns of W (in place); returns the projected-gradient
-    violation. Column t of every row at once: each row's update only involves that row."""
+def _sweep(F: np.ndarray, G: np.ndarray, gram: np.ndarray) -> float:
+    """One coordinate-descent pass over the rows of a factor F (k, M) stored component-major (in place);
+    returns the projected-gradient violation.
+
+    Minimises ||X - F^T Q||^2 over F >= 0 one component at a time, all M entries of a component at once
+    (each entry's update involves only its own column of F, so this equals scikit-learn's element-by-
+    element loop): G (k, M) = Q X^T, gram (k, k) = Q Q^T. Component-major rows keep every operation on
+    contiguous memory.
+    """
     violation = 0.0
-    for t in range(W.shape[1]):
-        grad = W @ HHt[:, t] - XHt[:, t]
-        projected = np.where(W[:, t] == 0, np.minimum(grad, 0.0), grad)
+    for t in range(F.shape[0]):
+        grad = gram[t] @ F - G[t]
+        projected = np.where(F[t] == 0, np.minimum(grad, 0.0), grad)
         violation += float(np.abs(projected).sum())
-        if HHt[t, t] != 0:
-            W[:, t] = np.maximum(W[:, t] - grad / HHt[t, t], 0.0)
+        if gram[t, t] != 0:
+            np.maximum(F[t] - grad / gram[t, t], 0.0, out=F[t])
     return violation
 
 
@@ -125,29 +132,22 @@ class NMFResult:
 
 
 def _solve(
-    X: LowRankPlusSparse,
-    W: np.ndarray,
-    H: np.ndarray | None,
-    Hfixed: np.ndarray | None,
-    max_iter: int,
-    tol: float,
+    X: Matrix, Wt: np.ndarray, H: np.ndarray, update_h: bool, max_iter: int, tol: float
 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """scikit-learn's ``_fit_coordinate_descent`` on Wt = W^T (k, P) and H (k, N), both updated in place
+    (H only when ``update_h``); returns (Wt, H, iterations)."""
     violation_init = None
     n_iter = 0
-    H = Hfixed if H is None else H
     while n_iter < max_iter:
         n_iter += 1
-        Ht = H.T
-        violation = _sweep(W, X.times(Ht), Ht.T @ Ht)
-        if Hfixed is None:
-            Ht = np.ascontiguousarray(H.T)
-            violation += _sweep(Ht, X.t_times(W), W.T @ W)
-            H = Ht.T
+        violation = _sweep(Wt, X.right(H), H @ H.T)
+        if update_h:
+            violation += _sweep(H, X.left(Wt), Wt @ Wt.T)
         if violation_init is None:
             violation_init = violation
         if violation_init == 0 or violation / violation_init <= tol:
             break
-    return W, H, n_iter
+    return Wt, H, n_iter
 
 
 def nmf_fit(X: Matrix, k: int, seed: int, max_iter: int = 200, tol: float = 1e-4) -> NMFResult:
@@ -157,17 +157,16 @@ def nmf_fit(X: Matrix, k: int, seed: int, max_iter: int = 200, tol: float = 1e-4
     avg = np.sqrt(X.mean() / k)
     H = np.abs(avg * rng.standard_normal(size=(k, N)))
     W = np.abs(avg * rng.standard_normal(size=(P, k)))
-    W, H, n_iter = _solve(X, W, H, None, max_iter, tol)
-    return NMFResult(W, H, n_iter, n_iter < max_iter)
+    Wt, H, n_iter = _solve(X, np.ascontiguousarray(W.T), H, True, max_iter, tol)
+    return NMFResult(Wt.T, H, n_iter, n_iter < max_iter)
 
 
 def nmf_transform(X: Matrix, H: np.ndarray, max_iter: int = 200, tol: float = 1e-4) -> NMFResult:
     """W >= 0 with X ~ W H for a fixed H (scikit-learn's ``NMF.transform``: with the cd solver W starts
     at zero)."""
     P, _ = X.shape
-    W = np.zeros((P, H.shape[0]))
-    W, H, n_iter = _solve(X, W, None, H, max_iter, tol)
-    return NMFResult(W, H, n_iter, n_iter < max_iter)
+    Wt, H, n_iter = _solve(X, np.zeros((H.shape[0], P)), H, False, max_iter, tol)
+    return NMFResult(Wt.T, H, n_iter, n_iter < max_iter)
 
 
 @dataclass(frozen=True)

@@ -65,12 +65,17 @@ def _reduced_rank_var(
     """
     rng = np.random.default_rng(seed)
     V = rng.standard_normal((rank, Z1.shape[1]))
-    # Z2^T pinv(Z1^T) does not change across iterations: (D, D) computed once instead of a (P, D) pinv
-    # inside the loop (same product, same result up to rounding)
-    M = Z2.T @ np.linalg.pinv(Z1.T)
+    # with Z1 = Q Rz (Q: P x D orthonormal columns), pinv(X Z1^T) = Q pinv(X Rz^T) for any X, so every
+    # pseudo-inverse below is of a (., D) matrix instead of a (., P) one:
+    # W = Z2^T pinv(V Z1^T) = (Q^T Z2)^T pinv(V Rz^T), and Z2^T pinv(Z1^T) = (Q^T Z2)^T pinv(Rz^T) does not
+    # change across iterations, so it is computed once
+    Q, Rz = np.linalg.qr(Z1)
+    Yt = (Q.T @ Z2).T
+    del Q
+    M = Yt @ np.linalg.pinv(Rz.T)
     W = np.zeros((Z1.shape[1], rank))
     for _ in range(n_iter):
-        W = Z2.T @ np.linalg.pinv(V @ Z1.T)
+        W = Yt @ np.linalg.pinv(V @ Rz.T)
         V = np.linalg.pinv(W) @ M
     return W, V
 
@@ -86,7 +91,7 @@ def _last_known_rows(A_t: np.ndarray, known_t: np.ndarray) -> tuple[np.ndarray, 
     # most recent known position strictly before each trial (-1: none yet)
     last = np.concatenate([[-1], np.maximum.accumulate(pos)[:-1]])
     known_pos = np.flatnonzero(known_t)
-    rows = np.vstack([np.zeros((1, N)), A_t[known_pos]])  # row 0 = session start
+    rows = np.vstack([np.zeros((1, N), dtype=A_t.dtype), A_t[known_pos]])  # row 0 = session start
     which = np.searchsorted(known_pos, last) + 1  # index into rows of the known position `last`
     which[last < 0] = 0
     return rows, which
@@ -114,30 +119,38 @@ class _StateModel:
         """(D, D) = V^T W^T, the map in row-vector form: Z_next = Z @ T_map."""
         return self.V.T @ self.W.T
 
-    def next_trial_matrix(self, prev_rows: np.ndarray) -> LowRankPlusSparse:
-        """(M, N) rows of A (clipped at 0) -> the (M, N) predicted next-trial activity, clipped at 0, as
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """(M, N) rows of A (clipped at 0) -> (M, D) float64 PCA scores of sqrt(rows + eps) (the PCA's
+        float32 precision, see :func:`_fit`)."""
+        return self.pca.transform(np.sqrt(np.asarray(rows, dtype=np.float32) + np.float32(self.eps))).astype(
+            np.float64
+        )
+
+    def next_trial_matrix(self, Z: np.ndarray) -> LowRankPlusSparse:
+        """(M, D) PCA scores of trials -> the (M, N) predicted next-trial activity, clipped at 0, as
         clip0((Z V^T)(W^T C) + mean): rank <= ``rank`` + 1 before the clip (C: the PCA components).
 
         The one map used both to build the NMF's training data R and to compute the state (SPEC 8.3 fixed:
-        the square root is applied in both places).
+        the square root is applied in both places, by :meth:`scores`).
         """
         if self.pca.whiten:
             raise ValueError("the state map assumes an unwhitened PCA")
-        Z = self.pca.transform(np.sqrt(prev_rows + self.eps))
-        return LowRankPlusSparse.clipped(Z @ self.V.T, self.W.T @ self.pca.components_, self.pca.mean_)
+        C = self.pca.components_.astype(np.float64)
+        return LowRankPlusSparse.clipped(Z @ self.V.T, self.W.T @ C, self.pca.mean_.astype(np.float64))
 
     def next_trial(self, prev_rows: np.ndarray) -> np.ndarray:
-        """:meth:`next_trial_matrix`, formed: (M, N)."""
-        return self.next_trial_matrix(prev_rows).dense()
+        """(M, N) rows of A -> the predicted next-trial activity, formed: (M, N)."""
+        return self.next_trial_matrix(self.scores(prev_rows)).dense()
 
 
 def _time_order(
     responses: np.ndarray, rank: np.ndarray, known: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Checked inputs -> (rank int64, known in time order (T,), A in time order (T, N) float64).
+    """Checked inputs -> (rank int64, known in time order (T,), A in time order (T, N) float32).
 
     A holds the known responses clipped at 0 and zeros for unknown trials: held-out (or zeroed) responses
-    are never read, so they cannot reach the pairs or the state.
+    are never read, so they cannot reach the pairs or the state. float32 is the precision the responses
+    are stored and normalised in, so nothing is lost, and it halves the memory of the largest arrays.
     """
     responses = np.asarray(responses)
     rank = np.asarray(rank, dtype=np.int64)
@@ -145,8 +158,8 @@ def _time_order(
     T, N = check_inputs(responses, rank, known)
     sort_id = np.argsort(rank, kind="stable")
     known_t = known[sort_id]
-    A_t = np.zeros((T, N), dtype=np.float64)
-    A_t[known_t] = np.clip(np.asarray(responses[sort_id[known_t]], dtype=np.float64), 0.0, None)
+    A_t = np.zeros((T, N), dtype=np.float32)
+    A_t[known_t] = np.clip(np.asarray(responses[sort_id[known_t]], dtype=np.float32), 0.0, None)
     if not np.all(np.isfinite(A_t)):
         raise ValueError("responses of known trials must be finite")
     return rank, known_t, A_t
@@ -165,15 +178,21 @@ def _fit(
         raise ValueError(
             f"network state needs at least 3 pairs of consecutive known trials in time order, got {n_pairs}"
         )
-    X1 = np.sqrt(A_t[prev] + cfg.eps)
-    X2 = np.sqrt(A_t[prev + 1] + cfg.eps)
-
+    # PCA in float32 (the responses' precision): its randomized SVD (power iterations over P x N, the
+    # largest cost here) runs at twice the float64 speed; the scores go on in float64
+    eps = np.float32(cfg.eps)
     n_pca = int(min(cfg.n_pca, n_pairs - 1, N))
     # random_state matters only when sklearn picks the randomized solver (large data); fixed for determinism
     pca = PCA(n_components=n_pca, random_state=cfg.rrr_seed)
-    Z1 = pca.fit_transform(X1)
-    Z2 = pca.transform(X2)
-    del X1, X2
+    Z1 = pca.fit_transform(np.sqrt(A_t[prev] + eps)).astype(np.float64)  # X1 = sqrt(A[t] + eps)
+    model = _StateModel(pca=pca, W=np.zeros(0), V=np.zeros(0), nmf=None, eps=cfg.eps)
+    # scores of every known trial, once: the pair targets X2, R's inputs and the state's inputs are all
+    # known rows (row 0 of `rows` is the session start's zero history)
+    rows, which = _last_known_rows(A_t, known_t)
+    Z_rows = model.scores(rows)
+    known_pos = np.flatnonzero(known_t)
+    at = np.searchsorted(known_pos, prev) + 1  # row of `rows` holding time position t
+    Z2 = Z_rows[at + 1]  # t + 1 is known, so it is the next known row
 
     W, V = _reduced_rank_var(Z1, Z2, min(cfg.rank, n_pca), cfg.n_iter, cfg.rrr_seed)
     T_map = V.T @ W.T  # (D, D): row-vector form of Z -> (W V Z^T)^T
@@ -183,12 +202,11 @@ def _fit(
     rrr_fit_r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
     model = _StateModel(pca=pca, W=W, V=V, nmf=None, eps=cfg.eps)
     # R = clip0(PCA^-1(Z2_hat)): predicted next trial of each pair; low rank + sparse (regressors.nmf)
-    R = model.next_trial_matrix(A_t[prev])
+    R = model.next_trial_matrix(Z_rows[at])
     nmf = FittedNMF.fit(R, cfg.n_components, cfg.nmf_seed, cfg.nmf_max_iter)
     model = _StateModel(pca=pca, W=W, V=V, nmf=nmf, eps=cfg.eps)
     del R
-    rows, which = _last_known_rows(A_t, known_t)
-    transformed = nmf.transform_result(model.next_trial_matrix(rows))
+    transformed = nmf.transform_result(model.next_trial_matrix(Z_rows))
     state_t = transformed.W[which]  # time order
     result = StateResult(
         state=state_t[rank].astype(np.float32),  # file i sits at time position rank[i]

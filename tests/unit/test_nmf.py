@@ -24,10 +24,10 @@ def test_operator_is_the_clipped_product(matrix):
     dense = np.clip(matrix.A @ matrix.B + matrix.mu, 0, None)
     np.testing.assert_allclose(matrix.dense(), dense, atol=1e-12)
     assert 0 < matrix.E.nnz < dense.size * 0.5, "the clip moved some entries, not most"
-    H = np.random.default_rng(0).uniform(size=(90, 3))
-    W = np.random.default_rng(1).uniform(size=(120, 3))
-    np.testing.assert_allclose(matrix.times(H), dense @ H, atol=1e-10)
-    np.testing.assert_allclose(matrix.t_times(W), dense.T @ W, atol=1e-10)
+    H = np.random.default_rng(0).uniform(size=(3, 90))
+    Wt = np.random.default_rng(1).uniform(size=(3, 120))
+    np.testing.assert_allclose(matrix.right(H), H @ dense.T, atol=1e-10)
+    np.testing.assert_allclose(matrix.left(Wt), Wt @ dense, atol=1e-10)
     assert matrix.mean() == pytest.approx(dense.mean(), rel=1e-12)
 
 
