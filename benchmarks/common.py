@@ -169,11 +169,13 @@ class Measured:
         return self
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> Measured:
-    """Run ``cmd`` and measure it: peak RSS is the kernel's high-water mark of the child (``wait4``)."""
+def run_measured(cmd: list[str], env: dict[str, str], show_stderr: bool = False) -> Measured:
+    """Run ``cmd`` and measure it: peak RSS is the kernel's high-water mark of the child (``wait4``).
+    Its output is captured; with ``show_stderr`` its stderr (progress lines) goes to ours instead."""
     with tempfile.TemporaryFile("w+") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        stderr = None if show_stderr else subprocess.STDOUT
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=stderr)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -10,7 +10,7 @@ What it measures:
          instead fetches every recording first, the way training did before, for comparison);
       3. ``model``: the winner model built and moved to the device;
       4. ``first epoch``: ``trainer.train`` with ``max_iter=1`` (its initial and final validation passes
-         included); on the CPU only the first ``--batches`` rounds of it (default 20: the peak of an epoch
+         included); on the CPU only the first ``--batches`` rounds of it (default 5: the peak of an epoch
          is reached in its first round, a whole epoch at full size takes hours on 2 cores); on CUDA the
          whole epoch.
     The process's kernel high-water mark (``ru_maxrss``) is printed too. The database server is another
@@ -19,7 +19,7 @@ What it measures:
     The recordings and their regressors come from a ``SENSORIUM_HOME`` prepared by
     ``benchmarks/regressors.py --home DIR`` (done here first when ``--home`` is not given or empty).
 
-Run:  .venv/bin/python benchmarks/memory.py [--home DIR] [--device cpu] [--batches 20] [--all-at-once]
+Run:  .venv/bin/python benchmarks/memory.py [--home DIR] [--device cpu] [--batches 5] [--all-at-once]
       [--json]
 """
 
@@ -38,6 +38,20 @@ from common import GIB, REPO, RssSampler, command_line, machine_info, machine_li
 
 TARGET_GIB = 8.0
 EXPERIMENT = REPO / "experiments" / "winner.yaml"
+
+
+def _progress(stages: dict[str, int]):
+    """A function printing one stderr line per finished stage (its peak RSS, seconds since the start)."""
+    start = time.perf_counter()
+
+    def say(name: str) -> None:
+        print(
+            f"  {name}: peak {stages[name] / GIB:.2f} GiB [{time.perf_counter() - start:.0f} s]",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return say
 
 
 def child(args: argparse.Namespace) -> None:
@@ -74,6 +88,8 @@ def child(args: argparse.Namespace) -> None:
         spec = RunSpec.from_dicts(**spec_dict)
         keys = sorted(r["data_key"] for r in Scan.proj().to_dicts())
         stages = {"start": rss.mark("start")}
+        say = _progress(stages)
+        say("start")
         t0 = time.perf_counter()
         if args.all_at_once:
             recordings = {k: Scan().fetch_recording({"data_key": k}) for k in keys}
@@ -82,9 +98,11 @@ def child(args: argparse.Namespace) -> None:
             recordings, regressors = stored_inputs(keys, dataset)
         scans, geometry = load_scans(recordings, spec.dataset_config, device, None, regressors)
         stages["fetch + tensors"] = rss.mark("fetch + tensors")
+        say("fetch + tensors")
         fetch_s = time.perf_counter() - t0
         model = build_model(spec, geometry, scans).to(device)
         stages["model"] = rss.mark("model")
+        say("model")
         t0 = time.perf_counter()
         result = train(
             model,
@@ -96,6 +114,7 @@ def child(args: argparse.Namespace) -> None:
             progress=False,
         )
         stages["first epoch"] = rss.mark("first epoch")
+        say("first epoch")
         epoch_s = time.perf_counter() - t0
     tensor_bytes = sum(
         t.element_size() * t.nelement()
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="SENSORIUM_HOME prepared by benchmarks/regressors.py")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    parser.add_argument("--batches", type=int, default=20, help="rounds of the first epoch on the CPU")
+    parser.add_argument("--batches", type=int, default=5, help="rounds of the first epoch on the CPU")
     parser.add_argument("--all-at-once", action="store_true", help="fetch every recording before tensors")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -137,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     env.update(SENSORIUM_HOME=str(home), PYTHONPATH=str(REPO))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--device", args.device]
     cmd += ["--batches", str(args.batches)] + (["--all-at-once"] if args.all_at_once else [])
-    m = run_measured(cmd, env).check("the measured training process")
+    m = run_measured(cmd, env, show_stderr=True).check("the measured training process")
     line = next(x for x in m.stdout.splitlines() if x.startswith("MEMORY "))
     result = json.loads(line[len("MEMORY ") :])
     report = {

@@ -23,6 +23,9 @@ def _axis_weights(n_in: int, n_out: int, scale: float) -> np.ndarray:
     return w
 
 
+_CHUNK = 256  # images per step of rescale_bilinear
+
+
 def rescale_bilinear(images: np.ndarray, scale: float) -> np.ndarray:
     """Rescale the last two axes of ``images`` by ``scale`` with bilinear interpolation, no anti-aliasing.
 
@@ -40,5 +43,12 @@ def rescale_bilinear(images: np.ndarray, scale: float) -> np.ndarray:
     h, w = int(round(H * scale)), int(round(W * scale))
     rows = _axis_weights(H, h, scale)
     cols = _axis_weights(W, w, scale)
-    out = np.einsum("hH,...HW,wW->...hw", rows, images.astype(np.float64, copy=False), cols, optimize=True)
-    return out.astype(np.float32)
+    flat = images.reshape(-1, H, W)
+    out = np.empty((flat.shape[0], h, w), dtype=np.float32)
+    # a chunk of images at a time: the float64 copy and einsum's intermediates of all 6,000 full-size
+    # images of a recording would be ~3.5 GB; per chunk they are a few MB, with the same arithmetic per
+    # image
+    for start in range(0, flat.shape[0], _CHUNK):
+        chunk = flat[start : start + _CHUNK].astype(np.float64, copy=False)
+        out[start : start + _CHUNK] = np.einsum("hH,nHW,wW->nhw", rows, chunk, cols, optimize=True)
+    return out.reshape(*images.shape[:-2], h, w)
