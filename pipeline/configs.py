@@ -110,7 +110,9 @@ class GridMeanPredictorConfig(FrozenConfig):
 class BaselineModelConfig(FrozenConfig):
     """``stacked_core_full_gauss_readout`` (SPEC 2.1-2.5). Defaults: the SENSORIUM+ baseline notebook."""
 
-    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"linear"})
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
+        {"linear", "output_nonlinearity", "softplus_beta", "learn_softplus_beta"}
+    )
 
     hidden_channels: int = Field(64, gt=0)
     input_kern: int = Field(9, gt=0)
@@ -134,6 +136,10 @@ class BaselineModelConfig(FrozenConfig):
     readout_bias: bool = True
     gamma_readout: float = Field(0.0076, ge=0)
     elu_offset: float = 0.0
+    # rates = f(drive + elu_offset): "elu1" ELU + 1 (SENSORIUM+), or softplus with beta fixed or learned
+    output_nonlinearity: Literal["elu1", "softplus"] = "elu1"
+    softplus_beta: float = Field(1.0, gt=0)
+    learn_softplus_beta: bool = False
     gauss_type: Literal["full"] = "full"
     grid_mean_predictor: GridMeanPredictorConfig | None = GridMeanPredictorConfig()
     shifter: bool = True

@@ -16,6 +16,7 @@ from pipeline.configs import BaselineModelConfig
 
 from .core import Stacked2dCore
 from .encoder import FiringRateEncoder
+from .nonlinearity import output_nonlinearity
 from .readout import MultipleFullGaussian2d
 from .shifter import MLPShifter
 
@@ -129,4 +130,6 @@ def stacked_core_full_gauss_readout(
             bias=cfg.shifter_bias,
         )
 
-    return FiringRateEncoder(core, readout, shifter=shifter, elu_offset=cfg.elu_offset)
+    return FiringRateEncoder(
+        core, readout, shifter=shifter, elu_offset=cfg.elu_offset, nonlinearity=output_nonlinearity(cfg)
+    )

@@ -8,15 +8,16 @@ line up.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .nonlinearity import EluPlusOne
 from .readout import MultipleFullGaussian2d
 from .shifter import MLPShifter
 
 
 class FiringRateEncoder(nn.Module):
-    """images [B, C, H, W] -> positive rates [B, N_data_key] = ELU(readout + elu_offset) + 1.
+    """images [B, C, H, W] -> positive rates [B, N_data_key] = f(readout + elu_offset), f = ELU + 1 unless
+    another ``nonlinearity`` is given (``pipeline.models.nonlinearity``).
 
     Subclasses (e.g. a behaviour modulator) can reuse ``readout_drive`` and override ``output_nonlinearity``
     or ``forward``.
@@ -28,12 +29,14 @@ class FiringRateEncoder(nn.Module):
         readout: MultipleFullGaussian2d,
         shifter: MLPShifter | None = None,
         elu_offset: float = 0.0,
+        nonlinearity: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.core = core
         self.readout = readout
         self.shifter = shifter
         self.offset = elu_offset  # NP's attribute name
+        self.nonlinearity = EluPlusOne() if nonlinearity is None else nonlinearity
 
     def readout_drive(
         self,
@@ -54,8 +57,8 @@ class FiringRateEncoder(nn.Module):
         return self.readout(x, data_key=data_key, shift=shift)
 
     def output_nonlinearity(self, drive: torch.Tensor) -> torch.Tensor:
-        """ELU(drive + elu_offset) + 1 > 0, elementwise."""
-        return F.elu(drive + self.offset) + 1.0
+        """f(drive + elu_offset) > 0, elementwise (f = ELU + 1 by default)."""
+        return self.nonlinearity(drive + self.offset)
 
     def forward(
         self,

@@ -60,5 +60,10 @@ def modulated_stacked_core_full_gauss_readout(
             modulators[key] = HistoryStateGainModulator(geom.n_neurons, geom.n_trials, params)
 
     return ModulatedFiringRateEncoder(
-        base.core, base.readout, shifter=base.shifter, elu_offset=base.offset, modulator=modulators
+        base.core,
+        base.readout,
+        shifter=base.shifter,
+        elu_offset=base.offset,
+        modulator=modulators,
+        nonlinearity=base.nonlinearity,
     )

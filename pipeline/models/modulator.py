@@ -169,6 +169,7 @@ class HistoryStateGainModulator(nn.Module):
         history: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
         rank: torch.Tensor | None = None,
+        nonlinearity: nn.Module | None = None,
     ) -> torch.Tensor:
         """Positive rates [B, N] from the readout drive [B, N].
 
@@ -177,6 +178,8 @@ class HistoryStateGainModulator(nn.Module):
             history: [B, N, nr_history] history features (needed when ``include_history``).
             state: [B, nr_behav_state] network-state features (needed when ``behav_state``).
             rank: [B] integer time rank of each trial within the scan (needed when ``include_gain``).
+            nonlinearity: applied to the modulated drive (default ELU + 1, the winner's; the encoder passes
+                its own, so ``output_nonlinearity: softplus`` reaches modulated models too).
         Inputs of disabled components are ignored.
         """
         if drive.dim() != 2 or drive.shape[1] != self.n_neurons:
@@ -202,7 +205,7 @@ class HistoryStateGainModulator(nn.Module):
                     f"got {tuple(state.shape)}"
                 )
             x = x + F.elu(self.state_encoder(state.to(drive.dtype)))
-        rates = F.elu(x) + 1.0
+        rates = F.elu(x) + 1.0 if nonlinearity is None else nonlinearity(x)
         if self.include_gain:
             rates = self._neuron_gain(self._check_rank(rank, B)) * rates
         return rates
@@ -229,7 +232,8 @@ class ModulatedFiringRateEncoder(FiringRateEncoder):
     """The baseline encoder whose output nonlinearity is replaced, per scan, by a modulator.
 
     ``modulator`` is an ``nn.ModuleDict`` keyed by data_key; scans without an entry keep the baseline output
-    ``ELU(drive + elu_offset) + 1``. With a modulator ``elu_offset`` is unused.
+    f(drive + elu_offset) (f: ELU + 1 or the configured nonlinearity). With a modulator ``elu_offset`` is
+    unused.
     """
 
     def __init__(
@@ -239,8 +243,9 @@ class ModulatedFiringRateEncoder(FiringRateEncoder):
         shifter: MLPShifter | None = None,
         elu_offset: float = 0.0,
         modulator: Mapping[str, nn.Module] | None = None,
+        nonlinearity: nn.Module | None = None,
     ) -> None:
-        super().__init__(core, readout, shifter=shifter, elu_offset=elu_offset)
+        super().__init__(core, readout, shifter=shifter, elu_offset=elu_offset, nonlinearity=nonlinearity)
         self.modulator = nn.ModuleDict(dict(modulator or {}))
 
     def forward(
@@ -257,7 +262,7 @@ class ModulatedFiringRateEncoder(FiringRateEncoder):
         """Predicted rates [B, N]; other batch fields (responses, behavior, trial_id, ...) are ignored."""
         drive = self.readout_drive(images, data_key, pupil_center, detach_core)
         if data_key in self.modulator:
-            return self.modulator[data_key](drive, history, state, rank_id)
+            return self.modulator[data_key](drive, history, state, rank_id, nonlinearity=self.nonlinearity)
         return self.output_nonlinearity(drive)
 
     def regularizer(self, data_key: str, detach_core: bool = False) -> torch.Tensor:

@@ -86,3 +86,27 @@ def test_missing_regressors_give_a_clear_error(ingested):
     config["regressors"]["history"] = {"lags": [1, 3]}  # never computed
     with pytest.raises(LookupError, match="run `sensorium populate`"):
         fetch_regressors(SCANS[0], config)
+
+
+def test_compute_regressors_equals_the_tables(ingested):
+    """pipeline.regressors.compute (no database; the benchmarks use it) gives what the tables store."""
+    from pipeline.configs import DatasetConfig
+    from pipeline.regressors.compute import compute_regressors
+    from schemas import regressors as r
+    from schemas.data import Scan
+
+    config = {**tiny_winner("x")["dataset"]["config"], "split": {"n_splits": 3, "seed": 5, "index": 1}}
+    r.register_dataset_regressors(config)
+    for table in (r.BehaviorNormalization, r.History, r.NetworkState, r.SplitSet):
+        table.populate(display_progress=False)
+    for k in SCANS:
+        stored = r.fetch_regressors(k, config)
+        fresh = compute_regressors(Scan().fetch_recording({"data_key": k}), DatasetConfig(**config))
+        assert sorted(fresh) == sorted(stored)
+        for name in ("behavior", "state", "rank_id"):
+            np.testing.assert_array_equal(np.asarray(fresh[name]), np.asarray(stored[name]), err_msg=name)
+        for got, want in zip(fresh["history"], stored["history"], strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        np.testing.assert_array_equal(
+            np.asarray(fresh["tiers"]).astype(str), np.asarray(stored["tiers"]).astype(str)
+        )
