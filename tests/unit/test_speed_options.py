@@ -3,6 +3,8 @@ config without changing stored hashes, real training with each one on the CPU, s
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,19 @@ def test_channels_last_is_bit_reproducible():
     assert [h.val_corr for h in a.history] == [h.val_corr for h in b.history]
     for k, v in a.state_dict.items():
         assert torch.equal(v, b.state_dict[k]), k
+
+
+def test_device_validation_correlation_equals_the_scoring_code():
+    """The accelerator path of validation_correlation (reduced on the device, used on CUDA) computes the
+    same number as the CPU path through pipeline.scoring; run here on CPU tensors so it is checked
+    without a GPU."""
+    from pipeline.training.trainer import _device_validation_correlation, validation_correlation
+
+    model, _ = _train()
+    scans = build_scans(RECS, DatasetConfig(batch_size=32), torch.device("cpu"))
+    for tier in ("validation", "train"):
+        expected = validation_correlation(model, scans, tier)
+        got = _device_validation_correlation(model, scans, tier, contextlib.nullcontext)
+        assert np.isfinite(expected) and abs(expected) > 1e-3
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), tier
+    assert model.training, "the model is back in training mode"
