@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class FrozenConfig(BaseModel):
@@ -163,7 +163,17 @@ class TrainerConfig(FrozenConfig):
     """
 
     ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
-        {"autocast", "channels_last", "fused_adam", "compile_core"}
+        {
+            "autocast",
+            "channels_last",
+            "fused_adam",
+            "compile_core",
+            "optimizer",
+            "weight_decay",
+            "lr_schedule",
+            "warmup_epochs",
+            "ema_decay",
+        }
     )
 
     max_iter: int = Field(200, gt=0)  # epochs
@@ -187,6 +197,26 @@ class TrainerConfig(FrozenConfig):
     channels_last: bool = False  # NHWC memory layout of images and convolution weights
     fused_adam: bool = False  # Adam's update as one fused kernel
     compile_core: bool = False  # torch.compile the core's forward (first epoch pays the compile time)
+    # beyond the winner (issue 12), all off by default: AdamW with decoupled weight decay; a linear
+    # warm-up then cosine decay to min_lr over max_iter epochs, stepped per optimiser step, instead of
+    # the plateau rounds (cosine runs all max_iter epochs, patience and lr_decay_* unused, best weights
+    # by validation restored); an exponential moving average of the weights (and BatchNorm statistics),
+    # which is what validation, early stopping and the stored model use
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
+    warmup_epochs: int = Field(0, ge=0)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _schedule_options_fit(self):
+        if self.weight_decay > 0 and self.optimizer != "adamw":
+            raise ValueError("weight_decay needs optimizer: adamw (Adam's weight decay is an L2 penalty)")
+        if self.warmup_epochs and self.lr_schedule != "cosine":
+            raise ValueError("warmup_epochs needs lr_schedule: cosine")
+        if self.warmup_epochs >= self.max_iter:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below max_iter ({self.max_iter})")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------------

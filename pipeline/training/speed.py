@@ -45,8 +45,10 @@ def prepare_images(images: torch.Tensor, cfg: TrainerConfig) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else images
 
 
-def optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainerConfig) -> torch.optim.Adam:
-    """Adam at ``cfg.lr_init``; one fused kernel per step when ``cfg.fused_adam``."""
-    if cfg.fused_adam:
-        return torch.optim.Adam(params, lr=cfg.lr_init, fused=True)
-    return torch.optim.Adam(params, lr=cfg.lr_init)
+def optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainerConfig) -> torch.optim.Optimizer:
+    """Adam (or AdamW with ``cfg.weight_decay``) at ``cfg.lr_init``; one fused kernel per step when
+    ``cfg.fused_adam``."""
+    kwargs = {"fused": True} if cfg.fused_adam else {}
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr_init, weight_decay=cfg.weight_decay, **kwargs)
+    return torch.optim.Adam(params, lr=cfg.lr_init, **kwargs)

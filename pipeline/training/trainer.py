@@ -4,6 +4,10 @@ One optimiser step per round of one batch from every scan (shorter loaders resta
 the validation single-trial correlation averaged over all neurons of all scans; after ``patience``
 epochs without improvement the best weights are restored and the learning rate is cut (``lr_decay_steps``
 rounds); at most ``max_iter`` epochs; the best weights are restored at the end.
+
+Options beyond the winner (``pipeline.training.schedule``): AdamW, a warm-up + cosine schedule over all
+``max_iter`` epochs instead of the plateau rounds, and an EMA of the weights, which is then the model
+that is validated, selected and returned.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pipeline.configs import TrainerConfig
 from pipeline.data.loaders import ScanTensors
 from pipeline.scoring.metrics import single_trial_correlation
 from pipeline.scoring.predict import predict_tier
-from pipeline.training import speed
+from pipeline.training import schedule, speed
 from pipeline.training.checkpoint import Checkpointer, rng_state, set_rng_state
 from pipeline.training.losses import loss_scale, poisson_loss
 from pipeline.training.seeding import set_seed
@@ -168,9 +172,10 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _snapshot(loop, model, best_state, optimizer, scheduler, streams) -> dict:
+def _snapshot(loop, model, best_state, optimizer, scheduler, streams, ema=None) -> dict:
     """Everything :func:`train` needs to continue after this epoch exactly as if never stopped."""
     return {
+        "ema": None if ema is None else _cpu_state(ema),
         "loop": {
             **{k: v for k, v in vars(loop).items() if k != "history"},
             "history": [asdict(r) for r in loop.history],
@@ -184,9 +189,13 @@ def _snapshot(loop, model, best_state, optimizer, scheduler, streams) -> dict:
     }
 
 
-def _restore(saved, model, optimizer, scheduler, streams) -> tuple[LoopState, dict[str, torch.Tensor]]:
+def _restore(
+    saved, model, optimizer, scheduler, streams, ema=None
+) -> tuple[LoopState, dict[str, torch.Tensor]]:
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in saved["model"].items()})
+    if ema is not None:
+        ema.load_state_dict({k: v.to(device) for k, v in saved["ema"].items()})
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     for k, s in streams.items():
@@ -246,15 +255,6 @@ def train(
     def precision() -> contextlib.AbstractContextManager:
         return speed.autocast(cfg, device)
 
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        mode="max" if cfg.maximize else "min",
-        factor=cfg.lr_decay_factor,
-        patience=cfg.patience,
-        threshold=cfg.tolerance,
-        threshold_mode="abs",
-        min_lr=cfg.min_lr,
-    )
     streams = {
         k: BatchStream(s, batch_size, torch.Generator().manual_seed(shuffle_seed)) for k, s in scans.items()
     }
@@ -262,14 +262,39 @@ def train(
     if cfg.max_batches_per_epoch is not None:
         n_rounds = min(n_rounds, cfg.max_batches_per_epoch)
     sign = 1.0 if cfg.maximize else -1.0
+    cosine = cfg.lr_schedule == "cosine"
+    if cosine:
+        accumulate = cfg.loss_accum_batch_n or len(scans)
+        scheduler = schedule.step_scheduler(
+            optimizer, cfg, schedule.steps_per_epoch(n_rounds * len(scans), accumulate)
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max" if cfg.maximize else "min",
+            factor=cfg.lr_decay_factor,
+            patience=cfg.patience,
+            threshold=cfg.tolerance,
+            threshold_mode="abs",
+            min_lr=cfg.min_lr,
+        )
+    ema = schedule.weight_average(model, cfg)
+    # the model that is validated, selected and returned: the weight average when there is one
+    evaluated = model if ema is None else ema.module
+
+    def after_step() -> None:
+        if cosine:
+            scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
 
     model.train()
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is None:
-        loop = LoopState(best=validation_correlation(model, scans, precision=precision))
-        best_state = _cpu_state(model)
+        loop = LoopState(best=validation_correlation(evaluated, scans, precision=precision))
+        best_state = _cpu_state(evaluated)
     else:
-        loop, best_state = _restore(saved, model, optimizer, scheduler, streams)
+        loop, best_state = _restore(saved, model, optimizer, scheduler, streams, ema)
         log.info("resuming from %s after epoch %d", checkpoint.path, loop.epoch)
     resumed_from = loop.epoch
     # while the loop runs, a stop signal only sets the flag polled between batches (no exception from
@@ -286,12 +311,17 @@ def train(
     try:
         with guard:
             while True:
-                if loop.in_block == 0:  # between evaluation intervals: is this decay round over?
+                if loop.in_block == 0 and cosine:  # the schedule runs all max_iter epochs
+                    if loop.epoch >= cfg.max_iter:
+                        break
+                elif loop.in_block == 0:  # between evaluation intervals: is this decay round over?
                     if loop.decay_round >= cfg.lr_decay_steps:
                         break
                     if loop.patience_counter >= cfg.patience or loop.epoch >= cfg.max_iter:
                         if cfg.restore_best:
                             model.load_state_dict(best_state)
+                            if ema is not None:  # the average restarts from the restored weights
+                                ema.module.load_state_dict(best_state)
                         loop.decay_round += 1
                         loop.patience_counter = 0
                         if loop.epoch >= cfg.max_iter:
@@ -301,9 +331,9 @@ def train(
                 lr = optimizer.param_groups[0]["lr"]
                 start = time.perf_counter()
                 loss, data_s = _train_epoch(
-                    model, scans, streams, optimizer, cfg, n_rounds, loop.epoch, should_stop
+                    model, scans, streams, optimizer, cfg, n_rounds, loop.epoch, should_stop, after_step
                 )
-                current = validation_correlation(model, scans, precision=precision)
+                current = validation_correlation(evaluated, scans, precision=precision)
                 record = EpochRecord(loop.epoch, lr, loss, current, time.perf_counter() - start, data_s)
                 loop.history.append(record)
                 bar.update(1)
@@ -322,7 +352,8 @@ def train(
                 loop.in_block += 1
                 if loop.in_block >= cfg.interval or loop.epoch >= cfg.max_iter:
                     loop.in_block = 0
-                    scheduler.step(current)
+                    if not cosine:
+                        scheduler.step(current)
                     if not np.isfinite(current):
                         raise TrainingDivergedError(
                             f"validation correlation is {current} after epoch {loop.epoch}"
@@ -330,16 +361,18 @@ def train(
                     if current * sign < loop.best * sign - cfg.tolerance:
                         loop.patience_counter += 1
                     else:
-                        loop.best, best_state, loop.patience_counter = current, _cpu_state(model), 0
+                        loop.best, best_state, loop.patience_counter = current, _cpu_state(evaluated), 0
                 if checkpoint is not None:
                     checkpoint.save(
-                        _snapshot(loop, model, best_state, optimizer, scheduler, streams),
+                        _snapshot(loop, model, best_state, optimizer, scheduler, streams, ema),
                         {"epoch": loop.epoch, "best_val_corr": loop.best},
                     )
     finally:
         bar.close()
     if cfg.restore_best:
         model.load_state_dict(best_state)
+    elif ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     return TrainResult(
         resumed_from=resumed_from,
         best_val_corr=float(loop.best),
@@ -358,8 +391,11 @@ def _train_epoch(
     n_rounds: int,
     epoch: int,
     should_stop: Callable[[], bool] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
     """One epoch of rounds; returns (mean objective per batch, seconds spent assembling batches).
+
+    ``after_step`` runs after every optimiser step (the per-step schedule, the weight average).
 
     On the CPU every batch's loss is read (and checked) at once. On an accelerator reading it would make
     the host wait for the device after every batch, so the losses are summed on the device and read,
@@ -403,9 +439,13 @@ def _train_epoch(
             if n_batches % accumulate == 0:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                if after_step is not None:
+                    after_step()
     if n_batches % accumulate:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step()
     if not read_each:
         total = float(total_device)
         if not np.isfinite(total):

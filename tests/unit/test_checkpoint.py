@@ -61,8 +61,25 @@ def _curve(result):
 # before and after the learning-rate decay at epoch 7; and with the channels_last layout of the demo presets
 @pytest.mark.parametrize(
     ("k", "trainer"),
-    [(4, TRAINER), (8, TRAINER), (4, TRAINER.model_copy(update={"channels_last": True}))],
-    ids=["epoch4", "epoch8", "epoch4-channels_last"],
+    [
+        (4, TRAINER),
+        (8, TRAINER),
+        (4, TRAINER.model_copy(update={"channels_last": True})),
+        # issue-12 options: the per-step schedule's position and the weight average must survive too
+        (
+            5,
+            TrainerConfig(
+                max_iter=9,
+                lr_init=0.05,
+                optimizer="adamw",
+                weight_decay=0.01,
+                lr_schedule="cosine",
+                warmup_epochs=2,
+                ema_decay=0.9,
+            ),
+        ),
+    ],
+    ids=["epoch4", "epoch8", "epoch4-channels_last", "epoch5-adamw-cosine-ema"],
 )
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path, k, trainer):
     reference, _ = _run(trainer=trainer)

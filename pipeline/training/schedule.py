@@ -1,0 +1,56 @@
+"""Learning-rate schedule and weight averaging of the issue-12 trainer options (off by default).
+
+- ``lr_schedule: cosine``: a linear warm-up over ``warmup_epochs`` epochs, then a cosine decay from
+  ``lr_init`` to ``min_lr`` at the end of epoch ``max_iter``; the factor is a function of the number of
+  optimiser steps taken, so a resumed run (the scheduler's step count is in the checkpoint) continues
+  on the same curve.
+- ``ema_decay``: torch's :class:`~torch.optim.swa_utils.AveragedModel` with its EMA update, applied after
+  every optimiser step to the parameters and the buffers (BatchNorm statistics), so the averaged copy
+  is a complete model that validation and prediction can use as it is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from pipeline.configs import TrainerConfig
+
+
+def cosine_factor(step: int, total: int, warmup: int, floor: float) -> float:
+    """Multiplier of ``lr_init`` before optimiser step ``step`` (0-based) of ``total``.
+
+    Warm-up: ``(step + 1) / warmup`` for the first ``warmup`` steps (never 0, so the first step moves);
+    then ``floor + (1 - floor) * (1 + cos(pi * p)) / 2`` with ``p`` going from 0 to 1 over the rest.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def step_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainerConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The per-step warm-up + cosine schedule of ``cfg`` (``cfg.lr_schedule == "cosine"``)."""
+    total = cfg.max_iter * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    floor = min(cfg.min_lr / cfg.lr_init, 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_factor(step, total, warmup, floor)
+    )
+
+
+def steps_per_epoch(n_batches: int, accumulate: int) -> int:
+    """Optimiser steps in an epoch of ``n_batches`` batches, one step per ``accumulate`` (and one for a
+    remainder), as :func:`pipeline.training.trainer._train_epoch` takes them."""
+    return -(-n_batches // accumulate)
+
+
+def weight_average(model: torch.nn.Module, cfg: TrainerConfig) -> AveragedModel | None:
+    """An EMA copy of ``model`` (parameters and buffers) when ``cfg.ema_decay`` is set, else None."""
+    if cfg.ema_decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
