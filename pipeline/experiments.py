@@ -98,16 +98,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected path.to.key=value")
         path, raw = item.split("=", 1)
-        keys = path.strip().split(".")
-        node = out
-        for k in keys[:-1]:
-            if node.get(k) is None:
-                node[k] = {}
-            if not isinstance(node[k], dict):
-                raise ConfigError(f"--set {item!r}: {k!r} is not a mapping")
-            node = node[k]
-        node[keys[-1]] = yaml.safe_load(raw)
+        set_path(out, path.strip(), yaml.safe_load(raw), where=f"--set {item!r}")
     return out
+
+
+def set_path(data: dict[str, Any], path: str, value: Any, where: str = "") -> None:
+    """Set ``data[a][b][c] = value`` for ``path`` ``a.b.c`` in place (missing or null levels become {})."""
+    keys = path.split(".")
+    node = data
+    for k in keys[:-1]:
+        if node.get(k) is None:
+            node[k] = {}
+        if not isinstance(node[k], dict):
+            raise ConfigError(f"{where or path}: {k!r} is not a mapping")
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def get_path(data: dict[str, Any], path: str) -> Any:
+    """``data[a][b][c]`` for ``path`` ``a.b.c``, or None where a level is missing (the builder default)."""
+    node: Any = data
+    for k in path.split("."):
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     import datajoint as dj
 
 #: schema modules in dependency order; each defines ``schema = dj.Schema()``
-SCHEMA_MODULES = ("data", "regressors", "fabrik", "training", "evaluation", "workers")
+SCHEMA_MODULES = ("data", "regressors", "fabrik", "training", "evaluation", "workers", "sweeps")
+#: schemas of a prefix that DataJoint does not manage: the Optuna studies of sweeps (``schemas.sweeps``)
+OTHER_SCHEMAS = ("optuna",)
 
 _state: dict = {"prefix": None, "connection": None, "settings": None}
 
@@ -195,7 +197,7 @@ def active_settings() -> Settings:
 def drop(prefix: str, connection: dj.Connection | None = None) -> None:
     """Drop every schema ``<prefix><name>`` with all its tables (reverse dependency order)."""
     connection = connection or connect()
-    for name in reversed(SCHEMA_MODULES):
+    for name in reversed(SCHEMA_MODULES + OTHER_SCHEMAS):
         connection.query(f'DROP SCHEMA IF EXISTS "{prefix}{name}" CASCADE')
 
 

@@ -107,6 +107,8 @@ class TrainedModel(dj.Computed):
         device = resolve_device(settings.device)
         spec = RunSpec.from_dicts(**spec_dict)
         recordings, regressors = stored_inputs([k for k, _ in scans], spec_dict["dataset_config"])
+        from schemas.sweeps import pruner_for  # sweeps build on this module
+
         started = datetime.datetime.now()
         model, _, result = run_training(
             spec,
@@ -117,6 +119,7 @@ class TrainedModel(dj.Computed):
             regressors=regressors,
             checkpoint=self.checkpointer(key, spec_dict, scans),
             should_stop=lifecycle.training_should_stop,
+            should_prune=pruner_for(key),  # a trial of a sweep that prunes: stop when clearly worse
         )
         finished = datetime.datetime.now()
         row = dict(

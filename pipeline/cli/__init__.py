@@ -1,6 +1,7 @@
 """The ``sensorium`` console script: the composition root.
 
-One module per command group (``data``, ``experiments``, ``results``, ``db``, ``worker``, ``jobs``);
+One module per command group (``data``, ``experiments``, ``sweeps``, ``results``, ``db``, ``worker``,
+``jobs``);
 this entry point only assembles their parsers and turns the errors users can cause into one-line
 messages. Database commands import ``schemas`` (and with it DataJoint) lazily, so that
 ``sensorium synth`` and ``--help`` work without a database.
@@ -12,11 +13,11 @@ import argparse
 import logging
 import sys
 
-from pipeline.cli import data, db, experiments, imports, jobs, report, results, worker
+from pipeline.cli import data, db, experiments, imports, jobs, report, results, sweeps, worker
 from pipeline.cli.common import out
 from pipeline.settings import SettingsError
 
-COMMAND_GROUPS = (data, experiments, imports, results, report, worker, jobs, db)
+COMMAND_GROUPS = (data, experiments, sweeps, imports, results, report, worker, jobs, db)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -146,11 +146,13 @@ def run_training(
     regressors: Mapping[str, dict] | None = None,
     checkpoint: Checkpointer | None = None,
     should_stop: Callable[[], bool] | None = None,
+    should_prune: Callable[[EpochRecord], bool] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, ScanTensors], TrainResult]:
     """Build tensors and model, train, and return (model with best weights, scan tensors, result).
 
-    ``checkpoint`` and ``should_stop`` are passed to :func:`pipeline.training.trainer.train` (resume
-    from / save after every epoch; stop between batches).
+    ``checkpoint``, ``should_stop`` and ``should_prune`` are passed to
+    :func:`pipeline.training.trainer.train` (resume from / save after every epoch; stop between batches;
+    end after an epoch).
     """
     scans, geometry = load_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
     model = build_model(spec, geometry, scans).to(device)
@@ -165,5 +167,6 @@ def run_training(
         progress=progress,
         checkpoint=checkpoint,
         should_stop=should_stop,
+        should_prune=should_prune,
     )
     return model, scans, result

@@ -63,6 +63,7 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
     resumed_from: int = 0  # epoch of the checkpoint this run continued from (0: from scratch)
+    pruned_at: int = 0  # epoch after which ``should_prune`` stopped the run (0: not pruned)
 
 
 def validation_correlation(
@@ -218,6 +219,7 @@ def train(
     progress: bool = True,
     checkpoint: Checkpointer | None = None,
     should_stop: Callable[[], bool] | None = None,
+    should_prune: Callable[[EpochRecord], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` on the ``train`` tier of ``scans`` (tensors already on the model's device).
 
@@ -235,6 +237,8 @@ def train(
             result is then bit-identical (on CPU) to a run that was never stopped.
         should_stop: polled after every batch; when it returns True the partial epoch is dropped and
             :class:`TrainingInterruptedError` is raised (the last epoch's checkpoint is what survives).
+        should_prune: called after every epoch (once its checkpoint is saved) with its record; True ends
+            training there, like early stopping (a sweep's pruner: the trial is clearly worse).
 
     Raises:
         TrainingDivergedError: the loss became non-finite.
@@ -296,7 +300,7 @@ def train(
     else:
         loop, best_state = _restore(saved, model, optimizer, scheduler, streams, ema)
         log.info("resuming from %s after epoch %d", checkpoint.path, loop.epoch)
-    resumed_from = loop.epoch
+    resumed_from, pruned_at = loop.epoch, 0
     # while the loop runs, a stop signal only sets the flag polled between batches (no exception from
     # the signal handler in the middle of an optimiser step or a checkpoint write)
     guard = lifecycle.polled() if should_stop is not None else contextlib.nullcontext()
@@ -367,6 +371,9 @@ def train(
                         _snapshot(loop, model, best_state, optimizer, scheduler, streams, ema),
                         {"epoch": loop.epoch, "best_val_corr": loop.best},
                     )
+                if should_prune is not None and should_prune(record):
+                    pruned_at = loop.epoch
+                    break
     finally:
         bar.close()
     if cfg.restore_best:
@@ -375,6 +382,7 @@ def train(
         model.load_state_dict(ema.module.state_dict())
     return TrainResult(
         resumed_from=resumed_from,
+        pruned_at=pruned_at,
         best_val_corr=float(loop.best),
         epochs=loop.epoch,
         history=list(loop.history),
