@@ -5,8 +5,10 @@ Three group roles (NOLOGIN), granted to people and services by ``db user add``:
 - ``sensorium_admin`` owns the schemas and tables of a prefix: DDL, and every data change;
 - ``sensorium_worker`` reads everything; inserts into computed / imported tables and their parts (and
   into ``Ensemble`` / ``Ensemble.Member``, which CPU workers register once members are trained);
-  inserts, updates and deletes job-queue rows; inserts and updates its heartbeat (``workers.Worker``).
-  No DDL, no update or delete of data or configuration rows;
+  inserts, updates and deletes job-queue rows; inserts and updates its heartbeat (``workers.Worker``);
+  writes the Optuna tables of sweeps (``<prefix>optuna``: a pruning sweep's trials report their
+  per-epoch scores from inside the training job). No DDL, no update or delete of data or configuration
+  rows;
 - ``sensorium_analyst`` reads everything.
 
 Every statement is idempotent (roles are created when missing, grants repeat harmlessly), so the
@@ -51,7 +53,19 @@ def _parts(cls) -> list:
     return [v for v in vars(cls).values() if isinstance(v, type) and issubclass(v, dj.Part)]
 
 
-def roles_sql(prefix: str, database: str, schema_names: list[str], schema_modules) -> list[str]:
+def schema_names(prefix: str, schema_modules) -> tuple[list[str], list[str]]:
+    """(DataJoint schemas, other schemas: the Optuna storage) of ``prefix``."""
+    from schemas import OTHER_SCHEMAS
+
+    return (
+        [f"{prefix}{m.__name__.split('.')[-1]}" for m in schema_modules],
+        [f"{prefix}{name}" for name in OTHER_SCHEMAS],
+    )
+
+
+def roles_sql(
+    prefix: str, database: str, schema_names: list[str], schema_modules, worker_schemas: list[str] = ()
+) -> list[str]:
     """The statements that create or update the three roles and their grants on ``prefix``'s schemas.
 
     Args:
@@ -59,6 +73,8 @@ def roles_sql(prefix: str, database: str, schema_names: list[str], schema_module
         database: the PostgreSQL database (for ``GRANT CONNECT``).
         schema_names: the schemas of the prefix (``<prefix><module>``), which must exist.
         schema_modules: the bound schema modules (to classify their tables).
+        worker_schemas: schemas, not DataJoint's, whose every table workers write (the Optuna storage);
+            they must exist too.
     """
     sql = [
         f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
@@ -67,7 +83,7 @@ def roles_sql(prefix: str, database: str, schema_names: list[str], schema_module
     ]
     readers = f"{_q(WORKER)}, {_q(ANALYST)}"
     sql += [f"GRANT CONNECT ON DATABASE {_q(database)} TO {_q(ADMIN)}, {readers}"]
-    for schema in schema_names:
+    for schema in [*schema_names, *worker_schemas]:
         s = _q(schema)
         sql += [
             f"ALTER SCHEMA {s} OWNER TO {_q(ADMIN)}",
@@ -85,6 +101,11 @@ def roles_sql(prefix: str, database: str, schema_names: list[str], schema_module
     sql += [f"GRANT INSERT ON {t} TO {_q(WORKER)}" for t in inserts]
     sql += [f"GRANT INSERT, UPDATE, DELETE ON {t} TO {_q(WORKER)}" for t in jobs]
     sql += [f"GRANT INSERT, UPDATE ON {t} TO {_q(WORKER)}" for t in heartbeat]
+    for schema in worker_schemas:
+        sql += [
+            f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {_q(schema)} TO {_q(WORKER)}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {_q(schema)} TO {_q(WORKER)}",
+        ]
     # schemas created later by the admin are readable without a new run
     sql += [f"ALTER DEFAULT PRIVILEGES FOR ROLE {_q(ADMIN)} GRANT USAGE ON SCHEMAS TO {readers}"]
     return sql
@@ -116,10 +137,16 @@ def user_sql(name: str, role: str, exists: bool) -> tuple[str, list[str]]:
 
 
 def apply_roles(connection, prefix: str, schema_modules) -> list[str]:
-    """Run :func:`roles_sql` for ``prefix`` on ``connection`` in one transaction; returns the statements."""
+    """Run :func:`roles_sql` for ``prefix`` on ``connection`` in one transaction; returns the statements.
+
+    The Optuna storage of sweeps is created first when missing, so that its tables exist to be granted.
+    """
+    from schemas.sweeps import storage
+
+    storage()
     database = connection.query("SELECT current_database()").fetchone()[0]
-    names = [f"{prefix}{m.__name__.split('.')[-1]}" for m in schema_modules]
-    statements = roles_sql(prefix, database, names, schema_modules)
+    names, others = schema_names(prefix, schema_modules)
+    statements = roles_sql(prefix, database, names, schema_modules, others)
     with connection.transaction:
         for statement in statements:
             connection.query(statement.replace("%", "%%"))  # a literal '%' (format()) is no parameter

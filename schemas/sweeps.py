@@ -70,14 +70,7 @@ def storage():
 
     settings = active_settings()
     db = settings.database
-    url = storage_url(
-        db.host,
-        db.port,
-        db.user,
-        db.password,
-        socket_dir=db.embedded,
-        tls=None if db.embedded else settings.tls,
-    )
+    url = storage_url(db.host, db.port, db.user, db.password, tls=False if db.embedded else settings.tls)
     return open_storage(url, optuna_schema())
 
 

@@ -59,7 +59,7 @@ def cmd_db_stop(args: argparse.Namespace) -> int:
 
 def cmd_db_roles(args: argparse.Namespace) -> int:
     import schemas
-    from schemas.roles import apply_roles, roles_sql
+    from schemas.roles import apply_roles, roles_sql, schema_names
 
     settings = load_settings()
     conn = schemas.activate(settings=settings)
@@ -69,8 +69,8 @@ def cmd_db_roles(args: argparse.Namespace) -> int:
         out(f"applied {len(statements)} statements: sensorium_admin, sensorium_worker, sensorium_analyst")
         return 0
     database = conn.query("SELECT current_database()").fetchone()[0]
-    names = [f"{settings.db_prefix}{m.__name__.split('.')[-1]}" for m in modules]
-    for statement in roles_sql(settings.db_prefix, database, names, modules):
+    names, others = schema_names(settings.db_prefix, modules)
+    for statement in roles_sql(settings.db_prefix, database, names, modules, others):
         out(statement + ";")
     return 0
 

@@ -26,21 +26,24 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 
 
-def storage_url(host: str, port: int, user: str, password: str, *, socket_dir: bool, tls: bool | None) -> str:
-    """The SQLAlchemy URL of the database DataJoint uses (``postgres``), over a socket folder or TCP."""
+def storage_url(host: str, port: int, user: str, password: str, *, tls: bool | None) -> str:
+    """The SQLAlchemy URL of the database DataJoint uses (``postgres``).
+
+    ``host`` is a host name, or a Unix-socket folder (an absolute path: the embedded server, or a local
+    one), which libpq takes as the ``host`` query parameter together with the port naming the socket.
+    """
     from sqlalchemy.engine import URL
 
-    query: dict[str, str] = {}
-    if socket_dir:
-        query["host"] = host
-    elif tls is not None:
+    socket = host.startswith("/")
+    query: dict[str, str] = {"host": host, "port": str(port)} if socket else {}
+    if tls is not None:
         query["sslmode"] = "require" if tls else "disable"
     url = URL.create(
         "postgresql+psycopg2",
         username=user,
         password=password,
-        host=None if socket_dir else host,
-        port=None if socket_dir else port,
+        host=None if socket else host,
+        port=None if socket else port,
         database="postgres",
         query=query,
     )

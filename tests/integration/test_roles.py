@@ -139,6 +139,26 @@ def test_worker_trains_and_scores_as_itself_but_cannot_change_data_or_configs(lo
         f"ALTER TABLE {Scan.full_table_name} ADD COLUMN probe int",
     ):
         assert _refused(conn, statement), statement
+    # a pruning sweep's trial reports its epochs to the Optuna storage from inside the worker's job
+    from schemas.sweeps import optuna_schema
+
+    optuna = optuna_schema()
+    with conn.cursor() as cur:
+        cur.execute(f'SELECT count(*) FROM "{optuna}".trial_intermediate_values')
+        cur.execute(f'UPDATE "{optuna}".trials SET state = state WHERE false')
+    assert _refused(conn, f'DROP TABLE "{optuna}".trials')
+    opened = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import schemas; schemas.activate(); from schemas.sweeps import storage; storage()",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(logins, "t_worker"),
+    )
+    assert opened.returncode == 0, f"a worker cannot open the sweeps' storage: {opened.stderr}"
+    assert _refused(_sql(logins, "t_analyst"), f'UPDATE "{optuna}".trials SET state = state WHERE false')
 
 
 def test_admin_may_change_and_declare(logins):
