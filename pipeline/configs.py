@@ -107,13 +107,36 @@ class GridMeanPredictorConfig(FrozenConfig):
     final_tanh: bool = True
 
 
+class ViTConfig(FrozenConfig):
+    """Vision-transformer core (``core_type: vit``, ``pipeline.models.vit``); small defaults for 36x64."""
+
+    patch_size: int = Field(4, gt=0)  # square patches (pixels at the model's image scale)
+    patch_stride: int = Field(4, gt=0)  # < patch_size: overlapping patches, more tokens
+    dim: int = Field(32, gt=0)  # token width = feature channels the readout sees
+    layers: int = Field(3, gt=0)  # transformer blocks
+    heads: int = Field(4, gt=0)
+    mlp_ratio: int = Field(2, gt=0)  # feed-forward width / dim
+    dropout: float = Field(0.0, ge=0, lt=1)
+    behavior_injection: bool = True  # behaviour -> per-block MLP -> added to every token
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        return self
+
+
 class BaselineModelConfig(FrozenConfig):
     """``stacked_core_full_gauss_readout`` (SPEC 2.1-2.5). Defaults: the SENSORIUM+ baseline notebook."""
 
     ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
-        {"linear", "output_nonlinearity", "softplus_beta", "learn_softplus_beta"}
+        {"linear", "output_nonlinearity", "softplus_beta", "learn_softplus_beta", "core_type", "vit"}
     )
 
+    # "stacked2d": the SENSORIUM+ CNN (the fields below); "vit": a vision transformer (`vit`) under the
+    # same readout, shifter and modulator; gamma_input then smooths its patch filters
+    core_type: Literal["stacked2d", "vit"] = "stacked2d"
+    vit: ViTConfig | None = None  # the transformer's settings (core_type vit; None: ViTConfig())
     hidden_channels: int = Field(64, gt=0)
     input_kern: int = Field(9, gt=0)
     hidden_kern: int = Field(7, gt=0)
@@ -148,6 +171,12 @@ class BaselineModelConfig(FrozenConfig):
     shift_layers: int = Field(3, gt=0)
     gamma_shifter: float = Field(0.0, ge=0)
     shifter_bias: bool = True
+
+    @model_validator(mode="after")
+    def _vit_settings_need_vit(self):
+        if self.vit is not None and self.core_type != "vit":
+            raise ValueError("`vit` settings need core_type: vit")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------------

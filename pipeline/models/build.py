@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.configs import BaselineModelConfig
+from pipeline.configs import BaselineModelConfig, ViTConfig
 
 from .core import Stacked2dCore
 from .encoder import FiringRateEncoder
 from .nonlinearity import output_nonlinearity
 from .readout import MultipleFullGaussian2d
 from .shifter import MLPShifter
+from .vit import ViTCore
 
 
 @dataclass(frozen=True)
@@ -76,26 +77,17 @@ def stacked_core_full_gauss_readout(
         raise ValueError(f"only gauss_type='full' is implemented, got {cfg.gauss_type!r}")
     torch.manual_seed(seed)
 
-    core = Stacked2dCore(
-        input_channels=input_channels,
-        hidden_channels=cfg.hidden_channels,
-        input_kern=cfg.input_kern,
-        hidden_kern=cfg.hidden_kern,
-        layers=cfg.layers,
-        gamma_input=cfg.gamma_input,
-        skip=cfg.skip,
-        final_nonlinearity=cfg.final_nonlinearity,
-        bias=cfg.core_bias,
-        momentum=cfg.momentum,
-        pad_input=cfg.pad_input,
-        batch_norm=cfg.batch_norm,
-        hidden_dilation=cfg.hidden_dilation,
-        laplace_padding=cfg.laplace_padding,
-        stack=cfg.stack,
-        use_avg_reg=cfg.use_avg_reg,
-        depth_separable=cfg.depth_separable,
-        linear=cfg.linear,
-    )
+    if cfg.core_type == "vit":
+        # image channels first, then the constant behaviour channels (pipeline.data.loaders)
+        core = ViTCore(
+            cfg.vit or ViTConfig(),
+            input_channels,
+            image_size,
+            behavior_channels=input_channels - 1,
+            gamma_input=cfg.gamma_input,
+        )
+    else:
+        core = _stacked_core(cfg, input_channels)
     in_shape = core_output_shape(core, (input_channels, *image_size))
 
     gmp = cfg.grid_mean_predictor
@@ -132,4 +124,28 @@ def stacked_core_full_gauss_readout(
 
     return FiringRateEncoder(
         core, readout, shifter=shifter, elu_offset=cfg.elu_offset, nonlinearity=output_nonlinearity(cfg)
+    )
+
+
+def _stacked_core(cfg: BaselineModelConfig, input_channels: int) -> Stacked2dCore:
+    """The SENSORIUM+ CNN core of ``cfg``."""
+    return Stacked2dCore(
+        input_channels=input_channels,
+        hidden_channels=cfg.hidden_channels,
+        input_kern=cfg.input_kern,
+        hidden_kern=cfg.hidden_kern,
+        layers=cfg.layers,
+        gamma_input=cfg.gamma_input,
+        skip=cfg.skip,
+        final_nonlinearity=cfg.final_nonlinearity,
+        bias=cfg.core_bias,
+        momentum=cfg.momentum,
+        pad_input=cfg.pad_input,
+        batch_norm=cfg.batch_norm,
+        hidden_dilation=cfg.hidden_dilation,
+        laplace_padding=cfg.laplace_padding,
+        stack=cfg.stack,
+        use_avg_reg=cfg.use_avg_reg,
+        depth_separable=cfg.depth_separable,
+        linear=cfg.linear,
     )

@@ -12,6 +12,7 @@ Example (``experiments/sweeps/demo_lr.yaml``)::
       trainer.config.lr_init: {log_uniform: [0.001, 0.02]}   # a range: uniform, log_uniform, int, log_int
       model.config.modulator_params.alpha_hist: {uniform: [0, 1]}
     pruning: {warmup_epochs: 3, startup_trials: 3}         # optional: stop clearly worse trials early
+    fixed: {trainer.config.max_iter: 12}                   # optional: set on the base for every trial
 
 Each trial is the base experiment with the sampled values set at their paths, named
 ``<sweep>.t<number>``; it is scored by its members' validation correlation (the early-stopping score,
@@ -60,6 +61,15 @@ class SweepSpec(FrozenConfig):
     objective: Literal["validation_correlation"] = "validation_correlation"
     space: dict[str, list[Any] | dict[str, list[float]]] = Field(min_length=1)
     pruning: Pruning | None = None
+    fixed: dict[str, Any] = Field(default_factory=dict)  # {config path: value} set on the base for all trials
+
+    @field_validator("fixed")
+    @classmethod
+    def _fixed_paths(cls, fixed):
+        for path in fixed:
+            if path.split(".")[0] not in ("dataset", "model", "trainer"):
+                raise ValueError(f"{path}: a fixed path starts with dataset., model. or trainer.")
+        return fixed
 
     @field_validator("space")
     @classmethod
@@ -131,14 +141,14 @@ def trial_experiment(spec: SweepSpec, number: int, params: dict[str, Any]) -> Ex
     data.pop("ensemble", None)  # a trial is scored on its own; ensembles are for the chosen config
     data["name"] = trial_name(spec.name, number)
     data["comment"] = f"sweep {spec.name}, trial {number}"
-    for path, value in params.items():
+    for path, value in {**spec.fixed, **params}.items():
         set_path(data, path, value)
     return parse_experiment(data)
 
 
 def base_values(spec: SweepSpec) -> dict[str, Any]:
-    """The base experiment's value at every swept path (None: the builder's default)."""
-    return {path: get_path(spec.base, path) for path in spec.space}
+    """The base experiment's value at every swept path, after ``fixed`` (None: the builder's default)."""
+    return {path: spec.fixed.get(path, get_path(spec.base, path)) for path in spec.space}
 
 
 def corner_params(spec: SweepSpec) -> list[dict[str, Any]]:

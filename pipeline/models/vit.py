@@ -1,0 +1,95 @@
+"""A vision-transformer core (``core_type: vit``), an alternative to the stacked CNN (issue 12).
+
+In the spirit of V1T (Li et al., TMLR 2023): the image is cut into (possibly overlapping) patches by a
+strided convolution, a learned position embedding is added, and a few pre-norm transformer blocks
+(torch's ``TransformerEncoderLayer``) mix the tokens. The behaviour reaches every block: an MLP per
+block maps the trial's behaviour to a vector added to all tokens before that block. The tokens are then
+laid out again as a feature map [B, dim, h', w'], so the same Gaussian readout, shifter and modulator
+read it as they read the CNN's.
+
+Behaviour comes in the way the loaders already deliver it to the CNN: as constant image channels after
+the image (``include_behavior``), so the core needs no new input; it takes their spatial mean.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.configs import ViTConfig
+
+from .core import LaplaceL2norm
+
+
+class ViTCore(nn.Module):
+    """images [B, C, H, W] (C = image channels + behaviour channels) -> features [B, dim, h', w']."""
+
+    def __init__(
+        self,
+        cfg: ViTConfig,
+        input_channels: int,
+        image_size: tuple[int, int],
+        behavior_channels: int,
+        gamma_input: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if behavior_channels >= input_channels:
+            raise ValueError(
+                f"{behavior_channels} behaviour channels leave no image channel of {input_channels}"
+            )
+        self.image_channels = input_channels - behavior_channels
+        self.behavior_channels = behavior_channels if cfg.behavior_injection else 0
+        self.gamma_input = gamma_input
+        self.patch = nn.Conv2d(
+            self.image_channels, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_stride, bias=True
+        )
+        h, w = image_size
+        self.grid = (
+            (h - cfg.patch_size) // cfg.patch_stride + 1,
+            (w - cfg.patch_size) // cfg.patch_stride + 1,
+        )
+        if min(self.grid) < 1:
+            raise ValueError(f"patch_size {cfg.patch_size} does not fit images of {image_size}")
+        self.position = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], cfg.dim))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                cfg.dim,
+                cfg.heads,
+                dim_feedforward=cfg.dim * cfg.mlp_ratio,
+                dropout=cfg.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(cfg.layers)
+        )
+        self.behavior = nn.ModuleList(
+            nn.Sequential(nn.Linear(self.behavior_channels, cfg.dim), nn.Tanh(), nn.Linear(cfg.dim, cfg.dim))
+            for _ in range(cfg.layers if self.behavior_channels else 0)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self._laplace = LaplaceL2norm()
+        self.dim = cfg.dim
+
+    @property
+    def outchannels(self) -> int:
+        return self.dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] -> [B, dim, h', w'] with (h', w') = ``self.grid``."""
+        image = x[:, : self.image_channels]
+        tokens = self.patch(image).flatten(2).transpose(1, 2) + self.position  # [B, h'w', dim]
+        behavior = x[:, self.image_channels : self.image_channels + self.behavior_channels].mean(dim=(2, 3))
+        for i, block in enumerate(self.blocks):
+            if self.behavior_channels:
+                tokens = tokens + self.behavior[i](behavior)[:, None, :]
+            tokens = block(tokens)
+        tokens = self.norm(tokens)
+        return tokens.transpose(1, 2).reshape(x.shape[0], self.dim, *self.grid)
+
+    def regularizer(self) -> torch.Tensor:
+        """Laplace smoothness of the patch filters, weighted by ``gamma_input`` (as the CNN's first layer)."""
+        if self.gamma_input == 0 or min(self.patch.weight.shape[-2:]) < 3:
+            return self.patch.weight.new_zeros(())
+        return self.gamma_input * self._laplace(self.patch.weight)

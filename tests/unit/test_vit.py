@@ -1,0 +1,97 @@
+"""The vision-transformer core (core_type: vit): shapes, behaviour in every block, trains, hash-neutral."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.configs import (
+    BaselineModelConfig,
+    ConfigError,
+    DatasetConfig,
+    ModulatedModelConfig,
+    TrainerConfig,
+    ViTConfig,
+    canonical_json,
+    config_hash,
+    validate,
+)
+from pipeline.models.vit import ViTCore
+from pipeline.training.run import RunSpec, build_model, build_scans
+from pipeline.training.trainer import train
+from tests.unit.test_trainer import RECS
+
+VIT = ViTConfig(dim=8, heads=2, layers=2, patch_size=4, patch_stride=4)
+
+
+def test_feature_map_shape_and_behaviour_reaches_the_blocks():
+    torch.manual_seed(0)
+    core = ViTCore(VIT, input_channels=4, image_size=(36, 64), behavior_channels=3).eval()
+    x = torch.randn(5, 4, 36, 64)
+    out = core(x)
+    assert out.shape == (5, 8, 9, 16) and core.outchannels == 8
+    other = x.clone()
+    other[:, 1:] += 1.0  # only the (constant) behaviour channels change
+    assert not torch.allclose(core(other), out)
+    blind = ViTCore(VIT.model_copy(update={"behavior_injection": False}), 4, (36, 64), 3).eval()
+    assert torch.equal(blind(other), blind(x)), "without injection the behaviour channels are ignored"
+    overlapping = ViTCore(VIT.model_copy(update={"patch_stride": 2}), 4, (36, 64), 3)
+    assert overlapping(x).shape == (5, 8, 17, 31)
+
+
+def test_default_config_keeps_its_hash_and_bad_settings_are_refused():
+    assert "core_type" not in canonical_json(BaselineModelConfig())
+    assert config_hash("m", BaselineModelConfig(core_type="stacked2d")) == config_hash(
+        "m", BaselineModelConfig()
+    )
+    with pytest.raises(ConfigError, match="multiple of heads"):
+        validate(BaselineModelConfig, {"core_type": "vit", "vit": {"dim": 10, "heads": 4}}, "model.config")
+    with pytest.raises(ConfigError, match="`vit` settings need core_type: vit"):
+        validate(BaselineModelConfig, {"vit": {"dim": 8}}, "model.config")
+
+
+def _spec(model_fn: str, cfg) -> RunSpec:
+    trainer = TrainerConfig(max_iter=3, patience=3, lr_decay_steps=1, lr_init=0.005)
+    return RunSpec(
+        "sensorium.datasets.static_loaders",
+        DatasetConfig(batch_size=32),
+        model_fn,
+        cfg,
+        "sensorium.training.standard_trainer",
+        trainer,
+        3,
+    )
+
+
+def test_vit_model_trains_reproducibly_under_the_same_readout_and_shifter():
+    cfg = BaselineModelConfig(core_type="vit", vit=VIT)
+    spec = _spec("sensorium.models.stacked_core_full_gauss_readout", cfg)
+    results = []
+    for _ in range(2):
+        scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
+        model = build_model(spec, RECS, scans)
+        assert type(model.core).__name__ == "ViTCore" and model.shifter is not None
+        result = train(
+            model, scans, spec.trainer_config, batch_size=32, shuffle_seed=1, seed=3, progress=False
+        )
+        results.append(result)
+    # it learns: the training objective falls every epoch (validation on this tiny data is too noisy)
+    losses = [e.train_loss for e in results[0].history]
+    assert len(losses) == 3 and all(a > b for a, b in zip(losses, losses[1:], strict=False)), losses
+    for k, v in results[0].state_dict.items():
+        assert torch.equal(v, results[1].state_dict[k]), k
+
+
+def test_vit_core_under_the_winners_modulator():
+    cfg = ModulatedModelConfig(
+        core_type="vit",
+        vit=VIT,
+        modulator_params={"include_gain": False, "include_history": False, "behav_state": False},
+    )
+    spec = _spec("sensorium.models.modulated_stacked_core_full_gauss_readout", cfg)
+    scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
+    model = build_model(spec, RECS, scans)
+    key = next(iter(scans))
+    batch = scans[key].batch(torch.arange(4))
+    rates = model(**batch, data_key=key)
+    assert rates.shape == (4, scans[key].n_neurons) and bool((rates > 0).all())
