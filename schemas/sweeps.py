@@ -180,7 +180,7 @@ def advance(name: str, fabrikant: str | None = None) -> dict[str, int]:
     """
     from optuna.trial import TrialState as OptunaState
 
-    from pipeline.sweeps.study import tell
+    from pipeline.sweeps.study import ask, tell
 
     fabrikant = fabrikant or getpass.getuser()
     with _locked(name):
@@ -205,14 +205,13 @@ def advance(name: str, fabrikant: str | None = None) -> dict[str, int]:
             if number not in stored and t.state == OptunaState.RUNNING:
                 _store_trial(spec, t, fabrikant)
                 stored.add(number)
-        distributions = _distributions(spec)
         asked = 0
         while True:
             states = {t.number: t.state for t in st.get_trials(deepcopy=False)}
             in_flight = sum(s == OptunaState.RUNNING for s in states.values())
             if len(states) >= spec.budget or in_flight >= spec.parallel:
                 break
-            trial = st.ask(distributions)
+            trial = ask(st, spec)
             try:
                 _store_trial(spec, trial, fabrikant)
             except ConfigError as err:  # a value the builders refuse: the trial fails, the sweep goes on
@@ -227,12 +226,6 @@ def advance(name: str, fabrikant: str | None = None) -> dict[str, int]:
         "finished": sum(s.is_finished() for s in states),
         "budget": spec.budget,
     }
-
-
-def _distributions(spec: SweepSpec):
-    from pipeline.sweeps.study import distributions
-
-    return distributions(spec)
 
 
 def _store_trial(spec: SweepSpec, frozen, fabrikant: str) -> None:

@@ -92,15 +92,23 @@ def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
     return out
 
 
-def sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+def sampler(spec: SweepSpec, n_trials: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler that asks for trial number ``n_trials``.
+
+    Random and TPE samplers are seeded with ``spec.seed + n_trials``: every ask comes from a freshly
+    opened study (a new process, often), and a sampler seeded the same way each time would draw the same
+    "random" point again. The grid sampler keeps ``spec.seed`` (it skips the points already taken).
+    """
     if spec.sampler == "grid":
+        # the grid's seed fixes its order (grid ids index a seeded permutation): the same for every ask
         return optuna.samplers.GridSampler(grid_points(spec), seed=spec.seed)
+    seed = spec.seed + n_trials
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():  # constant_liar is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
-            seed=spec.seed, n_startup_trials=spec.tpe_startup_trials, constant_liar=True
+            seed=seed, n_startup_trials=spec.tpe_startup_trials, constant_liar=True
         )
 
 
@@ -113,7 +121,7 @@ def pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
 
 
 def open_study(storage: optuna.storages.RDBStorage, study_name: str, spec: SweepSpec) -> optuna.Study:
-    """The sweep's study (created on first use), with its sampler and pruner."""
+    """The sweep's study (created on first use), with its pruner; see :func:`ask` for the sampler."""
     return optuna.create_study(
         study_name=study_name,
         storage=storage,
@@ -122,6 +130,12 @@ def open_study(storage: optuna.storages.RDBStorage, study_name: str, spec: Sweep
         direction="maximize",
         load_if_exists=True,
     )
+
+
+def ask(study: optuna.Study, spec: SweepSpec) -> optuna.trial.Trial:
+    """A new trial of the search space, from the sampler seeded for the trial's number."""
+    study.sampler = sampler(spec, len(study.get_trials(deepcopy=False)))
+    return study.ask(distributions(spec))
 
 
 def tell(study: optuna.Study, trial: Any, value: float | None = None, state: Any = None) -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.configs import ConfigError
 from pipeline.sweeps.spec import decode_params, load_sweep, parse_sweep, trial_experiment
-from pipeline.sweeps.study import distributions, sampler, tell
+from pipeline.sweeps.study import ask, distributions, sampler, tell
 
 EXPERIMENTS = Path(__file__).parents[2] / "experiments"
 BASE = yaml.safe_load((EXPERIMENTS / "demo.yaml").read_text())
@@ -103,7 +103,7 @@ def test_grid_sampler_visits_every_point_once():
     study = optuna.create_study(sampler=sampler(spec), direction="maximize")
     seen = []
     for _ in range(4):
-        trial = study.ask(distributions(spec))
+        trial = ask(study, spec)
         seen.append(tuple(trial.params.values()))
         tell(study, trial, 0.0)  # the last one: Optuna's grid sampler stops the study
     assert sorted(seen) == [(2, 8), (2, 16), (3, 8), (3, 16)]
@@ -114,3 +114,25 @@ def test_shipped_sweep_files_are_valid():
     assert files, "experiments/sweeps/ holds example sweeps"
     for path in files:
         load_sweep(path)
+
+
+@pytest.mark.parametrize("kind", ["random", "tpe"])
+def test_asks_from_freshly_opened_studies_differ_and_repeat_with_the_seed(kind):
+    # every `sweep step` opens the study anew: a sampler seeded alike each time once drew one point
+    spec = parse_sweep(_sweep(sampler=kind, budget=6))
+
+    def draws(seed_spec):
+        storage = optuna.storages.InMemoryStorage()
+        out = []
+        for _ in range(4):
+            study = optuna.create_study(
+                study_name="s", storage=storage, load_if_exists=True, direction="maximize"
+            )
+            trial = ask(study, seed_spec)
+            out.append(tuple(trial.params.values()))
+            tell(study, trial, 0.1 * len(out))
+        return out
+
+    first = draws(spec)
+    assert len(set(first)) == 4, first
+    assert draws(spec) == first, "the same sweep seed gives the same trials"
