@@ -254,7 +254,17 @@ class TrainerConfig(FrozenConfig):
 
 
 class ModulatorParams(FrozenConfig):
-    """``HistoryStateGain`` modulator (SPEC 3e-3f). Defaults: Model 4 of the winning entry."""
+    """``HistoryStateGain`` modulator (SPEC 3e-3f). Defaults: Model 4 of the winning entry.
+
+    ``learned_state`` (issue 12, off by default): a network state learned end to end, a rank-r linear map
+    from the population's history features (every neuron's mean known response over the first
+    ``learned_state_lags`` lags, in time order) to a drive added to every neuron, beside or instead of
+    the two-stage PCA / RRR / NMF state (``behav_state``).
+    """
+
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
+        {"learned_state", "learned_state_rank", "learned_state_lags", "alpha_learned_state"}
+    )
 
     include_gain: bool = True
     gain_kernel_std: float = Field(30.0, gt=0)  # std (trials) of the causal half-Gaussian smoothing the gain
@@ -267,6 +277,18 @@ class ModulatorParams(FrozenConfig):
     behav_state: bool = True
     nr_behav_state: int = Field(10, gt=0)  # network-state features per trial
     alpha_behav: float = Field(0.3, ge=0)  # L1 on the state-encoder weights
+    learned_state: bool = False
+    learned_state_rank: int = Field(8, gt=0)  # r: width of the bottleneck
+    learned_state_lags: int = Field(2, gt=0)  # history lags read (the first ones: the most recent trials)
+    alpha_learned_state: float = Field(0.0, ge=0)  # L2 on the encoder's input weights
+
+    @model_validator(mode="after")
+    def _lags_fit(self):
+        if self.learned_state and self.learned_state_lags > self.nr_history:
+            raise ValueError(
+                f"learned_state_lags ({self.learned_state_lags}) exceeds nr_history ({self.nr_history})"
+            )
+        return self
 
 
 class ModulatedModelConfig(BaselineModelConfig):

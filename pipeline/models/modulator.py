@@ -5,6 +5,7 @@ time rank rho_b:
 
     h_bn = sum_k history_weights[n, k] * history[b, n, k] + history_bias[n]      (history term)
     s_bn = ELU(state_encoder(state[b]))[n]                                        (network-state term)
+    l_bn = (state_out(state_in(history[b, :, :lags].flatten())))[n]               (learned state, optional)
     f_bn = ELU(drive_bn + h_bn + s_bn) + 1                                        (positive rate)
     G(rho) = ELU(sum_{d=0}^{min(100, rho)} gain_kernel[d] * own_gain[rho - d]) + 1  (smooth shared gain)
     c_n = ELU(gain_adjust[n] + gain_adjust_offset) + 1                            (per-neuron coupling)
@@ -63,6 +64,10 @@ class HistoryStateGainModulator(nn.Module):
       (``include_gain`` and ``per_neuron_gain_adjust``).
     - ``gain_adjust_offset`` (scalar): theta_0, offset shared by all neurons' couplings, init 0.
 
+    - ``state_in`` (``nn.Linear(N * learned_state_lags, r, bias=False)``, default init) and ``state_out``
+      (``nn.Linear(r, N)``, zero init, so the model starts as without it): the learned state
+      (``learned_state``), created after everything else so that the other parameters keep their draws.
+
     Buffer: ``gain_kernel`` (101,), the causal half-Gaussian of :func:`causal_gaussian_kernel`
     (``include_gain``).
     """
@@ -104,6 +109,16 @@ class HistoryStateGainModulator(nn.Module):
                 bound = math.sqrt(1.0 / self.n_neurons)
                 nn.init.uniform_(self.gain_adjust, -bound, bound)
                 self.gain_adjust_offset = nn.Parameter(torch.zeros(()))
+
+        self.learned_state = bool(getattr(params, "learned_state", False))
+        if self.learned_state:
+            self.learned_state_lags = int(params.learned_state_lags)
+            self.state_in = nn.Linear(
+                self.n_neurons * self.learned_state_lags, params.learned_state_rank, bias=False
+            )
+            self.state_out = nn.Linear(params.learned_state_rank, self.n_neurons)
+            nn.init.zeros_(self.state_out.weight)
+            nn.init.zeros_(self.state_out.bias)
 
     def extra_repr(self) -> str:
         return (
@@ -186,7 +201,7 @@ class HistoryStateGainModulator(nn.Module):
             raise ValueError(f"drive must have shape [B, {self.n_neurons}], got {tuple(drive.shape)}")
         B = drive.shape[0]
         x = drive
-        if self.include_history:
+        if self.include_history or self.learned_state:
             if history is None:
                 raise ValueError("the modulator uses history but the batch has no 'history'")
             if history.shape != (B, self.n_neurons, self.nr_history):
@@ -195,7 +210,11 @@ class HistoryStateGainModulator(nn.Module):
                     f"got {tuple(history.shape)}"
                 )
             history = history.to(drive.dtype)
+        if self.include_history:
             x = x + (history * self.history_weights).sum(dim=-1) + self.history_bias
+        if self.learned_state:
+            recent = history[:, :, : self.learned_state_lags].reshape(B, -1)  # [B, N * lags]
+            x = x + self.state_out(self.state_in(recent))
         if self.behav_state:
             if state is None:
                 raise ValueError("the modulator uses the network state but the batch has no 'state'")
@@ -223,6 +242,8 @@ class HistoryStateGainModulator(nn.Module):
             terms.append(p.alpha_hist * self.history_weights.abs().sum())
         if self.behav_state:
             terms.append(p.alpha_behav * self.state_encoder.weight.abs().sum())
+        if self.learned_state and p.alpha_learned_state:
+            terms.append(p.alpha_learned_state * self.state_in.weight.pow(2).sum())
         if not terms:
             return torch.zeros(())  # a 0-dim tensor adds to a tensor on any device
         return torch.stack(terms).sum()
