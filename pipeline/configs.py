@@ -28,16 +28,31 @@ class FrozenConfig(BaseModel):
 
 def canonical_json(config: BaseModel | dict) -> str:
     """Sorted-key, compact JSON of the full config (defaults included, but for ``ADDED_LATER`` fields at
-    their default): the database form."""
-    if isinstance(config, BaseModel):
-        data = config.model_dump(mode="json")
-        fields = type(config).model_fields
-        for name in getattr(type(config), "ADDED_LATER", ()):
-            if getattr(config, name) == fields[name].default:
-                data.pop(name)
-    else:
-        data = config
+    their default, at every level of nesting): the database form."""
+    data = (
+        _without_later_defaults(config, config.model_dump(mode="json"))
+        if isinstance(config, BaseModel)
+        else config
+    )
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _without_later_defaults(config: BaseModel, data: dict) -> dict:
+    """``data`` (the JSON dump of ``config``) without the ``ADDED_LATER`` fields that sit at their
+    default, here and in every nested config (``data`` is changed in place and returned)."""
+    fields = type(config).model_fields
+    later = getattr(type(config), "ADDED_LATER", ())
+    for name in fields:
+        value = getattr(config, name)
+        if name in later and value == fields[name].get_default(call_default_factory=True):
+            data.pop(name, None)
+        elif isinstance(value, BaseModel) and isinstance(data.get(name), dict):
+            _without_later_defaults(value, data[name])
+        elif isinstance(value, list | tuple) and isinstance(data.get(name), list):
+            for item, dumped in zip(value, data[name], strict=False):
+                if isinstance(item, BaseModel) and isinstance(dumped, dict):
+                    _without_later_defaults(item, dumped)
+    return data
 
 
 def config_hash(fn: str, config: BaseModel | dict) -> str:
@@ -299,10 +314,18 @@ class ModulatedModelConfig(BaselineModelConfig):
     modulator_params: ModulatorParams = ModulatorParams()
 
 
+#: how trials are put in time order (``pipeline.regressors.trial_order``): the stable timestamp sort of
+#: the winner's fixed code, or ``exact`` (ties within a second broken by a numeric trial_idx)
+TrialOrderRule = Literal["timestamp", "exact"]
+
+
 class HistoryConfig(FrozenConfig):
     """History filter bank (SPEC 3c): boxcar means of each neuron's own known responses."""
 
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"trial_order"})
+
     lags: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 30], min_length=1)
+    trial_order: TrialOrderRule = "timestamp"
 
     @field_validator("lags")
     @classmethod
@@ -315,6 +338,8 @@ class HistoryConfig(FrozenConfig):
 class StateConfig(FrozenConfig):
     """Network state (SPEC 3d): sqrt -> PCA -> reduced-rank VAR(1) -> NMF, fitted on known trial pairs."""
 
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"trial_order"})
+
     n_pca: int = Field(500, gt=0)  # PCA components (fewer when the data is smaller)
     rank: int = Field(20, gt=0)  # rank of the VAR(1) transition
     n_iter: int = Field(100, gt=0)  # alternating-least-squares iterations
@@ -323,6 +348,7 @@ class StateConfig(FrozenConfig):
     nmf_seed: int = 674
     nmf_max_iter: int = Field(1000, gt=0)
     eps: float = Field(1e-6, ge=0)  # added before the square root
+    trial_order: TrialOrderRule = "timestamp"  # which time order defines the "consecutive" pairs
 
 
 class SplitConfig(FrozenConfig):
@@ -336,9 +362,29 @@ class SplitConfig(FrozenConfig):
 class RegressorsConfig(FrozenConfig):
     """Which per-trial regressors a dataset delivers (None: not delivered)."""
 
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"rank_order"})
+
     history: HistoryConfig | None = None
     state: StateConfig | None = None
     rank: bool = False  # time rank of each trial (needed by the learned gain)
+    rank_order: TrialOrderRule = "timestamp"  # the order the rank counts in
+
+    def _rules(self) -> set[str]:
+        rules = {self.rank_order} if self.rank else set()
+        return rules | {part.trial_order for part in (self.history, self.state) if part is not None}
+
+    def order_rule(self) -> str:
+        """The one time-order rule of the delivered regressors (``timestamp`` when none is delivered)."""
+        return next(iter(self._rules()), "timestamp")
+
+    @model_validator(mode="after")
+    def _one_trial_order(self):
+        rules = self._rules()
+        if len(rules) > 1:
+            raise ValueError(
+                "history.trial_order, state.trial_order and rank_order differ; use one time order for all"
+            )
+        return self
 
 
 DatasetConfig.model_rebuild()

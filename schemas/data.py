@@ -178,6 +178,53 @@ class TrialOrder(dj.Computed):
 
 
 @schema
+class ExactTrialOrder(dj.Computed):
+    definition = """
+    # time order with ties within a second broken by trial_idx where it is numeric (issue 12)
+    -> Scan
+    ---
+    rule                : varchar(32)     # timestamp+trial_idx, or timestamp (trial_idx hashed)
+    n_reordered         : int32           # trials whose rank differs from TrialOrder's
+    """
+
+    class Trial(dj.Part):
+        definition = """
+        # time rank of one trial under this rule
+        -> master
+        -> Scan.Trial
+        ---
+        rank            : int32           # position in time (0 = first trial presented)
+        """
+
+    def make(self, key: dict) -> None:
+        rows = (Scan.Trial & key).to_dicts(order_by="trial_id")
+        timestamps = np.array([r["frame_trial_ts"] for r in rows], dtype="datetime64[us]")
+        trial_idx = np.array([r["trial_idx"] for r in rows])
+        exact = trial_order(timestamps, trial_idx, rule="exact")
+        plain = trial_order(timestamps, trial_idx)
+        self.insert1(dict(key, rule=exact.rule, n_reordered=int((exact.rank != plain.rank).sum())))
+        self.Trial.insert(
+            [dict(key, trial_id=r["trial_id"], rank=int(exact.rank[i])) for i, r in enumerate(rows)]
+        )
+
+
+def time_ranks(key: dict, rule: str = "timestamp") -> np.ndarray:
+    """(T,) time rank of every trial of a scan (file-index order) under ``rule`` (``timestamp``:
+    ``TrialOrder``; ``exact``: ``ExactTrialOrder``).
+
+    Raises:
+        LookupError: the order of that rule is not computed yet.
+    """
+    table = ExactTrialOrder if rule == "exact" else TrialOrder
+    ranks = (table.Trial & {"data_key": key["data_key"]}).to_dicts(order_by="trial_id")
+    if not ranks:
+        raise LookupError(
+            f"{table.__name__} has no rows for scan {key['data_key']}: run `sensorium populate`"
+        )
+    return np.array([r["rank"] for r in ranks], dtype=np.int64)
+
+
+@schema
 class GroundTruth(dj.Manual):
     definition = """
     # planted truth of a synthetic recording, from its sidecar <name>.truth.npz (ingested with the scan)

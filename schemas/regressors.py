@@ -21,7 +21,7 @@ from pipeline.regressors.behavior import normalize_behavior
 from pipeline.regressors.history import build_history_bank
 from pipeline.regressors.splits import ensemble_splits
 from pipeline.regressors.state import fit_network_state
-from schemas.data import Scan, TrialOrder
+from schemas.data import ExactTrialOrder, Scan, TrialOrder, time_ranks  # noqa: F401 - in definitions
 
 schema = dj.Schema()
 
@@ -127,15 +127,17 @@ class SplitParamSet(_ParamSet, dj.Manual):
         return cfg.model_copy(update={"index": 0})  # one set holds every index
 
 
-def known_responses(key: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Responses as the model sees them (T, N), time rank (T,), known mask (T,), tiers (T,), file order."""
+def known_responses(
+    key: dict, trial_order: str = "timestamp"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Responses as the model sees them (T, N), time rank (T,) under ``trial_order``, known mask (T,),
+    tiers (T,), file order."""
     # only the two columns needed: the whole row would also download the images (0.2 GB at full size)
     statistics, stored = (Scan & key).fetch1("statistics", "responses")
     p = response_precision(statistics["responses"]["all"]["std"])
     responses = np.asarray(stored, dtype=np.float32) * p[None]
-    ranks = (TrialOrder.Trial & key).to_dicts(order_by="trial_id")
     tiers = np.array([t["tier"] for t in (Scan.Trial & key).to_dicts(order_by="trial_id")])
-    rank = np.array([r["rank"] for r in ranks], dtype=np.int64)
+    rank = time_ranks(key, trial_order)
     return responses, rank, np.isin(tiers, KNOWN_TIERS), tiers
 
 
@@ -154,7 +156,7 @@ class History(dj.Computed):
 
     def make(self, key: dict) -> None:
         cfg = HistoryConfig.model_validate((HistoryParamSet & key).fetch1("history_config"))
-        responses, rank, known, _ = known_responses(key)
+        responses, rank, known, _ = known_responses(key, cfg.trial_order)
         bank = build_history_bank(responses, rank, known, cfg)
         self.insert1(
             dict(
@@ -185,7 +187,7 @@ class NetworkState(dj.Computed):
 
     def make(self, key: dict) -> None:
         cfg = StateConfig.model_validate((StateParamSet & key).fetch1("state_config"))
-        responses, rank, known, _ = known_responses(key)
+        responses, rank, known, _ = known_responses(key, cfg.trial_order)
         result = fit_network_state(responses, rank, known, cfg)
         self.insert1(
             dict(
@@ -273,8 +275,7 @@ def fetch_regressors(data_key: str, dataset_config: dict) -> dict[str, Any]:
             _one(NetworkState & dict(key, **StateParamSet.key_of(regs["state"])), "state")
         )
     if regs.get("rank"):
-        ranks = (TrialOrder.Trial & key).to_dicts(order_by="trial_id")
-        out["rank_id"] = np.array([r["rank"] for r in ranks], dtype=np.int64)
+        out["rank_id"] = time_ranks(key, regs.get("rank_order", "timestamp"))
     split = dataset_config.get("split")
     if split is not None:
         skey = dict(key, **SplitParamSet.key_of(split), split_index=int(split.get("index", 0)))

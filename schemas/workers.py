@@ -26,7 +26,7 @@ from datajoint.condition import make_condition
 
 from pipeline import lifecycle
 from pipeline.settings import Settings, WorkerSettings
-from schemas.data import TrialOrder
+from schemas.data import ExactTrialOrder, TrialOrder
 from schemas.evaluation import EnsembleScore, ModelScore, OracleScore, Prediction, register_declared_ensembles
 from schemas.regressors import BehaviorNormalization, History, NetworkState, SplitSet
 from schemas.resilience import short_retries
@@ -35,7 +35,7 @@ from schemas.training import TrainedModel
 log = logging.getLogger(__name__)
 schema = dj.Schema()
 
-REGRESSORS = [TrialOrder, BehaviorNormalization, History, NetworkState, SplitSet]
+REGRESSORS = [TrialOrder, ExactTrialOrder, BehaviorNormalization, History, NetworkState, SplitSet]
 
 #: queue name -> tables, in dependency order. GPU workers train and predict; CPU workers do the rest.
 QUEUES: dict[str, list] = {

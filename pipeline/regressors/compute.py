@@ -33,7 +33,8 @@ def compute_regressors(rec: Recording, cfg: DatasetConfig) -> dict[str, Any]:
     }
     regs = cfg.regressors
     if regs is not None and (regs.history or regs.state or regs.rank):
-        rank = trial_order(parse_timestamps(rec.trials["frame_trial_ts"]), rec.trials["trial_idx"]).rank
+        rule = regs.order_rule()
+        rank = trial_order(parse_timestamps(rec.trials["frame_trial_ts"]), rec.trials["trial_idx"], rule).rank
         known = np.isin(rec.tiers, KNOWN_TIERS)
         # as the model sees them (SPEC 1.4), the input of history and state
         p = response_precision(stats["responses"]["all"]["std"])

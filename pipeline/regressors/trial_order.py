@@ -5,11 +5,16 @@ competition recordings, so the order comes from ``frame_trial_ts`` (1-second res
 sorted with an unstable ``np.argsort``, leaving trials within the same second in arbitrary order; here the
 sort is stable (ties keep ascending file index), so the result is reproducible. Where ``trial_idx`` is
 numeric (the true presentation order) the result is checked against it.
+
+Rule ``exact`` (issue 12): where ``trial_idx`` is numeric (pre-training recordings) it breaks the ties
+within a second, so the order is the true presentation order; where it is hashed the stable timestamp
+order is all there is. :attr:`TrialOrderResult.rule` says which rule was applied.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -36,30 +41,41 @@ class TrialOrderResult:
     trial_idx_numeric: bool
     consistent: bool | None
     n_rank_mismatch: int | None
+    rule: str = "timestamp"  # timestamp | timestamp+trial_idx | timestamp (trial_idx hashed)
 
 
-def trial_order(timestamps: np.ndarray, trial_idx: np.ndarray) -> TrialOrderResult:
+def trial_order(
+    timestamps: np.ndarray, trial_idx: np.ndarray, rule: Literal["timestamp", "exact"] = "timestamp"
+) -> TrialOrderResult:
     """Recover the presentation order.
 
     Args:
         timestamps: (T,) ``datetime64`` presentation times (see ``pipeline.data.format.parse_timestamps``).
         trial_idx: (T,) ``meta/trials/trial_idx`` as stored (integers or hashed strings).
+        rule: ``timestamp`` (stable sort of the timestamps; ties keep file order) or ``exact`` (ties
+            broken by a numeric ``trial_idx``; the timestamp order where it is hashed).
 
     Returns:
-        The order, with the number of ties and the check against ``trial_idx``.
+        The order, with the number of ties, the check against ``trial_idx`` and the rule applied.
     """
     ts = np.asarray(timestamps).astype("datetime64[us]").astype(np.int64)
-    sort_id = np.argsort(ts, kind="stable")
+    numeric = trial_idx_numeric(np.asarray(trial_idx))
+    if rule == "exact" and numeric is not None:
+        sort_id = np.lexsort((numeric, ts))  # by timestamp, then by trial_idx within a second
+        applied = "timestamp+trial_idx"
+    else:
+        sort_id = np.argsort(ts, kind="stable")
+        applied = "timestamp" if rule == "timestamp" else "timestamp (trial_idx hashed)"
     rank = np.empty_like(sort_id)
     rank[sort_id] = np.arange(len(sort_id))
     _, inverse, counts = np.unique(ts, return_inverse=True, return_counts=True)
     n_tied = int((counts[inverse] > 1).sum())
 
-    numeric = trial_idx_numeric(np.asarray(trial_idx))
     if numeric is None:
-        return TrialOrderResult(sort_id, rank, n_tied, False, None, None)
+        return TrialOrderResult(sort_id, rank, n_tied, False, None, None, applied)
     true_order = np.argsort(numeric, kind="stable")
     consistent = bool(np.all(np.diff(ts[true_order]) >= 0))
     true_rank = np.empty_like(true_order)
     true_rank[true_order] = np.arange(len(true_order))
-    return TrialOrderResult(sort_id, rank, n_tied, True, consistent, int((true_rank != rank).sum()))
+    mismatch = int((true_rank != rank).sum())
+    return TrialOrderResult(sort_id, rank, n_tied, True, consistent, mismatch, applied)

@@ -110,3 +110,44 @@ def test_compute_regressors_equals_the_tables(ingested):
         np.testing.assert_array_equal(
             np.asarray(fresh["tiers"]).astype(str), np.asarray(stored["tiers"]).astype(str)
         )
+
+
+def test_exact_trial_order_tables_record_their_rule_and_feed_the_regressors(ingested):
+    """rule exact: ties broken by numeric trial_idx (the pre-training scan), recorded per scan; the
+    history, state and rank of such a dataset come from that order (and equal the database-free code)."""
+    from pipeline.configs import DatasetConfig
+    from pipeline.regressors.compute import compute_regressors
+    from schemas import regressors as r
+    from schemas.data import ExactTrialOrder, Scan, TrialOrder
+
+    base = tiny_winner("x")["dataset"]["config"]
+    regs = {
+        "history": {"lags": [1, 2, 5], "trial_order": "exact"},
+        "state": {"n_components": 4, "trial_order": "exact"},
+        "rank": True,
+        "rank_order": "exact",
+    }
+    config = {**base, "regressors": regs, "split": None}
+    r.register_dataset_regressors(config)
+    for table in (ExactTrialOrder, r.BehaviorNormalization, r.History, r.NetworkState):
+        table.populate(display_progress=False)
+    rules = {row["data_key"]: row for row in ExactTrialOrder.to_dicts()}
+    numeric = {row["data_key"]: row["trial_idx_numeric"] for row in TrialOrder.to_dicts()}
+    for k in SCANS:
+        assert rules[k]["rule"] == ("timestamp+trial_idx" if numeric[k] else "timestamp (trial_idx hashed)")
+        if not numeric[k]:
+            assert rules[k]["n_reordered"] == 0
+        stored = r.fetch_regressors(k, config)
+        fresh = compute_regressors(Scan().fetch_recording({"data_key": k}), DatasetConfig(**config))
+        for name in ("state", "rank_id"):
+            np.testing.assert_array_equal(np.asarray(fresh[name]), np.asarray(stored[name]), err_msg=name)
+        np.testing.assert_array_equal(np.asarray(fresh["history"][0]), np.asarray(stored["history"][0]))
+    pre = next(k for k in SCANS if numeric[k])
+    # what the stable timestamp sort got wrong is exactly what the exact rule reorders
+    assert rules[pre]["n_reordered"] == (TrialOrder & {"data_key": pre}).fetch1("n_rank_mismatch")
+    # the exact order is the planted presentation order of the synthetic recording
+    from schemas.data import GroundTruth
+
+    truth = np.asarray((GroundTruth & {"data_key": pre}).fetch1("time_rank"))
+    exact = np.asarray(r.fetch_regressors(pre, config)["rank_id"])
+    np.testing.assert_array_equal(exact, truth)

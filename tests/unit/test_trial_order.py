@@ -42,3 +42,33 @@ def test_rank_inverts_sort_id():
     result = trial_order(_ts(seconds), np.arange(200))
     assert np.array_equal(result.sort_id[result.rank], np.arange(200))
     assert np.all(np.diff(seconds[result.sort_id]) >= 0)
+
+
+def test_exact_rule_breaks_ties_with_numeric_trial_idx_and_says_so():
+    seconds = np.array([5, 3, 5, 1, 3])
+    true_idx = np.array([4, 1, 3, 0, 2])
+    exact = trial_order(_ts(seconds), true_idx, rule="exact")
+    assert exact.rule == "timestamp+trial_idx" and exact.n_rank_mismatch == 0
+    assert exact.sort_id.tolist() == [3, 1, 4, 2, 0]  # the true presentation order
+    hashed = trial_order(_ts(seconds), np.array(["a", "b", "c", "d", "e"]), rule="exact")
+    assert hashed.rule == "timestamp (trial_idx hashed)"
+    assert (
+        hashed.rank.tolist() == trial_order(_ts(seconds), np.array(["a", "b", "c", "d", "e"])).rank.tolist()
+    )
+    assert trial_order(_ts(seconds), true_idx).rule == "timestamp"
+
+
+def test_one_order_rule_per_dataset():
+    import pytest
+
+    from pipeline.configs import ConfigError, RegressorsConfig, validate
+
+    cfg = {
+        "history": {"trial_order": "exact"},
+        "state": {"trial_order": "exact"},
+        "rank": True,
+        "rank_order": "exact",
+    }
+    assert validate(RegressorsConfig, cfg).order_rule() == "exact"
+    with pytest.raises(ConfigError, match="use one time order for all"):
+        validate(RegressorsConfig, {**cfg, "rank_order": "timestamp"}, "dataset.config.regressors")

@@ -1,0 +1,203 @@
+"""Beyond the winner (issue 12): candidate rows and the chosen ensemble against the winner's, same budget.
+
+On the project's synthetic recordings (two pre-training-style mice, as ``benchmarks/ablation.py``), every
+row is trained through the real pipeline (``sensorium experiment add`` + one ``sensorium populate``) in
+one ``SENSORIUM_HOME``, at the same number of epochs on the same data:
+
+* single models, one per seed: ``winner_demo`` and each candidate improvement on top of it, alone;
+* ensembles, one per seed base s (members seeds s, s+1, s+2 on re-splits 0..2):
+  ``ensemble_demo`` (the winner preset's ensemble) and ``beyond`` (``experiments/beyond.yaml``).
+
+It prints the test single-trial correlation (mean over the scans; range over seeds) with the oracle as
+the ceiling and each row's ratio to its reference (winner_demo for single rows, the winner ensemble for
+ensembles). Rerunning with the same ``--home`` reuses what is trained (a stopped run continues).
+
+Run:  .venv/bin/python benchmarks/beyond.py --home DIR [--seeds 42,45,48] [--epochs 12] [--rows a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+
+#: single-model rows: (experiment file, --set overrides) on top of the winner preset
+CANDIDATES: dict[str, tuple[str, list[str]]] = {
+    "winner_demo": ("winner_demo.yaml", []),
+    "+softplus": ("winner_demo.yaml", ["model.config.output_nonlinearity=softplus"]),
+    "+adamw_cosine_ema": (
+        "winner_demo.yaml",
+        [
+            "trainer.config.optimizer=adamw",
+            "trainer.config.weight_decay=0.01",
+            "trainer.config.lr_schedule=cosine",
+            "trainer.config.warmup_epochs=1",
+            "trainer.config.ema_decay=0.9",
+        ],
+    ),
+    "+learned_state": ("winner_demo.yaml", ["model.config.modulator_params.learned_state=true"]),
+    "+vit_core": ("vit_demo.yaml", []),
+    "beyond_single": ("beyond.yaml", []),
+}
+ENSEMBLES = {"winner_ensemble": "ensemble_demo.yaml", "beyond_ensemble": "beyond.yaml"}
+REFERENCE = {"single": "winner_demo", "ensemble": "winner_ensemble"}
+
+
+def sensorium(env: dict, *args: str, capture: bool = True) -> str:
+    """Run the CLI; with ``capture=False`` its output goes to this terminal (long populate runs)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=env, capture_output=capture, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"sensorium {' '.join(args)} failed:\n{proc.stdout}\n{(proc.stderr or '')[-3000:]}")
+    return proc.stdout or ""
+
+
+def _safe(name: str) -> str:
+    return name.replace("+", "p_")
+
+
+def declare(env: dict, rows: list[str], seeds: list[int], epochs: int) -> dict[str, tuple[str, list[str]]]:
+    """Add every row's experiments; returns {row: (kind, [experiment or ensemble names])}."""
+    declared = {}
+    for row in rows:
+        if row in CANDIDATES:
+            path, sets = CANDIDATES[row]
+            name = f"abl_{_safe(row)}"
+            seed_list = ",".join(map(str, seeds))
+            # one model per seed on the original split (a re-split belongs to ensemble members)
+            extra = [f"name={name}", f"seeds=[{seed_list}]", "members=null", "ensemble=null"]
+            extra.append("dataset.config.split=null")
+            extra.append(f"trainer.config.max_iter={epochs}")
+            args = [x for s in [*extra, *sets] for x in ("--set", s)]
+            sensorium(env, "experiment", "add", str(EXPERIMENTS / path), *args)
+            declared[row] = ("single", [name])
+        else:
+            names = []
+            for s in seeds:
+                name = f"abl_{row}_s{s}"
+                members = ",".join(f"{{seed: {s + i}, split: {i}}}" for i in range(3))
+                sets = [
+                    f"name={name}",
+                    f"members=[{members}]",
+                    "seeds=null",
+                    f"ensemble.name={name}",
+                    "dataset.config.split.n_splits=3",
+                    f"trainer.config.max_iter={epochs}",
+                ]
+                sensorium(
+                    env,
+                    "experiment",
+                    "add",
+                    str(EXPERIMENTS / ENSEMBLES[row]),
+                    *[x for v in sets for x in ("--set", v)],
+                )
+                names.append(name)
+            declared[row] = ("ensemble", names)
+    return declared
+
+
+def summarise(scores: list[dict], declared: dict[str, tuple[str, list[str]]]) -> list[dict]:
+    test = [r for r in scores if r["tier"] == "test"]
+    out = []
+    for row, (kind, names) in declared.items():
+        per_seed: dict[str, list[float]] = {}
+        oracle = []
+        for r in test:
+            model = r["model"].removesuffix(" [ens]")
+            if kind == "single" and r["model"] == names[0]:
+                per_seed.setdefault(r["member"], []).append(r["single_trial_correlation"])
+            elif kind == "ensemble" and r["model"].endswith("[ens]") and model in names:
+                per_seed.setdefault(model, []).append(r["single_trial_correlation"])
+            else:
+                continue
+            oracle.append(r["oracle_single_trial_correlation"])
+        means = [statistics.fmean(v) for v in per_seed.values()]
+        if not means:
+            continue
+        out.append(
+            {
+                "row": row,
+                "kind": kind,
+                "test_corr": statistics.fmean(means),
+                "seed_min": min(means),
+                "seed_max": max(means),
+                "n_seeds": len(means),
+                "oracle": statistics.fmean(oracle),
+            }
+        )
+    ref = {r["row"]: r["test_corr"] for r in out}
+    for r in out:
+        base = ref.get(REFERENCE[r["kind"]])
+        r["ratio"] = None if base is None else r["test_corr"] / base
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, required=True, help="SENSORIUM_HOME (reused when it exists)")
+    parser.add_argument("--seeds", default="42,45,48", help="seeds (ensembles: seed bases s, s+1, s+2)")
+    parser.add_argument("--epochs", type=int, default=12, help="max_iter of every model (default 12)")
+    parser.add_argument("--rows", default=",".join([*CANDIDATES, *ENSEMBLES]), help="comma-separated rows")
+    parser.add_argument("--mice", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = args.rows.split(",")
+    unknown = [r for r in rows if r not in CANDIDATES and r not in ENSEMBLES]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; choose from {[*CANDIDATES, *ENSEMBLES]}")
+
+    env = dict(os.environ, SENSORIUM_HOME=str(args.home))
+    t0 = time.perf_counter()
+    data = args.home / "data"
+    if not any(data.glob("*.zip")):
+        sensorium(env, "synth", "--out", str(data), "--mice", str(args.mice), "--seed", "0")
+        sensorium(env, "ingest", "-q", *sorted(str(p) for p in data.glob("*.zip")))
+    declared = declare(env, rows, seeds, args.epochs)
+    names = [n for _, ns in declared.values() for n in ns]
+    print(
+        f"training {len(names)} experiments ({sum(len(ns) for _, ns in declared.values())}) ...", flush=True
+    )
+    sensorium(env, "populate", capture=False)  # every declared model, then predictions and scores
+    summary = summarise(json.loads(sensorium(env, "scores", "--json")), declared)
+    info = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "data": f"{args.mice} synthetic pre-training-style mice (150 neurons, 1000 trials, synth seed 0)",
+        "budget": f"{args.epochs} epochs per model; seeds {seeds}",
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    if args.json:
+        print(json.dumps({"info": info, "rows": summary}, indent=2))
+        return
+    for k, v in info.items():
+        print(f"{k:<8}: {v}")
+    print(
+        "metric  : test single-trial correlation, mean over scans; range over seeds; "
+        "oracle = planted expectation"
+    )
+    print(
+        f"\n{'row':<20} {'kind':<8} {'test corr':>9} {'seeds':>5} {'range':>11} {'oracle':>7} "
+        f"{'of oracle':>9} {'vs ref':>7}"
+    )
+    for r in summary:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        spread = f"{r['seed_min']:.3f}-{r['seed_max']:.3f}"
+        print(
+            f"{r['row']:<20} {r['kind']:<8} {r['test_corr']:>9.3f} {r['n_seeds']:>5} {spread:>11} "
+            f"{r['oracle']:>7.3f} {r['test_corr'] / r['oracle']:>9.2f} {ratio:>7}"
+        )
+
+
+if __name__ == "__main__":
+    main()
