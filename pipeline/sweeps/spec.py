@@ -32,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.configs import ConfigError, FrozenConfig, validate
 from pipeline.experiments import ExperimentSpec, apply_overrides, get_path, parse_experiment, set_path
+from pipeline.registry import resolve
 
 PRIMITIVE = (str, int, float, bool, type(None))
 RANGE_KINDS = ("uniform", "log_uniform", "int", "log_int")
@@ -147,8 +148,16 @@ def trial_experiment(spec: SweepSpec, number: int, params: dict[str, Any]) -> Ex
 
 
 def base_values(spec: SweepSpec) -> dict[str, Any]:
-    """The base experiment's value at every swept path, after ``fixed`` (None: the builder's default)."""
-    return {path: spec.fixed.get(path, get_path(spec.base, path)) for path in spec.space}
+    """The base experiment's value at every swept path, after ``fixed``, defaults filled in by the
+    builders' configs (so an unset option reads as its default, not as None)."""
+    data = copy.deepcopy(spec.base)
+    for path, value in spec.fixed.items():
+        set_path(data, path, value)
+    full = {}
+    for kind in ("dataset", "model", "trainer"):
+        part = data[kind]
+        full[kind] = {"config": resolve(kind, part["fn"], part.get("config") or {}).model_dump(mode="json")}
+    return {path: get_path(full, path) for path in spec.space}
 
 
 def corner_params(spec: SweepSpec) -> list[dict[str, Any]]:

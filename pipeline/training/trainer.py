@@ -371,7 +371,8 @@ def train(
                         _snapshot(loop, model, best_state, optimizer, scheduler, streams, ema),
                         {"epoch": loop.epoch, "best_val_corr": loop.best},
                     )
-                if should_prune is not None and should_prune(record):
+                # after the last epoch there is nothing left to save by stopping: not a pruned run
+                if should_prune is not None and loop.epoch < cfg.max_iter and should_prune(record):
                     pruned_at = loop.epoch
                     break
     finally:

@@ -136,3 +136,17 @@ def test_asks_from_freshly_opened_studies_differ_and_repeat_with_the_seed(kind):
     first = draws(spec)
     assert len(set(first)) == 4, first
     assert draws(spec) == first, "the same sweep seed gives the same trials"
+
+
+def test_report_difference_reads_unset_options_as_their_defaults():
+    from pipeline.sweeps.report import difference
+
+    spec = parse_sweep(
+        _sweep(space={"trainer.config.ema_decay": [None, 0.9], "model.config.hidden_channels": [8, 16]})
+    )
+    assert (
+        difference(spec, {"trainer.config.ema_decay": None, "model.config.hidden_channels": 16}) == "(base)"
+    )
+    assert difference(spec, {"trainer.config.ema_decay": 0.9, "model.config.hidden_channels": 8}) == (
+        "trainer.config.ema_decay=0.9, model.config.hidden_channels=8"
+    )
