@@ -159,9 +159,7 @@ class TrialOrder(dj.Computed):
         """
 
     def make(self, key: dict) -> None:
-        rows = (Scan.Trial & key).to_dicts(order_by="trial_id")
-        timestamps = np.array([r["frame_trial_ts"] for r in rows], dtype="datetime64[us]")
-        trial_idx = np.array([r["trial_idx"] for r in rows])
+        rows, timestamps, trial_idx = _order_inputs(key)
         result = trial_order(timestamps, trial_idx)
         self.insert1(
             dict(
@@ -175,6 +173,13 @@ class TrialOrder(dj.Computed):
         self.Trial.insert(
             [dict(key, trial_id=r["trial_id"], rank=int(result.rank[i])) for i, r in enumerate(rows)]
         )
+
+
+def _order_inputs(key: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """(trial rows, timestamps (T,) datetime64[us], trial_idx (T,)) of a scan, file-index order."""
+    rows = (Scan.Trial & key).to_dicts(order_by="trial_id")
+    timestamps = np.array([r["frame_trial_ts"] for r in rows], dtype="datetime64[us]")
+    return rows, timestamps, np.array([r["trial_idx"] for r in rows])
 
 
 @schema
@@ -197,9 +202,7 @@ class ExactTrialOrder(dj.Computed):
         """
 
     def make(self, key: dict) -> None:
-        rows = (Scan.Trial & key).to_dicts(order_by="trial_id")
-        timestamps = np.array([r["frame_trial_ts"] for r in rows], dtype="datetime64[us]")
-        trial_idx = np.array([r["trial_idx"] for r in rows])
+        rows, timestamps, trial_idx = _order_inputs(key)
         exact = trial_order(timestamps, trial_idx, rule="exact")
         plain = trial_order(timestamps, trial_idx)
         self.insert1(dict(key, rule=exact.rule, n_reordered=int((exact.rank != plain.rank).sum())))
