@@ -46,9 +46,14 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     ),
     "+learned_state": ("winner_demo.yaml", ["model.config.modulator_params.learned_state=true"]),
     "+vit_core": ("vit_demo.yaml", []),
+    "+sweep_options": ("beyond_cnn_options.yaml", []),
     "beyond_single": ("beyond.yaml", []),
 }
-ENSEMBLES = {"winner_ensemble": "ensemble_demo.yaml", "beyond_ensemble": "beyond.yaml"}
+ENSEMBLES = {
+    "winner_ensemble": "ensemble_demo.yaml",
+    "cnn_options_ensemble": "beyond_cnn_options.yaml",
+    "beyond_ensemble": "beyond.yaml",
+}
 REFERENCE = {"single": "winner_demo", "ensemble": "winner_ensemble"}
 
 
