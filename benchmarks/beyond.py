@@ -45,6 +45,14 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "+learned_state": ("winner_demo.yaml", ["model.config.modulator_params.learned_state=true"]),
+    "+exact_order": (
+        "winner_demo.yaml",
+        [
+            "dataset.config.regressors.history.trial_order=exact",
+            "dataset.config.regressors.state.trial_order=exact",
+            "dataset.config.regressors.rank_order=exact",
+        ],
+    ),
     "+vit_core": ("vit_demo.yaml", []),
     "+sweep_options": ("beyond_cnn_options.yaml", []),
     "beyond_single": ("beyond.yaml", []),

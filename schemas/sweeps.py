@@ -21,7 +21,12 @@ import datajoint as dj
 from pipeline.configs import ConfigError
 from pipeline.sweeps.report import TrialState
 from pipeline.sweeps.spec import SweepSpec, decode_params, trial_experiment, trial_name
-from schemas.fabrik import Experiment, add_experiment, experiment_models  # noqa: F401 - Experiment: in a definition
+from schemas.fabrik import (  # noqa: F401 - Experiment: in a definition
+    Experiment,
+    Trainer,
+    add_experiment,
+    experiment_models,
+)
 from schemas.training import TrainedModel
 from schemas.workers import jobs_of
 
@@ -265,5 +270,6 @@ def pruner_for(key: dict):
         if spec.pruning is not None:
             from pipeline.sweeps.study import EpochPruner
 
-            return EpochPruner(st, int(trial["optuna_trial_id"]))
+            max_epochs = int((Trainer & key).fetch1("trainer_config")["max_iter"])
+            return EpochPruner(st, int(trial["optuna_trial_id"]), max_epochs)
     return None

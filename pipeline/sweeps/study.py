@@ -160,15 +160,16 @@ class EpochPruner:
 
     PRUNED_AT = "pruned_at_epoch"
 
-    def __init__(self, study: optuna.Study, trial_id: int):
-        self.study, self.trial_id = study, trial_id
+    def __init__(self, study: optuna.Study, trial_id: int, max_epochs: int):
+        self.study, self.trial_id, self.max_epochs = study, trial_id, max_epochs
 
     def __call__(self, record: Any) -> bool:
         trial = optuna.trial.Trial(self.study, self.trial_id)
         with warnings.catch_warnings():  # an epoch reported before a resume is ignored, with a warning
             warnings.simplefilter("ignore")
             trial.report(float(record.val_corr), int(record.epoch))
-        if not trial.should_prune():
+        # after the last epoch the value is recorded, but there is nothing left to prune
+        if record.epoch >= self.max_epochs or not trial.should_prune():
             return False
         trial.set_user_attr(self.PRUNED_AT, int(record.epoch))
         log.info("trial pruned after epoch %d (validation correlation %.4f)", record.epoch, record.val_corr)

@@ -371,8 +371,9 @@ def train(
                         _snapshot(loop, model, best_state, optimizer, scheduler, streams, ema),
                         {"epoch": loop.epoch, "best_val_corr": loop.best},
                     )
-                # after the last epoch there is nothing left to save by stopping: not a pruned run
-                if should_prune is not None and loop.epoch < cfg.max_iter and should_prune(record):
+                # called after the last epoch too (a sweep records the whole curve), but stopping there
+                # saves nothing: not a pruned run
+                if should_prune is not None and should_prune(record) and loop.epoch < cfg.max_iter:
                     pruned_at = loop.epoch
                     break
     finally:
