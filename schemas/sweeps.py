@@ -79,6 +79,18 @@ def storage():
     return open_storage(url, optuna_schema())
 
 
+def sweep_spec(name: str) -> tuple[SweepSpec, str]:
+    """(spec, Optuna study name) of sweep ``name``, from its row (the study's storage is not opened).
+
+    Raises:
+        LookupError: no sweep of that name.
+    """
+    rows = (Sweep & {"sweep_name": name}).proj("sweep_spec", "study_name").to_dicts()
+    if not rows:
+        raise LookupError(f"no sweep named {name!r}; add it with `sensorium sweep add FILE`")
+    return SweepSpec.model_validate(rows[0]["sweep_spec"]), rows[0]["study_name"]
+
+
 def study(name: str):
     """(spec, Optuna study) of sweep ``name``.
 
@@ -87,11 +99,8 @@ def study(name: str):
     """
     from pipeline.sweeps.study import open_study
 
-    rows = (Sweep & {"sweep_name": name}).to_dicts()
-    if not rows:
-        raise LookupError(f"no sweep named {name!r}; add it with `sensorium sweep add FILE`")
-    spec = SweepSpec.model_validate(rows[0]["sweep_spec"])
-    return spec, open_study(storage(), rows[0]["study_name"], spec)
+    spec, study_name = sweep_spec(name)
+    return spec, open_study(storage(), study_name, spec)
 
 
 @contextlib.contextmanager
@@ -266,10 +275,11 @@ def pruner_for(key: dict):
         return None
     trials = (Sweep.Trial & [{"experiment_name": n} for n in names]).to_dicts()
     for trial in trials:
-        spec, st = study(trial["sweep_name"])
-        if spec.pruning is not None:
+        # the study's storage is opened only for a pruning sweep (this runs at every trial's job start)
+        if sweep_spec(trial["sweep_name"])[0].pruning is not None:
             from pipeline.sweeps.study import EpochPruner
 
+            _, st = study(trial["sweep_name"])
             max_epochs = int((Trainer & key).fetch1("trainer_config")["max_iter"])
             return EpochPruner(st, int(trial["optuna_trial_id"]), max_epochs)
     return None

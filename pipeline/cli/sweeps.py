@@ -97,11 +97,11 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     from schemas.sweeps import study, trial_states
 
     try:
-        spec, _ = study(args.name)
+        spec, st = study(args.name)
     except LookupError as err:
         out(f"error: {err}")
         return 2
-    trials = trial_states(args.name)
+    trials = trial_states(args.name, {t.number: t for t in st.get_trials(deepcopy=False)})
     for line in table(spec, trials, args.top):
         out(line)
     if args.figure != "none":
