@@ -230,7 +230,8 @@ class TrainerConfig(FrozenConfig):
     interval: int = Field(1, ge=1)  # epochs between validation evaluations
     avg_loss: bool = False
     scale_loss: bool = True
-    loss_function: Literal["PoissonLoss"] = "PoissonLoss"
+    # "GammaLoss" (issue 12): the Gamma likelihood of multiplicative noise (pipeline.training.losses)
+    loss_function: Literal["PoissonLoss", "GammaLoss"] = "PoissonLoss"
     stop_function: Literal["get_correlations"] = "get_correlations"
     maximize: bool = True
     restore_best: bool = True
@@ -322,10 +323,13 @@ TrialOrderRule = Literal["timestamp", "exact"]
 class HistoryConfig(FrozenConfig):
     """History filter bank (SPEC 3c): boxcar means of each neuron's own known responses."""
 
-    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"trial_order"})
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"trial_order", "transform"})
 
     lags: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 30], min_length=1)
     trial_order: TrialOrderRule = "timestamp"
+    # "none": boxcars of the responses (the winner's); "log1p": boxcars of log(1 + r / m), m the neuron's
+    # mean over the known trials, which compresses the heavy-tailed bursts (issue 12)
+    transform: Literal["none", "log1p"] = "none"
 
     @field_validator("lags")
     @classmethod

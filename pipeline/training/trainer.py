@@ -30,7 +30,7 @@ from pipeline.scoring.metrics import single_trial_correlation
 from pipeline.scoring.predict import predict_tier
 from pipeline.training import schedule, speed
 from pipeline.training.checkpoint import Checkpointer, rng_state, set_rng_state
-from pipeline.training.losses import loss_scale, poisson_loss
+from pipeline.training.losses import LOSSES, loss_scale
 from pipeline.training.seeding import set_seed
 
 log = logging.getLogger(__name__)
@@ -416,6 +416,7 @@ def _train_epoch(
     total, n_batches, data_seconds = 0.0, 0, 0.0
     total_device = torch.zeros((), dtype=torch.float64, device=device)
     accumulate = cfg.loss_accum_batch_n or len(scans)
+    criterion = LOSSES[cfg.loss_function]
     optimizer.zero_grad(set_to_none=True)
     for round_idx in range(n_rounds):
         for key in scans:
@@ -431,7 +432,7 @@ def _train_epoch(
                 pred = model(**batch, data_key=key, detach_core=cfg.detach_core)
             target = batch["responses"]
             # the loss in float32 whatever the forward pass's precision (a no-op without autocast)
-            loss = poisson_loss(pred.float(), target, avg=cfg.avg_loss)
+            loss = criterion(pred.float(), target, avg=cfg.avg_loss)
             if cfg.scale_loss:
                 loss = loss * loss_scale(scans[key].n_trials, target.shape[0])
             loss = loss + model.regularizer(key, detach_core=cfg.detach_core)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from pipeline.configs import HistoryConfig, SplitConfig, StateConfig
+from pipeline.configs import HistoryConfig, SplitConfig, StateConfig, canonical_json
 from pipeline.data.recording import KNOWN_TIERS
 from pipeline.data.synth import SynthConfig, synthesize
 from pipeline.regressors.history import HistoryBank, build_history_bank, history_reference
@@ -191,6 +191,53 @@ def test_history_carries_planted_self_dependence(planted):
     assert gain[self_dep].mean() > 0.008
     assert gain[~self_dep].mean() < 0.004
     assert gain[self_dep].mean() - gain[~self_dep].mean() > 0.01
+
+
+def test_history_log1p_transform(small, planted):
+    """``transform: log1p``: boxcars of log(1 + r / m), m from known trials only; no leak; helps on truth."""
+    rec, truth, responses, known = small
+    rank = truth["time_rank"]
+    cfg = HistoryConfig(lags=LAGS, transform="log1p")
+    full = build_history_bank(responses, rank, known, cfg).full()
+    m = np.maximum(responses[known], 0).mean(axis=0)
+    expected = history_reference(np.log1p(np.maximum(responses, 0) / m), rank, known, LAGS)
+    np.testing.assert_allclose(full, expected, rtol=1e-5, atol=1e-6)
+    # held-out responses change neither m nor any feature
+    huge = responses.copy()
+    huge[~known] = 1e9
+    np.testing.assert_array_equal(build_history_bank(huge, rank, known, cfg).full(), full)
+    # the default stays the winner's raw boxcars, and the option leaves the stored config hash alone
+    assert HistoryConfig(lags=LAGS).transform == "none"
+    assert "transform" not in canonical_json(HistoryConfig(lags=LAGS))
+    with pytest.raises(ValueError, match="transform"):
+        HistoryConfig(transform="sqrt")
+
+    # on planted truth the compressed history explains more of the held-out response of self-dependent
+    # neurons (same least-squares check as above, all lags). Measured on TRUTH_CFG seed 0: Delta R^2
+    # 0.032 raw vs 0.041 log1p; assert log1p > raw.
+    rec, truth, responses, known = planted
+    train, val = rec.tiers == "train", rec.tiers == "validation"
+    self_dep = truth["history_weight"] > 0
+    drivers = np.column_stack(
+        [truth["latents"], truth["gain"], rec.behavior[:, 0], np.abs(rec.behavior[:, 2])]
+    )
+
+    def gain_of(transform: str) -> float:
+        H = build_history_bank(
+            responses, truth["time_rank"], known, HistoryConfig(lags=LAGS, transform=transform)
+        ).full()
+        out = []
+        for n in np.flatnonzero(self_dep):
+            y = np.log1p(responses[:, n])
+            r2 = []
+            for X in (np.column_stack([drivers, H[:, n]]), drivers):
+                X1 = np.column_stack([np.ones(len(X)), X])
+                coef, *_ = np.linalg.lstsq(X1[train], y[train], rcond=None)
+                r2.append(1.0 - np.mean((y[val] - X1[val] @ coef) ** 2) / np.var(y[val]))
+            out.append(r2[0] - r2[1])
+        return float(np.mean(out))
+
+    assert gain_of("log1p") > gain_of("none")
 
 
 # ----------------------------------------------------------------------------------------------------
