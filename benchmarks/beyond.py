@@ -16,6 +16,7 @@ The recordings are synthesised with ``--synth-seed`` (default 1), so they are no
 recordings the sweeps chose on: selection and comparison share no data.
 
 Run:  .venv/bin/python benchmarks/beyond.py --home DIR [--seeds 42,45,48] [--epochs 12] [--rows a,b]
+      [--workers 2]
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ def main() -> None:
         default=1,
         help="seed of the synthetic recordings (default 1: not the seed-0 demo data the sweeps chose on)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="populate processes of one torch thread each (default 1)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -199,6 +203,23 @@ def main() -> None:
     print(
         f"training {len(names)} experiments ({sum(len(ns) for _, ns in declared.values())}) ...", flush=True
     )
+    if args.workers > 1:
+        # N one-thread processes share the job queue (small models train faster side by side than one
+        # process with N threads); the plain populate after them picks up what depended on both (the
+        # ensemble scores of members trained by different processes)
+        one_thread = dict(env, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "populate", "--reserve-jobs"],
+                cwd=REPO,
+                env=one_thread,
+                stdout=subprocess.DEVNULL if i else None,
+            )
+            for i in range(args.workers)
+        ]
+        failed = [p.args for p in procs if p.wait() != 0]
+        if failed:
+            raise SystemExit(f"{len(failed)} populate process(es) failed: see `sensorium jobs --errors`")
     sensorium(env, "populate", capture=False)  # every declared model, then predictions and scores
     summary = summarise(json.loads(sensorium(env, "scores", "--json")), declared)
     info = {
@@ -206,7 +227,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "data": f"{args.mice} synthetic pre-training-style mice (150 neurons, 1000 trials, "
         f"synth seed {args.synth_seed})",
-        "budget": f"{args.epochs} epochs per model; seeds {seeds}",
+        "budget": f"{args.epochs} epochs per model; seeds {seeds}; {args.workers} populate process(es)",
         "wall_seconds": time.perf_counter() - t0,
     }
     if args.json:
