@@ -15,8 +15,12 @@ ensembles). Rerunning with the same ``--home`` reuses what is trained (a stopped
 The recordings are synthesised with ``--synth-seed`` (default 1), so they are not the seed-0 demo
 recordings the sweeps chose on: selection and comparison share no data.
 
+``--tier validation`` reports the validation tier instead (for choosing: single rows only, as ensemble
+members' re-splits train on each other's validation trials); the ``SECOND_ROUND`` rows (variations on
+``beyond.yaml``) run only when named in ``--rows``.
+
 Run:  .venv/bin/python benchmarks/beyond.py --home DIR [--seeds 42,45,48] [--epochs 12] [--rows a,b]
-      [--workers 2]
+      [--workers 2] [--synth-seed 1] [--tier test|validation]
 """
 
 from __future__ import annotations
@@ -60,9 +64,23 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "+log1p_history": ("winner_demo.yaml", ["dataset.config.regressors.history.transform=log1p"]),
     "+gamma_loss": ("winner_demo.yaml", ["trainer.config.loss_function=GammaLoss"]),
     "+vit_core": ("vit_demo.yaml", []),
+    # control: is the ViT's gain its 32 output channels (the readout's feature size) or the architecture?
+    "+cnn_32_channels": ("winner_demo.yaml", ["model.config.hidden_channels=32"]),
     "+sweep_options": ("beyond_cnn_options.yaml", []),
     "beyond_single": ("beyond.yaml", []),
 }
+#: second round, on top of beyond.yaml, for choosing on validation only (run with --rows and
+#: --tier validation --synth-seed 0, the recordings the sweeps chose on); not in the default rows
+SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
+    "beyond+cosine": ("beyond.yaml", ["trainer.config.lr_schedule=cosine", "trainer.config.warmup_epochs=1"]),
+    "beyond+batch_32": ("beyond.yaml", ["dataset.config.batch_size=32"]),
+    "beyond+softplus": ("beyond.yaml", ["model.config.output_nonlinearity=softplus"]),
+    "beyond+vit_48": ("beyond.yaml", ["model.config.vit.dim=48"]),
+    "beyond+lr_0.015": ("beyond.yaml", ["trainer.config.lr_init=0.015"]),
+    "beyond+readout_l1_0.1": ("beyond.yaml", ["model.config.gamma_readout=0.1"]),
+    "beyond+readout_l1_0.02": ("beyond.yaml", ["model.config.gamma_readout=0.02"]),
+}
+CANDIDATES.update(SECOND_ROUND)
 ENSEMBLES = {
     "winner_ensemble": "ensemble_demo.yaml",
     "cnn_options_ensemble": "beyond_cnn_options.yaml",
@@ -125,8 +143,10 @@ def declare(env: dict, rows: list[str], seeds: list[int], epochs: int) -> dict[s
     return declared
 
 
-def summarise(scores: list[dict], declared: dict[str, tuple[str, list[str]]]) -> list[dict]:
-    test = [r for r in scores if r["tier"] == "test"]
+def summarise(
+    scores: list[dict], declared: dict[str, tuple[str, list[str]]], tier: str = "test"
+) -> list[dict]:
+    test = [r for r in scores if r["tier"] == tier]
     out = []
     for row, (kind, names) in declared.items():
         per_seed: dict[str, list[float]] = {}
@@ -166,7 +186,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True, help="SENSORIUM_HOME (reused when it exists)")
     parser.add_argument("--seeds", default="42,45,48", help="seeds (ensembles: seed bases s, s+1, s+2)")
     parser.add_argument("--epochs", type=int, default=12, help="max_iter of every model (default 12)")
-    parser.add_argument("--rows", default=",".join([*CANDIDATES, *ENSEMBLES]), help="comma-separated rows")
+    first_round = [r for r in CANDIDATES if r not in SECOND_ROUND]
+    parser.add_argument("--rows", default=",".join([*first_round, *ENSEMBLES]), help="comma-separated rows")
     parser.add_argument("--mice", type=int, default=2)
     parser.add_argument(
         "--synth-seed",
@@ -176,6 +197,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--workers", type=int, default=1, help="populate processes of one torch thread each (default 1)"
+    )
+    parser.add_argument(
+        "--tier",
+        choices=["test", "validation"],
+        default="test",
+        help="tier to report (validation: for choosing rows; members' re-splits mix it with training)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -221,7 +248,7 @@ def main() -> None:
         if failed:
             raise SystemExit(f"{len(failed)} populate process(es) failed: see `sensorium jobs --errors`")
     sensorium(env, "populate", capture=False)  # every declared model, then predictions and scores
-    summary = summarise(json.loads(sensorium(env, "scores", "--json")), declared)
+    summary = summarise(json.loads(sensorium(env, "scores", "--json")), declared, args.tier)
     info = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -236,11 +263,11 @@ def main() -> None:
     for k, v in info.items():
         print(f"{k:<8}: {v}")
     print(
-        "metric  : test single-trial correlation, mean over scans; range over seeds; "
+        f"metric  : {args.tier} single-trial correlation, mean over scans; range over seeds; "
         "oracle = planted expectation"
     )
     print(
-        f"\n{'row':<20} {'kind':<8} {'test corr':>9} {'seeds':>5} {'range':>11} {'oracle':>7} "
+        f"\n{'row':<20} {'kind':<8} {args.tier[:4] + ' corr':>9} {'seeds':>5} {'range':>11} {'oracle':>7} "
         f"{'of oracle':>9} {'vs ref':>7}"
     )
     for r in summary:
