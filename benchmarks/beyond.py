@@ -79,6 +79,22 @@ SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
     "beyond+lr_0.015": ("beyond.yaml", ["trainer.config.lr_init=0.015"]),
     "beyond+readout_l1_0.1": ("beyond.yaml", ["model.config.gamma_readout=0.1"]),
     "beyond+readout_l1_0.02": ("beyond.yaml", ["model.config.gamma_readout=0.02"]),
+    # a population state learned from several past trials (boxcars 1, 2, 5, 10), not the lag-1 trial only
+    "beyond+state_4_lags": (
+        "beyond.yaml",
+        [
+            "model.config.modulator_params.learned_state=true",
+            "model.config.modulator_params.learned_state_lags=4",
+        ],
+    ),
+    "beyond+state_4_lags_rank_3": (
+        "beyond.yaml",
+        [
+            "model.config.modulator_params.learned_state=true",
+            "model.config.modulator_params.learned_state_lags=4",
+            "model.config.modulator_params.learned_state_rank=3",
+        ],
+    ),
 }
 CANDIDATES.update(SECOND_ROUND)
 ENSEMBLES = {
