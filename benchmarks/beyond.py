@@ -162,12 +162,12 @@ def declare(env: dict, rows: list[str], seeds: list[int], epochs: int) -> dict[s
 def summarise(
     scores: list[dict], declared: dict[str, tuple[str, list[str]]], tier: str = "test"
 ) -> list[dict]:
-    test = [r for r in scores if r["tier"] == tier]
+    of_tier = [r for r in scores if r["tier"] == tier]
     out = []
     for row, (kind, names) in declared.items():
         per_seed: dict[str, list[float]] = {}
         oracle = []
-        for r in test:
+        for r in of_tier:
             model = r["model"].removesuffix(" [ens]")
             if kind == "single" and r["model"] == names[0]:
                 per_seed.setdefault(r["member"], []).append(r["single_trial_correlation"])

@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline.data.format import read_recording
 from pipeline.data.synth import truth_path
+from pipeline.scoring.metrics import single_trial_correlation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +45,6 @@ def predict(home: Path, experiment: str, seed: int | None, tier: str, out: Path)
         raise SystemExit(f"sensorium predict failed: {said[-1]}")
     with np.load(out, allow_pickle=True) as d:
         return {k: d[k] for k in d.files}
-
-
-def mean_corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over neurons of the correlation over trials of (T, N) arrays ``a`` and ``b``."""
-    a, b = a - a.mean(0), b - b.mean(0)
-    return float(np.nanmean((a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))))
 
 
 def explained(r: np.ndarray, columns: list[np.ndarray]) -> float:
@@ -82,9 +77,7 @@ def main() -> None:
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--seed", type=int, default=None, help="member seed when the experiment has several")
     args = parser.parse_args()
-    recordings = {
-        p.name.removeprefix("static").split("-GrayImageNet")[0]: p for p in (args.home / "data").glob("*.zip")
-    }
+    recordings = sorted((args.home / "data").glob("*.zip"))
     if not recordings:
         raise SystemExit(f"no synthetic recordings under {args.home / 'data'}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,13 +87,14 @@ def main() -> None:
         }
     print(f"experiment {args.experiment}" + ("" if args.seed is None else f", seed {args.seed}"))
     print(f"{'scan':<12} {'corr(P,E) train':>15} {'test':>6}  residual share explained on train by ...")
-    for key, path in sorted(recordings.items()):
+    for path in recordings:
         tp = truth_path(path)
         if not tp.exists():
             raise SystemExit(f"{path.name}: no ground truth beside it ({tp.name}); not a synthetic recording")
         with np.load(tp, allow_pickle=True) as t:
             truth = {k: t[k] for k in t.files}
         rec = read_recording(path, progress=False)
+        key = rec.data_key
         train, test = tiers["train"], tiers["test"]
         ids = train[f"{key}/trial_id"].astype(int)
         pred, expected = train[f"{key}/predictions"], truth["expected"][ids]
@@ -127,7 +121,8 @@ def main() -> None:
         tr -= tr.mean(0)
         locked = np.stack([tr[images == i].mean(0) for i in np.unique(images)])
         print(
-            f"{key:<12} {mean_corr(pred, expected):>15.3f} {mean_corr(test_pred, test_exp):>6.3f}  "
+            f"{key:<12} {single_trial_correlation(expected, pred).mean():>15.3f} "
+            f"{single_trial_correlation(test_exp, test_pred).mean():>6.3f}  "
             + ", ".join(f"{k} {v:.2f}" for k, v in shares.items())
             + f"; test residual image-locked {float((locked**2).mean() / (tr**2).mean()):.2f}"
         )

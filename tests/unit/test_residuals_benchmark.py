@@ -16,16 +16,15 @@ SPEC.loader.exec_module(residuals)
 
 def test_explained_share_of_a_planted_component() -> None:
     rng = np.random.default_rng(0)
-    T, N = 400, 5
+    T, N = 2000, 5
     shared, own = rng.standard_normal(T), rng.standard_normal((T, N))
     noise = rng.standard_normal((T, N))
-    r = np.outer(shared, rng.uniform(1, 2, N)) + noise
+    weights = np.array([0.5, 1.0, 1.0, 1.5, 2.0])
+    r = np.outer(shared, weights) + noise
     r -= r.mean(0)
-    share = residuals.explained(r, [shared])
-    # variance of the planted part over the total, up to sampling
-    w = np.linalg.lstsq(np.c_[shared, np.ones(T)], r, rcond=None)[0][0]
-    expected = (np.outer(shared - shared.mean(), w) ** 2).sum() / (r**2).sum()
-    assert abs(share - expected) < 1e-9 and 0.5 < share < 0.9
+    # population share of the planted part: sum w^2 / (sum w^2 + N) with unit variances
+    planted = (weights**2).sum() / ((weights**2).sum() + N)
+    assert abs(residuals.explained(r, [shared]) - planted) < 0.03
     assert residuals.explained(r, [own]) < 0.05  # an unrelated per-neuron column explains ~nothing
     assert residuals.explained(r, [shared, noise]) > 0.999  # everything planted: all of it
 
@@ -35,8 +34,7 @@ def test_history_proxies_follow_presentation_order() -> None:
     T, N = 30, 3
     time_rank = rng.permutation(T)  # file i was shown at position time_rank[i]
     resp_time = rng.gamma(2.0, 1.0, (T, N))
-    truth = {"time_rank": time_rank, "responses": np.empty((T, N))}
-    truth["responses"] = resp_time[time_rank]  # file order
+    truth = {"time_rank": time_rank, "responses": resp_time[time_rank]}  # file order
     last, last10 = residuals.history_proxies(truth)
     compressed = np.log1p(resp_time / resp_time.mean(0))
     i = int(np.flatnonzero(time_rank == 15)[0])  # the file shown 16th
@@ -44,9 +42,3 @@ def test_history_proxies_follow_presentation_order() -> None:
     np.testing.assert_allclose(last10[i], compressed[5:15].mean(0))
     assert np.isnan(last10[np.flatnonzero(time_rank == 9)[0]]).all()  # fewer than 10 predecessors
     assert np.isnan(last[np.flatnonzero(time_rank == 0)[0]]).all()
-
-
-def test_mean_corr_is_one_for_scaled_copies() -> None:
-    rng = np.random.default_rng(2)
-    a = rng.standard_normal((50, 4))
-    assert abs(residuals.mean_corr(a, 3.0 * a + 1.0) - 1.0) < 1e-12
