@@ -63,6 +63,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     ),
     "+log1p_history": ("winner_demo.yaml", ["dataset.config.regressors.history.transform=log1p"]),
     "+gamma_loss": ("winner_demo.yaml", ["trainer.config.loss_function=GammaLoss"]),
+    "+gabor_input": ("winner_demo.yaml", ["model.config.input_init=gabor"]),
     "+vit_core": ("vit_demo.yaml", []),
     # control: is the ViT's gain its 32 output channels (the readout's feature size) or the architecture?
     "+cnn_32_channels": ("winner_demo.yaml", ["model.config.hidden_channels=32"]),
@@ -95,6 +96,26 @@ SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
             "model.config.modulator_params.learned_state_rank=3",
         ],
     ),
+    # a convolutional stem before the ViT's patches, from noise or from a Gabor bank
+    "beyond+stem_16": ("beyond.yaml", ["model.config.vit.stem_channels=16"]),
+    "beyond+stem_16_gabor": (
+        "beyond.yaml",
+        ["model.config.vit.stem_channels=16", "model.config.vit.stem_init=gabor"],
+    ),
+    # the readout: narrower sampling at the start (small receptive fields), free positions (no retinotopy
+    # prior), and a finer token grid
+    "beyond+init_sigma_0.05": ("beyond.yaml", ["model.config.init_sigma=0.05"]),
+    "beyond+free_positions": ("beyond.yaml", ["model.config.grid_mean_predictor=null"]),
+    "beyond+patch_stride_2": ("beyond.yaml", ["model.config.vit.patch_stride=2"]),
+    # smoother end points under the same plateau schedule: an EMA of the weights, a lower rate
+    "beyond+ema_0.9": ("beyond.yaml", ["trainer.config.ema_decay=0.9"]),
+    "beyond+ema_0.97": ("beyond.yaml", ["trainer.config.ema_decay=0.97"]),
+    "beyond+lr_0.006": ("beyond.yaml", ["trainer.config.lr_init=0.006"]),
+    # warm-up / stable / decay: lr_init held, then a linear anneal over the last 2, 3 or 4 of the 12 epochs
+    # (every validation curve of the rows above still rises at epoch 12, with the plateau rate never cut)
+    "beyond+wsd_2": ("beyond.yaml", ["trainer.config.lr_schedule=wsd", "trainer.config.decay_epochs=2"]),
+    "beyond+wsd_3": ("beyond.yaml", ["trainer.config.lr_schedule=wsd", "trainer.config.decay_epochs=3"]),
+    "beyond+wsd_4": ("beyond.yaml", ["trainer.config.lr_schedule=wsd", "trainer.config.decay_epochs=4"]),
 }
 CANDIDATES.update(SECOND_ROUND)
 ENSEMBLES = {

@@ -125,6 +125,8 @@ class GridMeanPredictorConfig(FrozenConfig):
 class ViTConfig(FrozenConfig):
     """Vision-transformer core (``core_type: vit``, ``pipeline.models.vit``); small defaults for 36x64."""
 
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"stem_channels", "stem_kernel", "stem_init"})
+
     patch_size: int = Field(4, gt=0)  # square patches (pixels at the model's image scale)
     patch_stride: int = Field(4, gt=0)  # < patch_size: overlapping patches, more tokens
     dim: int = Field(32, gt=0)  # token width = feature channels the readout sees
@@ -133,11 +135,18 @@ class ViTConfig(FrozenConfig):
     mlp_ratio: int = Field(2, gt=0)  # feed-forward width / dim
     dropout: float = Field(0.0, ge=0, lt=1)
     behavior_injection: bool = True  # behaviour -> per-block MLP -> added to every token
+    # a convolutional stem before the patches (conv -> BatchNorm -> ELU, size kept; "early convolutions
+    # help transformers see better", Xiao et al. 2021): 0 = none, the patches read the image (V1T)
+    stem_channels: int = Field(0, ge=0)
+    stem_kernel: int = Field(9, gt=0)
+    stem_init: Literal["xavier", "gabor"] = "xavier"  # gabor: pipeline.models.gabor, trainable
 
     @model_validator(mode="after")
     def _heads_divide_dim(self):
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        if self.stem_init != "xavier" and not self.stem_channels:
+            raise ValueError(f"stem_init {self.stem_init} needs a stem: set stem_channels > 0")
         return self
 
 
@@ -145,7 +154,15 @@ class BaselineModelConfig(FrozenConfig):
     """``stacked_core_full_gauss_readout`` (SPEC 2.1-2.5). Defaults: the SENSORIUM+ baseline notebook."""
 
     ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
-        {"linear", "output_nonlinearity", "softplus_beta", "learn_softplus_beta", "core_type", "vit"}
+        {
+            "linear",
+            "output_nonlinearity",
+            "softplus_beta",
+            "learn_softplus_beta",
+            "core_type",
+            "vit",
+            "input_init",
+        }
     )
 
     # "stacked2d": the SENSORIUM+ CNN (the fields below); "vit": a vision transformer (`vit`) under the
@@ -154,6 +171,8 @@ class BaselineModelConfig(FrozenConfig):
     vit: ViTConfig | None = None  # the transformer's settings (core_type vit; None: ViTConfig())
     hidden_channels: int = Field(64, gt=0)
     input_kern: int = Field(9, gt=0)
+    # first-layer filters: "xavier" (neuralpredictors) or a trainable Gabor bank (pipeline.models.gabor)
+    input_init: Literal["xavier", "gabor"] = "xavier"
     hidden_kern: int = Field(7, gt=0)
     layers: int = Field(4, gt=0)
     gamma_input: float = Field(6.3831, ge=0)
@@ -191,6 +210,8 @@ class BaselineModelConfig(FrozenConfig):
     def _vit_settings_need_vit(self):
         if self.vit is not None and self.core_type != "vit":
             raise ValueError("`vit` settings need core_type: vit")
+        if self.input_init != "xavier" and self.core_type != "stacked2d":
+            raise ValueError("input_init sets the CNN's first layer; a ViT's is vit.stem_init")
         return self
 
 
@@ -217,6 +238,7 @@ class TrainerConfig(FrozenConfig):
             "lr_schedule",
             "warmup_epochs",
             "ema_decay",
+            "decay_epochs",
         }
     )
 
@@ -249,18 +271,30 @@ class TrainerConfig(FrozenConfig):
     # which is what validation, early stopping and the stored model use
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
-    lr_schedule: Literal["plateau", "cosine"] = "plateau"
+    # "wsd": warm-up, then lr_init held, then a linear decay to min_lr over the last decay_epochs epochs
+    # (the warm-up / stable / decay schedule of Hu et al. 2024 and Hagele et al. 2024), stepped per
+    # optimiser step like cosine: the rate stays high while the model still improves, and the run
+    # still ends annealed
+    lr_schedule: Literal["plateau", "cosine", "wsd"] = "plateau"
     warmup_epochs: int = Field(0, ge=0)
+    decay_epochs: int = Field(0, ge=0)
     ema_decay: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _schedule_options_fit(self):
         if self.weight_decay > 0 and self.optimizer != "adamw":
             raise ValueError("weight_decay needs optimizer: adamw (Adam's weight decay is an L2 penalty)")
-        if self.warmup_epochs and self.lr_schedule != "cosine":
-            raise ValueError("warmup_epochs needs lr_schedule: cosine")
+        if self.warmup_epochs and self.lr_schedule == "plateau":
+            raise ValueError("warmup_epochs needs lr_schedule: cosine or wsd")
         if self.warmup_epochs >= self.max_iter:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below max_iter ({self.max_iter})")
+        if (self.lr_schedule == "wsd") != (self.decay_epochs > 0):
+            raise ValueError("lr_schedule: wsd and decay_epochs > 0 go together")
+        if self.warmup_epochs + self.decay_epochs > self.max_iter:
+            raise ValueError(
+                f"warmup_epochs + decay_epochs ({self.warmup_epochs + self.decay_epochs}) exceed max_iter "
+                f"({self.max_iter})"
+            )
         return self
 
 

@@ -148,4 +148,7 @@ def _stacked_core(cfg: BaselineModelConfig, input_channels: int) -> Stacked2dCor
         use_avg_reg=cfg.use_avg_reg,
         depth_separable=cfg.depth_separable,
         linear=cfg.linear,
+        input_init=cfg.input_init,
+        # the image is channel 0; the loaders append the behaviour as constant channels after it
+        image_channels=1,
     )

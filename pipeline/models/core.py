@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gabor import gabor_init_
+
 # 3x3 discrete Laplacian used by the smoothness regulariser of the input filters.
 _LAPLACE_3X3 = ((0.0, -1.0, 0.0), (-1.0, 4.0, -1.0), (0.0, -1.0, 0.0))
 
@@ -87,6 +89,8 @@ class Stacked2dCore(nn.Module):
     (or plain) ``hidden_kern`` convs padded to keep the size for odd kernels. The output concatenates, along
     channels, the layers selected by ``stack`` (-1: last layer only; None: all layers). ``linear=True``
     drops every ELU (neuralpredictors' ``linear`` flag: the core of the starter kit's LN model).
+    ``input_init="gabor"`` starts the layer-0 filters of the first ``image_channels`` inputs as a Gabor
+    bank (issue 12; the default "xavier" is neuralpredictors').
 
     Shapes: forward [B, input_channels, H, W] -> [B, len(stack) * hidden_channels, H', W'].
     """
@@ -112,6 +116,8 @@ class Stacked2dCore(nn.Module):
         use_avg_reg: bool = False,
         depth_separable: bool = False,
         linear: bool = False,
+        input_init: str = "xavier",
+        image_channels: int = 1,
     ) -> None:
         super().__init__()
         if layers < 1:
@@ -133,6 +139,10 @@ class Stacked2dCore(nn.Module):
         self.momentum = momentum
         self.bias = bias
         self.depth_separable = depth_separable
+        if input_init not in ("xavier", "gabor"):
+            raise ValueError(f"input_init must be 'xavier' or 'gabor', got {input_init!r}")
+        self.input_init = input_init
+        self.image_channels = image_channels
         self.stack = list(range(layers)) if stack is None else list(range(layers)[stack:])
         if not self.stack:
             raise ValueError(f"stack={stack} selects no layer of a {layers}-layer core")
@@ -176,12 +186,15 @@ class Stacked2dCore(nn.Module):
             layer["nonlin"] = nn.ELU(inplace=True)
 
     def initialize(self) -> None:
-        """Xavier-normal conv weights and zero conv biases (the NP core initialisation)."""
+        """Xavier-normal conv weights and zero conv biases (the NP core initialisation); with
+        ``input_init="gabor"`` the layer-0 image filters then become a Gabor bank (same scale)."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.xavier_normal_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        if self.input_init == "gabor":
+            gabor_init_(self.features[0].conv.weight, image_channels=self.image_channels)
 
     @property
     def outchannels(self) -> int:

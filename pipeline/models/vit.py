@@ -7,6 +7,9 @@ block maps the trial's behaviour to a vector added to all tokens before that blo
 laid out again as a feature map [B, dim, h', w'], so the same Gaussian readout, shifter and modulator
 read it as they read the CNN's.
 
+An optional convolutional stem (``stem_channels`` > 0: conv -> BatchNorm -> ELU at full resolution, its
+filters optionally starting as a Gabor bank) sits before the patches; the patches then read its maps.
+
 Behaviour comes in the way the loaders already deliver it to the CNN: as constant image channels after
 the image (``include_behavior``), so the core needs no new input; it takes their spatial mean.
 """
@@ -19,6 +22,7 @@ from torch import nn
 from pipeline.configs import ViTConfig
 
 from .core import LaplaceL2norm
+from .gabor import gabor_init_
 
 
 class ViTCore(nn.Module):
@@ -40,8 +44,28 @@ class ViTCore(nn.Module):
         self.image_channels = input_channels - behavior_channels
         self.behavior_channels = behavior_channels if cfg.behavior_injection else 0
         self.gamma_input = gamma_input
+        self.stem: nn.Sequential | None = None
+        patch_in = self.image_channels
+        if cfg.stem_channels:
+            conv = nn.Conv2d(
+                self.image_channels,
+                cfg.stem_channels,
+                cfg.stem_kernel,
+                padding=cfg.stem_kernel // 2,
+                bias=False,
+            )
+            nn.init.xavier_normal_(conv.weight)
+            if cfg.stem_init == "gabor":
+                gabor_init_(conv.weight, image_channels=self.image_channels)
+            # odd kernels keep the size; an even one grows it by one pixel (the grid below follows)
+            self.stem = nn.Sequential(conv, nn.BatchNorm2d(cfg.stem_channels), nn.ELU())
+            patch_in = cfg.stem_channels
+            image_size = (
+                image_size[0] + 2 * (cfg.stem_kernel // 2) - cfg.stem_kernel + 1,
+                image_size[1] + 2 * (cfg.stem_kernel // 2) - cfg.stem_kernel + 1,
+            )
         self.patch = nn.Conv2d(
-            self.image_channels, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_stride, bias=True
+            patch_in, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_stride, bias=True
         )
         h, w = image_size
         self.grid = (
@@ -79,6 +103,8 @@ class ViTCore(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] -> [B, dim, h', w'] with (h', w') = ``self.grid``."""
         image = x[:, : self.image_channels]
+        if self.stem is not None:
+            image = self.stem(image)  # [B, stem_channels, H, W]
         tokens = self.patch(image).flatten(2).transpose(1, 2) + self.position  # [B, h'w', dim]
         behavior = x[:, self.image_channels : self.image_channels + self.behavior_channels].mean(dim=(2, 3))
         for i, block in enumerate(self.blocks):
@@ -89,7 +115,9 @@ class ViTCore(nn.Module):
         return tokens.transpose(1, 2).reshape(x.shape[0], self.dim, *self.grid)
 
     def regularizer(self) -> torch.Tensor:
-        """Laplace smoothness of the patch filters, weighted by ``gamma_input`` (as the CNN's first layer)."""
-        if self.gamma_input == 0 or min(self.patch.weight.shape[-2:]) < 3:
-            return self.patch.weight.new_zeros(())
-        return self.gamma_input * self._laplace(self.patch.weight)
+        """Laplace smoothness of the first filters the image meets (the stem's, else the patches'),
+        weighted by ``gamma_input`` (as the CNN's first layer)."""
+        first = self.stem[0].weight if self.stem is not None else self.patch.weight
+        if self.gamma_input == 0 or min(first.shape[-2:]) < 3:
+            return first.new_zeros(())
+        return self.gamma_input * self._laplace(first)

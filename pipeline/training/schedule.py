@@ -4,6 +4,8 @@
   ``lr_init`` to ``min_lr`` at the end of epoch ``max_iter``; the factor is a function of the number of
   optimiser steps taken, so a resumed run (the scheduler's step count is in the checkpoint) continues
   on the same curve.
+- ``lr_schedule: wsd``: warm-up, stable, decay: the same warm-up, then ``lr_init`` held, then a linear
+  decay to ``min_lr`` over the last ``decay_epochs`` epochs, also a function of the step count;
 - ``ema_decay``: torch's :class:`~torch.optim.swa_utils.AveragedModel` with its EMA update, applied after
   every optimiser step to the parameters and the buffers (BatchNorm statistics), so the averaged copy
   is a complete model that validation and prediction can use as it is.
@@ -31,13 +33,38 @@ def cosine_factor(step: int, total: int, warmup: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def wsd_factor(step: int, total: int, warmup: int, decay: int, floor: float) -> float:
+    """Multiplier of ``lr_init`` before optimiser step ``step`` (0-based) of ``total``: warm-up as
+    :func:`cosine_factor`, then 1, then over the last ``decay`` steps a straight line that reaches
+    ``floor`` at the last step (and stays there after it)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    start = total - decay
+    if step < start:
+        return 1.0
+    progress = min((step - start + 1) / max(decay, 1), 1.0)
+    return 1.0 - (1.0 - floor) * progress
+
+
+def is_stepped(cfg: TrainerConfig) -> bool:
+    """True for the per-step schedules (cosine, wsd), which run all ``max_iter`` epochs."""
+    return cfg.lr_schedule in ("cosine", "wsd")
+
+
 def step_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainerConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The per-step warm-up + cosine schedule of ``cfg`` (``cfg.lr_schedule == "cosine"``)."""
+    """The per-step schedule of ``cfg`` (``lr_schedule`` cosine or wsd) as a ``LambdaLR``."""
+    if not is_stepped(cfg):
+        raise ValueError(f"lr_schedule {cfg.lr_schedule!r} is not stepped per optimiser step")
     total = cfg.max_iter * steps_per_epoch
     warmup = cfg.warmup_epochs * steps_per_epoch
     floor = min(cfg.min_lr / cfg.lr_init, 1.0)
+    if cfg.lr_schedule == "wsd":
+        decay = cfg.decay_epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: wsd_factor(step, total, warmup, decay, floor)
+        )
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_factor(step, total, warmup, floor)
     )

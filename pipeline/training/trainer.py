@@ -5,9 +5,9 @@ the validation single-trial correlation averaged over all neurons of all scans; 
 epochs without improvement the best weights are restored and the learning rate is cut (``lr_decay_steps``
 rounds); at most ``max_iter`` epochs; the best weights are restored at the end.
 
-Options beyond the winner (``pipeline.training.schedule``): AdamW, a warm-up + cosine schedule over all
-``max_iter`` epochs instead of the plateau rounds, and an EMA of the weights, which is then the model
-that is validated, selected and returned.
+Options beyond the winner (``pipeline.training.schedule``): AdamW, a per-step schedule over all
+``max_iter`` epochs (warm-up + cosine, or warm-up, stable, decay) instead of the plateau rounds, and an
+EMA of the weights, which is then the model that is validated, selected and returned.
 """
 
 from __future__ import annotations
@@ -266,8 +266,8 @@ def train(
     if cfg.max_batches_per_epoch is not None:
         n_rounds = min(n_rounds, cfg.max_batches_per_epoch)
     sign = 1.0 if cfg.maximize else -1.0
-    cosine = cfg.lr_schedule == "cosine"
-    if cosine:
+    stepped = schedule.is_stepped(cfg)  # cosine / wsd: per-step rates over all max_iter epochs
+    if stepped:
         accumulate = cfg.loss_accum_batch_n or len(scans)
         scheduler = schedule.step_scheduler(
             optimizer, cfg, schedule.steps_per_epoch(n_rounds * len(scans), accumulate)
@@ -287,7 +287,7 @@ def train(
     evaluated = model if ema is None else ema.module
 
     def after_step() -> None:
-        if cosine:
+        if stepped:
             scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
@@ -315,7 +315,7 @@ def train(
     try:
         with guard:
             while True:
-                if loop.in_block == 0 and cosine:  # the schedule runs all max_iter epochs
+                if loop.in_block == 0 and stepped:  # the schedule runs all max_iter epochs
                     if loop.epoch >= cfg.max_iter:
                         break
                 elif loop.in_block == 0:  # between evaluation intervals: is this decay round over?
@@ -356,7 +356,7 @@ def train(
                 loop.in_block += 1
                 if loop.in_block >= cfg.interval or loop.epoch >= cfg.max_iter:
                     loop.in_block = 0
-                    if not cosine:
+                    if not stepped:
                         scheduler.step(current)
                     if not np.isfinite(current):
                         raise TrainingDivergedError(

@@ -78,8 +78,9 @@ def _curve(result):
                 ema_decay=0.9,
             ),
         ),
+        (3, TrainerConfig(max_iter=6, lr_init=0.05, lr_schedule="wsd", decay_epochs=3)),
     ],
-    ids=["epoch4", "epoch8", "epoch4-channels_last", "epoch5-adamw-cosine-ema"],
+    ids=["epoch4", "epoch8", "epoch4-channels_last", "epoch5-adamw-cosine-ema", "epoch3-wsd"],
 )
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path, k, trainer):
     reference, _ = _run(trainer=trainer)

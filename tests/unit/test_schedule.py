@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.configs import ConfigError, TrainerConfig, canonical_json, config_hash, validate
-from pipeline.training.schedule import cosine_factor
+from pipeline.training.schedule import cosine_factor, wsd_factor
 from pipeline.training.trainer import validation_correlation
 from tests.unit.test_trainer import _run
 
@@ -32,8 +32,19 @@ def test_defaults_keep_the_stored_hash_and_bad_combinations_are_refused():
     assert config_hash("t", explicit) == config_hash("t", plain)
     with pytest.raises(ConfigError, match="weight_decay needs optimizer: adamw"):
         validate(TrainerConfig, {"weight_decay": 0.01}, "trainer.config")
-    with pytest.raises(ConfigError, match="warmup_epochs needs lr_schedule: cosine"):
+    with pytest.raises(ConfigError, match="warmup_epochs needs lr_schedule: cosine or wsd"):
         validate(TrainerConfig, {"warmup_epochs": 2}, "trainer.config")
+    with pytest.raises(ConfigError, match="wsd and decay_epochs > 0 go together"):
+        validate(TrainerConfig, {"lr_schedule": "wsd"}, "trainer.config")
+    with pytest.raises(ConfigError, match="wsd and decay_epochs > 0 go together"):
+        validate(TrainerConfig, {"decay_epochs": 3}, "trainer.config")
+    with pytest.raises(ConfigError, match=r"exceed max_iter \(12\)"):
+        validate(
+            TrainerConfig,
+            {"max_iter": 12, "lr_schedule": "wsd", "warmup_epochs": 4, "decay_epochs": 9},
+            "trainer.config",
+        )
+    assert "decay_epochs" not in canonical_json(plain)
     with pytest.raises(ConfigError, match="ema_decay"):
         validate(TrainerConfig, {"ema_decay": 1.0}, "trainer.config")
 
@@ -54,6 +65,33 @@ def test_cosine_runs_every_epoch_on_the_schedule():
     )
     assert lrs[-1] == pytest.approx(expected)
     assert result.epochs == 6
+
+
+def test_wsd_factor_holds_then_falls_in_a_straight_line_to_the_floor():
+    total, warmup, decay, floor = 100, 10, 25, 0.01
+    factors = [wsd_factor(s, total, warmup, decay, floor) for s in range(total)]
+    assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    assert factors[warmup : total - decay] == pytest.approx([1.0] * (total - decay - warmup))
+    tail = factors[total - decay :]
+    steps = [a - b for a, b in zip(tail, tail[1:], strict=False)]
+    assert steps == pytest.approx([(1 - floor) / decay] * (decay - 1)), "a straight line"
+    assert factors[-1] == pytest.approx(floor)
+    assert wsd_factor(total + 5, total, warmup, decay, floor) == pytest.approx(floor)
+
+
+def test_wsd_runs_every_epoch_and_anneals_in_the_last_ones():
+    cfg = TrainerConfig(**FAST, lr_schedule="wsd", decay_epochs=2, min_lr=0.0002, patience=1)
+    _, _, result, records = _run(cfg)
+    # 2 optimiser steps per epoch (2 scans x 2 rounds): epochs 1-4 at lr_init, then 4 decay steps
+    assert [r.epoch for r in records] == list(range(1, 7)) and result.epochs == 6
+    lrs = [r.lr for r in records]  # the rate of each epoch's first step
+    floor = 0.0002 / 0.02
+    assert lrs[:4] == pytest.approx([0.02] * 4)
+    assert lrs[4] == pytest.approx(0.02 * (1 - (1 - floor) / 4))
+    assert lrs[5] == pytest.approx(0.02 * (1 - 3 * (1 - floor) / 4))
+    again = _run(cfg)[2]
+    for k, v in result.state_dict.items():
+        assert torch.equal(v, again.state_dict[k]), f"wsd run not reproducible at {k}"
 
 
 def test_ema_weights_are_validated_selected_and_returned():
