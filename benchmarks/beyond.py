@@ -116,6 +116,12 @@ SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
     "beyond+wsd_2": ("beyond.yaml", ["trainer.config.lr_schedule=wsd", "trainer.config.decay_epochs=2"]),
     "beyond+wsd_3": ("beyond.yaml", ["trainer.config.lr_schedule=wsd", "trainer.config.decay_epochs=3"]),
     "beyond+wsd_4": ("beyond.yaml", ["trainer.config.lr_schedule=wsd", "trainer.config.decay_epochs=4"]),
+    # a smaller transformer (data-limited image part?) and decoupled weight decay alone (no cosine)
+    "beyond+vit_16": ("beyond.yaml", ["model.config.vit.dim=16"]),
+    "beyond+adamw_0.05": (
+        "beyond.yaml",
+        ["trainer.config.optimizer=adamw", "trainer.config.weight_decay=0.05"],
+    ),
 }
 CANDIDATES.update(SECOND_ROUND)
 ENSEMBLES = {

@@ -12,7 +12,9 @@ For a trained experiment in a ``SENSORIUM_HOME`` whose recordings came from ``se
   last 10, m the neuron's mean: the generator's own form) - what is left is the image-driven part and
   the nonlinearity;
 * on the test tier (each image shown ~10 times), the share of the residual that is image-locked (the
-  variance of its per-image means; these also hold 1/repeats of the rest).
+  variance of its per-image means; these also hold 1/repeats of the rest);
+* across neurons, the correlation of each neuron's ``corr(P, E)`` with its planted image weight and
+  history weight (negative for the image: the most image-driven neurons are fitted worst).
 
 Run:  .venv/bin/python benchmarks/residuals.py --home DIR --experiment NAME [--seed 42]
 """
@@ -120,11 +122,19 @@ def main() -> None:
         tr = np.log(test_exp) - np.log(test_pred)
         tr -= tr.mean(0)
         locked = np.stack([tr[images == i].mean(0) for i in np.unique(images)])
+        # which neurons are fitted worst: across neurons, how their corr(P, E) on train goes with the
+        # planted weight of the image drive and of the history
+        per_neuron = single_trial_correlation(expected, pred)
+        follows = {
+            w: float(np.corrcoef(per_neuron, truth[f"{w}_weight"])[0, 1]) for w in ("image", "history")
+        }
         print(
-            f"{key:<12} {single_trial_correlation(expected, pred).mean():>15.3f} "
+            f"{key:<12} {per_neuron.mean():>15.3f} "
             f"{single_trial_correlation(test_exp, test_pred).mean():>6.3f}  "
             + ", ".join(f"{k} {v:.2f}" for k, v in shares.items())
             + f"; test residual image-locked {float((locked**2).mean() / (tr**2).mean()):.2f}"
+            + "; across neurons corr(P,E) vs "
+            + ", ".join(f"{w} weight r={v:+.2f}" for w, v in follows.items())
         )
 
 
