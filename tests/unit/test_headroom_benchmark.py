@@ -1,4 +1,4 @@
-"""benchmarks/headroom.py rebuilds the generator's expected rate exactly before it changes anything."""
+"""benchmarks/headroom.py: the recomputed drive is the generator's; each change costs correlation."""
 
 from __future__ import annotations
 
@@ -16,13 +16,11 @@ headroom = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(headroom)
 
 
-def test_rebuilt_rate_is_the_planted_one_and_each_change_costs():
+def test_recomputed_drive_is_the_generators_and_each_change_costs():
     it = headroom.regenerate(SynthConfig(n_neurons=40, n_trials=400, seed=3), 0)
     true = headroom.drive(it, 0.0)
-    # the recorded internals reproduce the truth: same drive -> the stored expected rate
-    assert np.allclose(headroom.rate_with_drive(it, true, true), it.expected, rtol=1e-5)
-    # and the drive recomputed from the stored images, filters and mix moves the rate as planted: with
-    # a wrong eye shift the rebuilt rate differs from the truth
+    # (an unchanged drive gives back the stored rate by construction, so that is not tested here; the
+    # rank test below checks that the recomputed drive is the generator's). A wrong eye shift moves it:
     assert not np.allclose(headroom.rate_with_drive(it, headroom.drive(it, None), true), it.expected)
     # the recomputed drive is the generator's: without latents and history, what is left of the softplus
     # argument after 0.3 + weight x standardised drive is the behaviour term, of rank 2 (pupil, running)
