@@ -126,6 +126,13 @@ SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
     # linear in the eye position: a one-layer shifter (Linear, Tanh) instead of the 3-layer MLP
     "beyond+linear_shifter": ("beyond.yaml", ["model.config.shift_layers=1"]),
     "winner+linear_shifter": ("winner_demo.yaml", ["model.config.shift_layers=1"]),
+    # fourth round: local mixing of the tokens before every block (CPVT's depthwise convolution), the
+    # readout reading every block (the early, near-linear features too), a wider feed-forward part, the
+    # weaker input smoothness the ViT sweep's best trials had
+    "beyond+local_3": ("beyond.yaml", ["model.config.vit.local_kernel=3"]),
+    "beyond+readout_all": ("beyond.yaml", ["model.config.vit.readout_blocks=all"]),
+    "beyond+mlp_4": ("beyond.yaml", ["model.config.vit.mlp_ratio=4"]),
+    "beyond+gamma_input_3": ("beyond.yaml", ["model.config.gamma_input=3.0"]),
 }
 CANDIDATES.update(SECOND_ROUND)
 ENSEMBLES = {

@@ -125,7 +125,9 @@ class GridMeanPredictorConfig(FrozenConfig):
 class ViTConfig(FrozenConfig):
     """Vision-transformer core (``core_type: vit``, ``pipeline.models.vit``); small defaults for 36x64."""
 
-    ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"stem_channels", "stem_kernel", "stem_init"})
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
+        {"stem_channels", "stem_kernel", "stem_init", "local_kernel", "readout_blocks"}
+    )
 
     patch_size: int = Field(4, gt=0)  # square patches (pixels at the model's image scale)
     patch_stride: int = Field(4, gt=0)  # < patch_size: overlapping patches, more tokens
@@ -140,6 +142,12 @@ class ViTConfig(FrozenConfig):
     stem_channels: int = Field(0, ge=0)
     stem_kernel: int = Field(9, gt=0)
     stem_init: Literal["xavier", "gabor"] = "xavier"  # gabor: pipeline.models.gabor, trainable
+    # before every block, a depthwise k x k convolution over the token grid added to the tokens
+    # (position from the neighbourhood, local linear mixing; CPVT's "PEG", Chu et al. 2023): 0 = none
+    local_kernel: int = Field(0, ge=0)
+    # feature map for the readout: "last" block's tokens (V1T), or "all": every block's output, each
+    # layer-normed, concatenated (dim x layers features; the early, near-linear ones included)
+    readout_blocks: Literal["last", "all"] = "last"
 
     @model_validator(mode="after")
     def _heads_divide_dim(self):
@@ -147,6 +155,8 @@ class ViTConfig(FrozenConfig):
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
         if self.stem_init != "xavier" and not self.stem_channels:
             raise ValueError(f"stem_init {self.stem_init} needs a stem: set stem_channels > 0")
+        if self.local_kernel and self.local_kernel % 2 == 0:
+            raise ValueError(f"local_kernel must be odd (it keeps the token grid), not {self.local_kernel}")
         return self
 
 
@@ -212,6 +222,16 @@ class BaselineModelConfig(FrozenConfig):
             raise ValueError("`vit` settings need core_type: vit")
         if self.input_init != "xavier" and self.core_type != "stacked2d":
             raise ValueError("input_init sets the CNN's first layer; a ViT's is vit.stem_init")
+        stacked = self.layers if self.stack is None else len(range(self.layers)[self.stack :])
+        grows = (self.hidden_kern - 1) * self.hidden_dilation % 2
+        if self.core_type == "stacked2d" and stacked > 1 and grows:
+            # the hidden padding rounds up, so each hidden layer grows the map by one pixel and the
+            # stacked layers' maps cannot be concatenated
+            raise ValueError(
+                f"stack {self.stack} concatenates {stacked} layers, but hidden_kern {self.hidden_kern} "
+                f"(dilation {self.hidden_dilation}) grows each hidden layer's map by one pixel: use an odd "
+                "hidden_kern or stack: -1"
+            )
         return self
 
 

@@ -10,6 +10,11 @@ read it as they read the CNN's.
 An optional convolutional stem (``stem_channels`` > 0: conv -> BatchNorm -> ELU at full resolution, its
 filters optionally starting as a Gabor bank) sits before the patches; the patches then read its maps.
 
+Two options reach beyond V1T: ``local_kernel`` adds, before every block, a depthwise convolution of
+the tokens laid out on their grid (a position signal from the neighbourhood and local linear mixing,
+the "positional encoding generator" of CPVT, Chu et al. 2023); ``readout_blocks: all`` hands the
+readout every block's output, not only the last, so it can also read the earlier, more linear features.
+
 Behaviour comes in the way the loaders already deliver it to the CNN: as constant image channels after
 the image (``include_behavior``), so the core needs no new input; it takes their spatial mean.
 """
@@ -95,24 +100,45 @@ class ViTCore(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         self._laplace = LaplaceL2norm()
         self.dim = cfg.dim
+        # created after everything above, so that with these options off (or on) the modules above draw
+        # the same initial weights from the seeded RNG
+        self.local = nn.ModuleList(
+            nn.Conv2d(cfg.dim, cfg.dim, cfg.local_kernel, padding=cfg.local_kernel // 2, groups=cfg.dim)
+            for _ in range(cfg.layers if cfg.local_kernel else 0)
+        )
+        self.read_all = cfg.readout_blocks == "all"
+        # one LayerNorm per earlier block (the last block keeps ``self.norm``)
+        self.block_norms = nn.ModuleList(
+            nn.LayerNorm(cfg.dim) for _ in range(cfg.layers - 1 if self.read_all else 0)
+        )
 
     @property
     def outchannels(self) -> int:
-        return self.dim
+        return self.dim * (len(self.blocks) if self.read_all else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, C, H, W] -> [B, dim, h', w'] with (h', w') = ``self.grid``."""
+        """x: [B, C, H, W] -> [B, outchannels, h', w'] with (h', w') = ``self.grid``; outchannels is dim,
+        or dim x layers with ``readout_blocks: all`` (block 1's features first)."""
         image = x[:, : self.image_channels]
         if self.stem is not None:
             image = self.stem(image)  # [B, stem_channels, H, W]
         tokens = self.patch(image).flatten(2).transpose(1, 2) + self.position  # [B, h'w', dim]
         behavior = x[:, self.image_channels : self.image_channels + self.behavior_channels].mean(dim=(2, 3))
+        outputs = []
         for i, block in enumerate(self.blocks):
+            if self.local:
+                tokens = tokens + self.local[i](self._to_map(tokens)).flatten(2).transpose(1, 2)
             if self.behavior_channels:
                 tokens = tokens + self.behavior[i](behavior)[:, None, :]
             tokens = block(tokens)
-        tokens = self.norm(tokens)
-        return tokens.transpose(1, 2).reshape(x.shape[0], self.dim, *self.grid)
+            if i < len(self.block_norms):
+                outputs.append(self.block_norms[i](tokens))
+        outputs.append(self.norm(tokens))
+        return self._to_map(torch.cat(outputs, dim=2))
+
+    def _to_map(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, h'w', D] -> [B, D, h', w']."""
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
 
     def regularizer(self) -> torch.Tensor:
         """Laplace smoothness of the first filters the image meets (the stem's, else the patches'),

@@ -83,6 +83,17 @@ def test_stack_none_concatenates_all_layers():
     assert core.outchannels == 24
 
 
+def test_stacking_layers_whose_maps_grow_is_refused_at_config_time():
+    from pipeline.configs import ConfigError, validate
+
+    # an even hidden kernel grows every hidden layer's map by a pixel: the layers cannot be concatenated,
+    # which would otherwise surface as a size mismatch inside the first forward pass of a training run
+    with pytest.raises(ConfigError, match="grows each hidden layer's map by one pixel"):
+        validate(BaselineModelConfig, {"stack": None, "hidden_kern": 10}, "model.config")
+    assert validate(BaselineModelConfig, {"stack": None, "hidden_kern": 9}, "model.config").stack is None
+    assert validate(BaselineModelConfig, {"stack": -1, "hidden_kern": 10}, "model.config").stack == -1
+
+
 # ---------------------------------------------------------------------------------------------------
 # NP 0.3.0 naming
 # ---------------------------------------------------------------------------------------------------

@@ -95,3 +95,45 @@ def test_vit_core_under_the_winners_modulator():
     batch = scans[key].batch(torch.arange(4))
     rates = model(**batch, data_key=key)
     assert rates.shape == (4, scans[key].n_neurons) and bool((rates > 0).all())
+
+
+def test_local_mixing_reads_the_token_neighbourhood_and_keeps_the_other_weights():
+    torch.manual_seed(0)
+    plain = ViTCore(VIT, 4, (36, 64), 3).eval()
+    torch.manual_seed(0)
+    local = ViTCore(VIT.model_copy(update={"local_kernel": 3}), 4, (36, 64), 3).eval()
+    assert len(local.local) == VIT.layers and all(c.groups == VIT.dim for c in local.local)
+    # the option's convolutions come last: every weight the plain core has starts the same
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, local.state_dict()[name]), name
+    x = torch.randn(2, 4, 36, 64)
+    assert local(x).shape == plain(x).shape
+    assert not torch.allclose(local(x), plain(x), atol=1e-4), "the mixing changes the features"
+    # the option is a pure addition to the residual stream: with its convolutions zeroed the two agree
+    with torch.no_grad():
+        for conv in local.local:
+            conv.weight.zero_()
+            conv.bias.zero_()
+    assert torch.allclose(local(x), plain(x), atol=1e-6)
+    with pytest.raises(ConfigError, match="local_kernel must be odd"):
+        validate(ViTConfig, {"local_kernel": 4}, "model.config.vit")
+
+
+def test_readout_of_every_block_concatenates_normalised_block_outputs():
+    torch.manual_seed(0)
+    core = ViTCore(VIT.model_copy(update={"readout_blocks": "all"}), 4, (36, 64), 3).eval()
+    x = torch.randn(3, 4, 36, 64)
+    out = core(x)
+    assert core.outchannels == VIT.dim * VIT.layers and out.shape == (3, VIT.dim * VIT.layers, 9, 16)
+    # the last block's part is exactly what the last-block core returns with the same weights
+    torch.manual_seed(0)
+    last = ViTCore(VIT, 4, (36, 64), 3).eval()
+    last.load_state_dict({k: v for k, v in core.state_dict().items() if not k.startswith("block_norms")})
+    assert torch.allclose(out[:, -VIT.dim :], last(x), atol=1e-6)
+    # each block's features are layer-normed over the token width (mean 0 per token before the affine)
+    first = out[:, : VIT.dim]
+    assert torch.allclose(first.mean(1), torch.zeros_like(first.mean(1)), atol=1e-5)
+    # the options stay out of the stored hash while at their defaults
+    assert "readout_blocks" not in canonical_json(ViTConfig()) and "local_kernel" not in canonical_json(
+        ViTConfig()
+    )
