@@ -97,7 +97,7 @@ def test_vit_core_under_the_winners_modulator():
     assert rates.shape == (4, scans[key].n_neurons) and bool((rates > 0).all())
 
 
-def test_local_mixing_reads_the_token_neighbourhood_and_keeps_the_other_weights():
+def test_local_mixing_is_an_addition_to_the_tokens_and_keeps_the_other_weights():
     torch.manual_seed(0)
     plain = ViTCore(VIT, 4, (36, 64), 3).eval()
     torch.manual_seed(0)
