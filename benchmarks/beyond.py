@@ -133,6 +133,18 @@ SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
     "beyond+readout_all": ("beyond.yaml", ["model.config.vit.readout_blocks=all"]),
     "beyond+mlp_4": ("beyond.yaml", ["model.config.vit.mlp_ratio=4"]),
     "beyond+gamma_input_3": ("beyond.yaml", ["model.config.gamma_input=3.0"]),
+    # fifth round: a full-resolution linear pathway beside the tokens (simple cells' phase)
+    "beyond+pixel_16": ("beyond.yaml", ["model.config.vit.pixel_channels=16"]),
+    "beyond+pixel_16_energy": (
+        "beyond.yaml",
+        ["model.config.vit.pixel_channels=16", "model.config.vit.pixel_energy=true"],
+    ),
+    "beyond+pixel_32": ("beyond.yaml", ["model.config.vit.pixel_channels=32"]),
+    # the readout's training jitter (init_sigma 0.14: ~4 px in x) blurs a phase-sensitive feature
+    "beyond+pixel_16_sigma_0.05": (
+        "beyond.yaml",
+        ["model.config.vit.pixel_channels=16", "model.config.init_sigma=0.05"],
+    ),
 }
 CANDIDATES.update(SECOND_ROUND)
 ENSEMBLES = {

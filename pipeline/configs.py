@@ -126,7 +126,16 @@ class ViTConfig(FrozenConfig):
     """Vision-transformer core (``core_type: vit``, ``pipeline.models.vit``); small defaults for 36x64."""
 
     ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
-        {"stem_channels", "stem_kernel", "stem_init", "local_kernel", "readout_blocks"}
+        {
+            "stem_channels",
+            "stem_kernel",
+            "stem_init",
+            "local_kernel",
+            "readout_blocks",
+            "pixel_channels",
+            "pixel_kernel",
+            "pixel_energy",
+        }
     )
 
     patch_size: int = Field(4, gt=0)  # square patches (pixels at the model's image scale)
@@ -148,6 +157,13 @@ class ViTConfig(FrozenConfig):
     # feature map for the readout: "last" block's tokens (V1T), or "all": every block's output, each
     # layer-normed, concatenated (dim x layers features; the early, near-linear ones included)
     readout_blocks: Literal["last", "all"] = "last"
+    # a full-resolution linear pathway beside the tokens (pipeline.models.vit): pixel_channels filters of
+    # pixel_kernel x pixel_kernel (Gabor-initialised, trainable, batch-normed, no nonlinearity), read by
+    # the same readout at one-pixel precision together with the tokens resampled to full resolution;
+    # pixel_energy adds the energy sqrt(a^2 + b^2) of each filter pair (a, b). 0 = none
+    pixel_channels: int = Field(0, ge=0)
+    pixel_kernel: int = Field(13, gt=0)
+    pixel_energy: bool = False
 
     @model_validator(mode="after")
     def _heads_divide_dim(self):
@@ -157,6 +173,13 @@ class ViTConfig(FrozenConfig):
             raise ValueError(f"stem_init {self.stem_init} needs a stem: set stem_channels > 0")
         if self.local_kernel and self.local_kernel % 2 == 0:
             raise ValueError(f"local_kernel must be odd (it keeps the token grid), not {self.local_kernel}")
+        if self.pixel_channels and self.pixel_kernel % 2 == 0:
+            raise ValueError(f"pixel_kernel must be odd (it keeps the image size), not {self.pixel_kernel}")
+        if self.pixel_energy and (self.pixel_channels < 2 or self.pixel_channels % 2):
+            raise ValueError(
+                "pixel_energy pairs the filters: pixel_channels must be even and >= 2, "
+                f"not {self.pixel_channels}"
+            )
         return self
 
 

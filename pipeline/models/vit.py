@@ -15,6 +15,14 @@ the tokens laid out on their grid (a position signal from the neighbourhood and 
 the "positional encoding generator" of CPVT, Chu et al. 2023); ``readout_blocks: all`` hands the
 readout every block's output, not only the last, so it can also read the earlier, more linear features.
 
+``pixel_channels`` > 0 adds a pathway the tokens lack: a bank of linear filters applied at full
+resolution (Gabor-initialised, trainable, batch-normed, no nonlinearity), optionally with the energy of
+each filter pair. The tokens sit 3-4 pixels apart, about half the wavelength of a V1 receptive field at
+this scale, so a neuron whose response follows the phase of a grating (a simple cell) is read from
+interpolated tokens with a blurred phase; the linear bank gives the readout one-pixel precision. The
+tokens are then resampled to full resolution (bilinear, at each pixel's true position on the token
+grid) and the readout reads both at the same point.
+
 Behaviour comes in the way the loaders already deliver it to the CNN: as constant image channels after
 the image (``include_behavior``), so the core needs no new input; it takes their spatial mean.
 """
@@ -22,6 +30,7 @@ the image (``include_behavior``), so the core needs no new input; it takes their
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.configs import ViTConfig
@@ -51,14 +60,12 @@ class ViTCore(nn.Module):
         self.gamma_input = gamma_input
         self.stem: nn.Sequential | None = None
         patch_in = self.image_channels
+        input_size = tuple(image_size)
+        # where token (0, 0)'s centre lies in input pixels: an even stem kernel shifts its map by half a pixel
+        first_centre = (cfg.patch_size - 1) / 2
         if cfg.stem_channels:
-            conv = nn.Conv2d(
-                self.image_channels,
-                cfg.stem_channels,
-                cfg.stem_kernel,
-                padding=cfg.stem_kernel // 2,
-                bias=False,
-            )
+            first_centre += (cfg.stem_kernel - 1) / 2 - cfg.stem_kernel // 2
+            conv = _image_filters(self.image_channels, cfg.stem_channels, cfg.stem_kernel)
             nn.init.xavier_normal_(conv.weight)
             if cfg.stem_init == "gabor":
                 gabor_init_(conv.weight, image_channels=self.image_channels)
@@ -111,14 +118,47 @@ class ViTCore(nn.Module):
         self.block_norms = nn.ModuleList(
             nn.LayerNorm(cfg.dim) for _ in range(cfg.layers - 1 if self.read_all else 0)
         )
+        self.pixel: nn.Sequential | None = None
+        self.pixel_energy = cfg.pixel_energy
+        self.pixel_channels = cfg.pixel_channels + (cfg.pixel_channels // 2 if cfg.pixel_energy else 0)
+        if cfg.pixel_channels:
+            conv = _image_filters(self.image_channels, cfg.pixel_channels, cfg.pixel_kernel)
+            # quadrature pairs (2j, 2j + 1) at several orientations and frequencies: the energy option
+            # pairs the same channels, so it starts as a phase-invariant (complex-cell) response
+            gabor_init_(conv.weight, image_channels=self.image_channels)
+            # batch norm is affine at prediction time, so the pathway stays linear in the image
+            self.pixel = nn.Sequential(conv, nn.BatchNorm2d(cfg.pixel_channels))
+            self.register_buffer(
+                "token_grid",
+                token_sampling_grid(input_size, self.grid, first_centre, cfg.patch_stride),
+                persistent=False,
+            )
 
     @property
     def outchannels(self) -> int:
-        return self.dim * (len(self.blocks) if self.read_all else 1)
+        return self.dim * (len(self.blocks) if self.read_all else 1) + self.pixel_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] -> [B, outchannels, h', w'] with (h', w') = ``self.grid``; outchannels is dim,
-        or dim x layers with ``readout_blocks: all`` (block 1's features first)."""
+        or dim x layers with ``readout_blocks: all`` (block 1's features first).
+
+        With the pixel pathway the map is [B, outchannels, H, W] instead: the token features resampled
+        to full resolution, then the linear filters' outputs, then (``pixel_energy``) their pair energies.
+        """
+        tokens = self._token_features(x)
+        if self.pixel is None:
+            return tokens
+        image = x[:, : self.image_channels]
+        linear = self.pixel(image)  # [B, P, H, W]
+        grid = self.token_grid.to(tokens.dtype).expand(x.shape[0], -1, -1, -1)
+        parts = [F.grid_sample(tokens, grid, align_corners=True, padding_mode="border"), linear]
+        if self.pixel_energy:
+            # the small constant keeps the gradient finite where a pair's outputs are both zero
+            parts.append((linear[:, 0::2].pow(2) + linear[:, 1::2].pow(2) + 1e-6).sqrt())
+        return torch.cat(parts, dim=1)
+
+    def _token_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] -> the transformer's features [B, dim (x layers), h', w']."""
         image = x[:, : self.image_channels]
         if self.stem is not None:
             image = self.stem(image)  # [B, stem_channels, H, W]
@@ -141,9 +181,39 @@ class ViTCore(nn.Module):
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
 
     def regularizer(self) -> torch.Tensor:
-        """Laplace smoothness of the first filters the image meets (the stem's, else the patches'),
-        weighted by ``gamma_input`` (as the CNN's first layer)."""
+        """Laplace smoothness of the first filters the image meets (the stem's, else the patches'; and the
+        pixel pathway's), weighted by ``gamma_input`` (as the CNN's first layer)."""
         first = self.stem[0].weight if self.stem is not None else self.patch.weight
-        if self.gamma_input == 0 or min(first.shape[-2:]) < 3:
-            return first.new_zeros(())
-        return self.gamma_input * self._laplace(first)
+        filters = [first] + ([self.pixel[0].weight] if self.pixel is not None else [])
+        penalty = first.new_zeros(())
+        if self.gamma_input == 0:
+            return penalty
+        for weight in filters:
+            if min(weight.shape[-2:]) >= 3:
+                penalty = penalty + self.gamma_input * self._laplace(weight)
+        return penalty
+
+
+def _image_filters(image_channels: int, filters: int, kernel: int) -> nn.Conv2d:
+    """A bias-free bank of ``filters`` kernel x kernel filters of the image, padded to keep its size
+    (odd kernels; an even one grows the map by a pixel)."""
+    return nn.Conv2d(image_channels, filters, kernel, padding=kernel // 2, bias=False)
+
+
+def token_sampling_grid(
+    image_size: tuple[int, int], grid: tuple[int, int], first_centre: float, stride: int
+) -> torch.Tensor:
+    """Where each input pixel lies on the token map, as a ``grid_sample`` grid [1, H, W, 2] (x, y).
+
+    Token i's centre is at input pixel ``first_centre + stride * i`` along each axis; with
+    ``align_corners=True`` the normalised coordinate -1 is token 0's centre and +1 the last token's.
+    Pixels beyond the outer tokens' centres fall outside [-1, 1] (read with border padding).
+    """
+
+    def axis(pixels: int, tokens: int) -> torch.Tensor:
+        position = (torch.arange(pixels, dtype=torch.float64) - first_centre) / stride  # in tokens
+        return 2 * position / max(tokens - 1, 1) - 1
+
+    ys, xs = axis(image_size[0], grid[0]), axis(image_size[1], grid[1])
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx, yy], dim=-1)[None].float()

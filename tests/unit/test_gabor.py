@@ -19,10 +19,7 @@ from pipeline.configs import (
 from pipeline.models.core import Stacked2dCore
 from pipeline.models.gabor import FREQUENCIES, gabor_bank, gabor_init_
 from pipeline.models.vit import ViTCore
-from pipeline.training.run import build_model, build_scans
-from pipeline.training.trainer import train
-from tests.unit.test_trainer import RECS
-from tests.unit.test_vit import _spec
+from tests.unit.test_vit import _spec, train_twice
 
 
 def _dominant(filt: torch.Tensor) -> tuple[float, float]:
@@ -126,15 +123,6 @@ def test_a_gabor_stem_vit_trains_reproducibly():
         "sensorium.models.stacked_core_full_gauss_readout", BaselineModelConfig(core_type="vit", vit=vit)
     )
     spec = dataclasses.replace(spec, trainer_config=TrainerConfig(max_iter=2, lr_init=0.005))
-    states = []
-    for _ in range(2):
-        scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
-        model = build_model(spec, RECS, scans)
-        result = train(
-            model, scans, spec.trainer_config, batch_size=32, shuffle_seed=1, seed=3, progress=False
-        )
-        losses = [e.train_loss for e in result.history]
-        assert losses[-1] < losses[0], losses
-        states.append(result.state_dict)
+    states = train_twice(spec)
     for k, v in states[0].items():
         assert torch.equal(v, states[1][k]), k

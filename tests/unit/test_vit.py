@@ -137,3 +137,80 @@ def test_readout_of_every_block_concatenates_normalised_block_outputs():
     assert "readout_blocks" not in canonical_json(ViTConfig()) and "local_kernel" not in canonical_json(
         ViTConfig()
     )
+
+
+def test_pixel_pathway_adds_full_resolution_linear_filters_beside_the_tokens():
+    # patch 5, stride 4: token i's centre lies on input pixel 2 + 4 i, so the resampled tokens can be
+    # compared with the plain core's tokens exactly there
+    base = VIT.model_copy(update={"patch_size": 5, "patch_stride": 4})
+    torch.manual_seed(0)
+    plain = ViTCore(base, 4, (36, 64), 3).eval()
+    torch.manual_seed(0)
+    pixel = ViTCore(base.model_copy(update={"pixel_channels": 6, "pixel_kernel": 7}), 4, (36, 64), 3).eval()
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, pixel.state_dict()[name]), name
+    x = torch.randn(3, 4, 36, 64)
+    out = pixel(x)
+    assert out.shape == (3, VIT.dim + 6, 36, 64) and pixel.outchannels == VIT.dim + 6
+    tokens = plain(x)  # [3, dim, 8, 15]
+    h, w = tokens.shape[-2:]
+    at_centres = out[:, : VIT.dim, 2 : 2 + 4 * h : 4, 2 : 2 + 4 * w : 4]
+    assert torch.allclose(at_centres, tokens, atol=1e-5)
+    # between two centres the resampled value is the linear interpolation of the neighbours
+    assert torch.allclose(out[:, : VIT.dim, 2, 4], (tokens[..., 0, 0] + tokens[..., 0, 1]) / 2, atol=1e-5)
+    # the pathway is linear in the image at prediction time (an affine batch norm after a bias-free conv)
+    lin = pixel.pixel
+
+    def linear_part(images: torch.Tensor) -> torch.Tensor:
+        return pixel(torch.cat([images, x[:, 1:]], dim=1))[:, VIT.dim :]
+
+    a, b = torch.randn(3, 1, 36, 64), torch.randn(3, 1, 36, 64)
+    zero = linear_part(torch.zeros_like(a))
+    assert torch.allclose(
+        linear_part(a + b) - zero, (linear_part(a) - zero) + (linear_part(b) - zero), atol=1e-4
+    )
+    assert not torch.allclose(linear_part(a), zero), "the filters respond to the image"
+    # its filters start as the Gabor bank's quadrature pairs (zero mean) and are smoothed with the patches'
+    weights = lin[0].weight[:, 0]
+    assert torch.allclose(weights.sum(dim=(1, 2)), torch.zeros(6), atol=1e-5)
+    smoothed = ViTCore(base.model_copy(update={"pixel_channels": 6, "pixel_kernel": 7}), 4, (36, 64), 3, 2.0)
+    only_patch = ViTCore(base, 4, (36, 64), 3, 2.0)
+    assert smoothed.regularizer() > only_patch.regularizer()
+
+
+def test_pixel_energy_pairs_the_filters_and_bad_settings_are_refused():
+    cfg = VIT.model_copy(update={"pixel_channels": 4, "pixel_energy": True})
+    torch.manual_seed(0)
+    core = ViTCore(cfg, 4, (36, 64), 3).eval()
+    out = core(torch.randn(2, 4, 36, 64))
+    assert core.outchannels == VIT.dim + 4 + 2 and out.shape == (2, VIT.dim + 6, 36, 64)
+    lin, energy = out[:, VIT.dim : VIT.dim + 4], out[:, VIT.dim + 4 :]
+    assert torch.allclose(energy, (lin[:, 0::2] ** 2 + lin[:, 1::2] ** 2 + 1e-6).sqrt())
+    with pytest.raises(ConfigError, match="pixel_kernel must be odd"):
+        validate(ViTConfig, {"pixel_channels": 4, "pixel_kernel": 12}, "model.config.vit")
+    with pytest.raises(ConfigError, match="pixel_channels must be even"):
+        validate(ViTConfig, {"pixel_channels": 5, "pixel_energy": True}, "model.config.vit")
+    assert "pixel" not in canonical_json(ViTConfig())
+
+
+def train_twice(spec: RunSpec) -> list[dict[str, torch.Tensor]]:
+    """Train ``spec`` twice from scratch; each run's training loss must fall. Returns both state dicts."""
+    states = []
+    for _ in range(2):
+        scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
+        model = build_model(spec, RECS, scans)
+        result = train(
+            model, scans, spec.trainer_config, batch_size=32, shuffle_seed=1, seed=3, progress=False
+        )
+        losses = [e.train_loss for e in result.history]
+        assert losses[-1] < losses[0], losses
+        states.append(result.state_dict)
+    return states
+
+
+def test_vit_model_with_the_pixel_pathway_trains_reproducibly():
+    cfg = BaselineModelConfig(core_type="vit", vit=VIT.model_copy(update={"pixel_channels": 4}))
+    states = train_twice(_spec("sensorium.models.stacked_core_full_gauss_readout", cfg))
+    assert any(k.startswith("core.pixel.") for k in states[0])
+    for k, v in states[0].items():
+        assert torch.equal(v, states[1][k]), k
