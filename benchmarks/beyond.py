@@ -145,6 +145,12 @@ SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
         "beyond.yaml",
         ["model.config.vit.pixel_channels=16", "model.config.init_sigma=0.05"],
     ),
+    # sixth round: every validation curve still rises ~0.004 per epoch at epoch 12, so at this budget
+    # the model that learns fastest wins: the per-neuron parts at a higher rate than the core, or one
+    # optimiser step per batch instead of per round of one batch from every scan (2x the steps)
+    "beyond+readout_lr_2": ("beyond.yaml", ["trainer.config.readout_lr_scale=2.0"]),
+    "beyond+readout_lr_4": ("beyond.yaml", ["trainer.config.readout_lr_scale=4.0"]),
+    "beyond+step_per_batch": ("beyond.yaml", ["trainer.config.loss_accum_batch_n=1"]),
 }
 CANDIDATES.update(SECOND_ROUND)
 ENSEMBLES = {

@@ -282,6 +282,7 @@ class TrainerConfig(FrozenConfig):
             "warmup_epochs",
             "ema_decay",
             "decay_epochs",
+            "readout_lr_scale",
         }
     )
 
@@ -322,6 +323,9 @@ class TrainerConfig(FrozenConfig):
     warmup_epochs: int = Field(0, ge=0)
     decay_epochs: int = Field(0, ge=0)
     ema_decay: float | None = Field(None, gt=0, lt=1)
+    # learning rate of every parameter outside the core (readout, shifter, modulator: the per-neuron and
+    # per-scan parts) as a multiple of the core's; the schedules scale both groups alike
+    readout_lr_scale: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _schedule_options_fit(self):

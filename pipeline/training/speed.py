@@ -45,9 +45,30 @@ def prepare_images(images: torch.Tensor, cfg: TrainerConfig) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else images
 
 
-def optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainerConfig) -> torch.optim.Optimizer:
-    """Adam (or AdamW with ``cfg.weight_decay``) at ``cfg.lr_init``; one fused kernel per step when
-    ``cfg.fused_adam``."""
+def parameter_groups(model: torch.nn.Module, cfg: TrainerConfig) -> list[dict]:
+    """The optimiser's parameter groups: one group at ``cfg.lr_init`` (exactly the single group of old
+    when ``readout_lr_scale`` is 1), else the core's parameters first at ``lr_init`` and every other
+    parameter (readout, shifter, modulator) at ``lr_init * readout_lr_scale``.
+
+    The core's group comes first so that ``param_groups[0]["lr"]``, the rate the trainer records per
+    epoch, stays the core's (the base) rate.
+    """
+    params = list(model.parameters())
+    if cfg.readout_lr_scale == 1.0:
+        return [{"params": params}]
+    core = getattr(model, "core", None)
+    if core is None:
+        raise ValueError("trainer option readout_lr_scale: the model has no `core` to tell apart")
+    in_core = {id(p) for p in core.parameters()}
+    return [
+        {"params": [p for p in params if id(p) in in_core]},
+        {"params": [p for p in params if id(p) not in in_core], "lr": cfg.lr_init * cfg.readout_lr_scale},
+    ]
+
+
+def optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: TrainerConfig) -> torch.optim.Optimizer:
+    """Adam (or AdamW with ``cfg.weight_decay``) at ``cfg.lr_init`` over ``params`` (parameters, or the
+    groups of :func:`parameter_groups`); one fused kernel per step when ``cfg.fused_adam``."""
     kwargs = {"fused": True} if cfg.fused_adam else {}
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr_init, weight_decay=cfg.weight_decay, **kwargs)

@@ -253,7 +253,7 @@ def train(
             f"no scan has validation trials ({sorted(scans)}); early stopping needs a validation tier"
         )
     speed.prepare_model(model, cfg)
-    optimizer = speed.optimizer(model.parameters(), cfg)
+    optimizer = speed.optimizer(speed.parameter_groups(model, cfg), cfg)
     device = next(model.parameters()).device
 
     def precision() -> contextlib.AbstractContextManager:

@@ -79,8 +79,17 @@ def _curve(result):
             ),
         ),
         (3, TrainerConfig(max_iter=6, lr_init=0.05, lr_schedule="wsd", decay_epochs=3)),
+        # two parameter groups: both groups' Adam moments and rates come back
+        (4, TRAINER.model_copy(update={"readout_lr_scale": 3.0})),
     ],
-    ids=["epoch4", "epoch8", "epoch4-channels_last", "epoch5-adamw-cosine-ema", "epoch3-wsd"],
+    ids=[
+        "epoch4",
+        "epoch8",
+        "epoch4-channels_last",
+        "epoch5-adamw-cosine-ema",
+        "epoch3-wsd",
+        "epoch4-readout_lr",
+    ],
 )
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path, k, trainer):
     reference, _ = _run(trainer=trainer)

@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from pipeline.configs import ConfigError, TrainerConfig, canonical_json, config_hash, validate
+from pipeline.training import speed
+from pipeline.training.losses import poisson_loss
+from pipeline.training.run import build_model, build_scans
 from pipeline.training.schedule import cosine_factor, wsd_factor
 from pipeline.training.trainer import validation_correlation
-from tests.unit.test_trainer import _run
+from tests.unit.test_trainer import RECS, _run, _spec
 
 FAST = dict(max_iter=6, lr_init=0.02, max_batches_per_epoch=2)
 
@@ -116,3 +119,32 @@ def test_adamw_weight_decay_shrinks_the_weights():
     plain = _run(TrainerConfig(**FAST, optimizer="adamw", weight_decay=0.0, restore_best=False))[0]
     name = "core.features.layer0.conv.weight"
     assert decayed.state_dict()[name].norm() < 0.9 * plain.state_dict()[name].norm()
+
+
+def test_readout_lr_scale_steps_the_parts_outside_the_core_faster():
+    cfg = TrainerConfig(lr_init=0.01, readout_lr_scale=4.0)
+    spec = _spec(cfg, 3)
+    scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
+    model = build_model(spec, RECS, scans)
+    groups = speed.parameter_groups(model, cfg)
+    core_ids = {id(p) for p in model.core.parameters()}
+    assert [id(p) for p in groups[0]["params"]] == [id(p) for p in model.core.parameters()]
+    assert groups[1]["lr"] == pytest.approx(0.04) and all(id(p) not in core_ids for p in groups[1]["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    optimizer = speed.optimizer(groups, cfg)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    key = next(iter(scans))
+    batch = scans[key].batch(torch.arange(16))
+    poisson_loss(model(**batch, data_key=key), batch["responses"]).backward()
+    optimizer.step()
+    # Adam's first step moves every parameter with a gradient by about its group's rate
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    assert moved["core.features.layer0.conv.weight"] == pytest.approx(0.01, rel=0.01)
+    readout = next(n for n in moved if n.endswith("_features"))
+    assert moved[readout] == pytest.approx(0.04, rel=0.01)
+    # at its default the option is one group at lr_init, as before, and stays out of the stored hash
+    plain = TrainerConfig(lr_init=0.01)
+    assert len(speed.parameter_groups(model, plain)) == 1
+    assert "readout_lr_scale" not in canonical_json(plain)
+    with pytest.raises(ConfigError, match="readout_lr_scale"):
+        validate(TrainerConfig, {"readout_lr_scale": 0}, "trainer.config")
