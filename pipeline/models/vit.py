@@ -40,7 +40,8 @@ from .gabor import gabor_init_
 
 
 class ViTCore(nn.Module):
-    """images [B, C, H, W] (C = image channels + behaviour channels) -> features [B, dim, h', w']."""
+    """images [B, C, H, W] (C = image channels + behaviour channels) -> features [B, outchannels, h', w']
+    on the token grid, or [B, outchannels, H, W] at full resolution with the pixel pathway."""
 
     def __init__(
         self,
@@ -153,7 +154,8 @@ class ViTCore(nn.Module):
         grid = self.token_grid.to(tokens.dtype).expand(x.shape[0], -1, -1, -1)
         parts = [F.grid_sample(tokens, grid, align_corners=True, padding_mode="border"), linear]
         if self.pixel_energy:
-            # the small constant keeps the gradient finite where a pair's outputs are both zero
+            # taken after the batch norm, whose learned shift makes the pair's energy phase-invariant
+            # only at the start; the small constant keeps the gradient finite where both outputs are zero
             parts.append((linear[:, 0::2].pow(2) + linear[:, 1::2].pow(2) + 1e-6).sqrt())
         return torch.cat(parts, dim=1)
 

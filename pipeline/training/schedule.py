@@ -51,6 +51,28 @@ def is_stepped(cfg: TrainerConfig) -> bool:
     return cfg.lr_schedule in ("cosine", "wsd")
 
 
+def plateau_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainerConfig
+) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """The winner's plateau rounds: every group's rate times ``lr_decay_factor`` after ``patience``
+    epochs without a better validation score.
+
+    Each group's floor is ``min_lr`` scaled like its rate (``min_lr x readout_lr_scale`` for the group
+    outside the core), so the ratio of the two rates holds down to the floor, as in the per-step
+    schedules; with one group it is ``min_lr`` itself.
+    """
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        mode="max" if cfg.maximize else "min",
+        factor=cfg.lr_decay_factor,
+        patience=cfg.patience,
+        threshold=cfg.tolerance,
+        threshold_mode="abs",
+        # written out, not lr / lr_init x min_lr: the core's floor stays exactly min_lr (bit-identical runs)
+        min_lr=[cfg.min_lr] + [cfg.min_lr * cfg.readout_lr_scale] * (len(optimizer.param_groups) - 1),
+    )
+
+
 def step_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainerConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:

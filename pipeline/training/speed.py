@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ def prepare_images(images: torch.Tensor, cfg: TrainerConfig) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else images
 
 
-def parameter_groups(model: torch.nn.Module, cfg: TrainerConfig) -> list[dict]:
+def parameter_groups(model: torch.nn.Module, cfg: TrainerConfig) -> list[dict[str, Any]]:
     """The optimiser's parameter groups: one group at ``cfg.lr_init`` (exactly the single group of old
     when ``readout_lr_scale`` is 1), else the core's parameters first at ``lr_init`` and every other
     parameter (readout, shifter, modulator) at ``lr_init * readout_lr_scale``.
@@ -66,7 +67,9 @@ def parameter_groups(model: torch.nn.Module, cfg: TrainerConfig) -> list[dict]:
     ]
 
 
-def optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: TrainerConfig) -> torch.optim.Optimizer:
+def optimizer(
+    params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], cfg: TrainerConfig
+) -> torch.optim.Optimizer:
     """Adam (or AdamW with ``cfg.weight_decay``) at ``cfg.lr_init`` over ``params`` (parameters, or the
     groups of :func:`parameter_groups`); one fused kernel per step when ``cfg.fused_adam``."""
     kwargs = {"fused": True} if cfg.fused_adam else {}

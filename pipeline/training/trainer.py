@@ -273,15 +273,7 @@ def train(
             optimizer, cfg, schedule.steps_per_epoch(n_rounds * len(scans), accumulate)
         )
     else:
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="max" if cfg.maximize else "min",
-            factor=cfg.lr_decay_factor,
-            patience=cfg.patience,
-            threshold=cfg.tolerance,
-            threshold_mode="abs",
-            min_lr=cfg.min_lr,
-        )
+        scheduler = schedule.plateau_scheduler(optimizer, cfg)
     ema = schedule.weight_average(model, cfg)
     # the model that is validated, selected and returned: the weight average when there is one
     evaluated = model if ema is None else ema.module

@@ -11,7 +11,7 @@ from pipeline.configs import ConfigError, TrainerConfig, canonical_json, config_
 from pipeline.training import speed
 from pipeline.training.losses import poisson_loss
 from pipeline.training.run import build_model, build_scans
-from pipeline.training.schedule import cosine_factor, wsd_factor
+from pipeline.training.schedule import cosine_factor, plateau_scheduler, wsd_factor
 from pipeline.training.trainer import validation_correlation
 from tests.unit.test_trainer import RECS, _run, _spec
 
@@ -148,3 +148,17 @@ def test_readout_lr_scale_steps_the_parts_outside_the_core_faster():
     assert "readout_lr_scale" not in canonical_json(plain)
     with pytest.raises(ConfigError, match="readout_lr_scale"):
         validate(TrainerConfig, {"readout_lr_scale": 0}, "trainer.config")
+
+
+def test_plateau_rounds_keep_the_ratio_of_the_two_rates_down_to_the_floor():
+    cfg = TrainerConfig(lr_init=0.01, readout_lr_scale=0.5, patience=1, lr_decay_factor=0.3, min_lr=0.002)
+    core, rest = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([{"params": [core]}, {"params": [rest], "lr": 0.005}], lr=0.01)
+    scheduler = plateau_scheduler(optimizer, cfg)
+    for _ in range(8):  # no improvement: a cut every other epoch until both groups sit on their floors
+        scheduler.step(0.0)
+    core_lr, rest_lr = (g["lr"] for g in optimizer.param_groups)
+    assert core_lr == pytest.approx(0.002) and rest_lr == pytest.approx(0.001)
+    # one group: the floor is min_lr itself, exactly
+    single = torch.optim.Adam([core], lr=0.009)
+    assert plateau_scheduler(single, TrainerConfig()).min_lrs == [TrainerConfig().min_lr]

@@ -178,6 +178,36 @@ def test_pixel_pathway_adds_full_resolution_linear_filters_beside_the_tokens():
     assert smoothed.regularizer() > only_patch.regularizer()
 
 
+def test_tokens_are_resampled_at_their_true_centres_with_overlapping_patches_and_an_even_stem():
+    # patch 6, stride 3 after a stem of even kernel 4 (its map is one pixel larger, shifted by half a
+    # pixel): token i's centre is input pixel 2.5 - 0.5 + 3 i, a whole pixel again
+    stem = VIT.model_copy(update={"patch_size": 6, "patch_stride": 3, "stem_channels": 2, "stem_kernel": 4})
+    torch.manual_seed(0)
+    plain = ViTCore(stem, 4, (36, 64), 3).eval()
+    torch.manual_seed(0)
+    pixel = ViTCore(stem.model_copy(update={"pixel_channels": 2, "pixel_kernel": 5}), 4, (36, 64), 3).eval()
+    x = torch.randn(2, 4, 36, 64)
+    tokens, out = plain(x), pixel(x)
+    h, w = tokens.shape[-2:]
+    assert (h, w) == (11, 20) and out.shape[-2:] == (36, 64)
+    assert torch.allclose(out[:, : VIT.dim, 2 : 2 + 3 * h : 3, 2 : 2 + 3 * w : 3], tokens, atol=1e-5)
+    # without the stem the centres fall between pixels (2.5 + 3 i): pixel 3 lies 1/6 of the way to token 1,
+    # and pixels before token 0's centre take its value (border)
+    no_stem = stem.model_copy(update={"stem_channels": 0})
+    torch.manual_seed(0)
+    plain = ViTCore(no_stem, 4, (36, 64), 3).eval()
+    torch.manual_seed(0)
+    pixel = ViTCore(
+        no_stem.model_copy(update={"pixel_channels": 2, "pixel_kernel": 5}), 4, (36, 64), 3
+    ).eval()
+    tokens, out = plain(x), pixel(x)
+    expected = tokens[..., 0, 0] * 5 / 6 + tokens[..., 0, 1] / 6
+    assert torch.allclose(out[:, : VIT.dim, 0, 3], expected, atol=1e-5)
+    assert torch.allclose(out[:, : VIT.dim, 0, 0], tokens[..., 0, 0], atol=1e-5)
+    # without input smoothing there is no penalty, with the pathway or without
+    assert float(pixel.regularizer()) == 0.0
+
+
 def test_pixel_energy_pairs_the_filters_and_bad_settings_are_refused():
     cfg = VIT.model_copy(update={"pixel_channels": 4, "pixel_energy": True})
     torch.manual_seed(0)
