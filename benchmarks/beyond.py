@@ -38,6 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 
+#: readout positions started at receptive fields mapped from the training trials (free positions)
+RF_MAP = ["model.config.grid_mean_predictor=null", "model.config.init_mu=rf_map"]
 #: single-model rows: (experiment file, --set overrides) on top of the winner preset
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "winner_demo": ("winner_demo.yaml", []),
@@ -64,6 +66,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "+log1p_history": ("winner_demo.yaml", ["dataset.config.regressors.history.transform=log1p"]),
     "+gamma_loss": ("winner_demo.yaml", ["trainer.config.loss_function=GammaLoss"]),
     "+gabor_input": ("winner_demo.yaml", ["model.config.input_init=gabor"]),
+    "+rf_map": ("winner_demo.yaml", RF_MAP),
     "+vit_core": ("vit_demo.yaml", []),
     # control: is the ViT's gain its 32 output channels (the readout's feature size) or the architecture?
     "+cnn_32_channels": ("winner_demo.yaml", ["model.config.hidden_channels=32"]),
@@ -161,6 +164,9 @@ SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
         "beyond.yaml",
         ["trainer.config.lr_init=0.0135", "trainer.config.readout_lr_scale=0.6666666666666666"],
     ),
+    # eighth round: the readout positions start at receptive fields mapped from the training trials
+    # (init_mu rf_map; free positions, as the map replaces the grid-mean predictor's retinotopy)
+    "beyond+rf_map": ("beyond.yaml", RF_MAP),
 }
 CANDIDATES.update(SECOND_ROUND)
 ENSEMBLES = {

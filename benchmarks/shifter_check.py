@@ -12,12 +12,14 @@ Run:  .venv/bin/python benchmarks/shifter_check.py --home DIR --experiment NAME 
 
 from __future__ import annotations
 
-import argparse
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trained import load_model, model_arguments  # noqa: E402
 
 
 def compare(shift: np.ndarray, planted: np.ndarray) -> dict[str, dict[str, float]]:
@@ -33,23 +35,11 @@ def compare(shift: np.ndarray, planted: np.ndarray) -> dict[str, dict[str, float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--experiment", required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    args = parser.parse_args()
-    os.environ["SENSORIUM_HOME"] = str(args.home)
-    import schemas  # the database only now: SENSORIUM_HOME must be set first
+    args = model_arguments(__doc__.splitlines()[0])
+    model, scans = load_model(args.home, args.experiment, args.seed)
     from pipeline.data.format import read_recording
     from pipeline.data.synth import truth_path
-    from schemas.fabrik import experiment_models
-    from schemas.training import TrainedModel, load_trained_model
 
-    schemas.activate()
-    keys = (TrainedModel & (experiment_models(args.experiment) & {"seed": args.seed})).keys()
-    if not keys:
-        raise SystemExit(f"no trained model of experiment {args.experiment!r} with seed {args.seed}")
-    model, scans = load_trained_model(keys[0], torch.device("cpu"))
     if model.shifter is None:
         raise SystemExit(f"{args.experiment}: the model has no shifter")
     truths = {}

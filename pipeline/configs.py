@@ -195,6 +195,7 @@ class BaselineModelConfig(FrozenConfig):
             "core_type",
             "vit",
             "input_init",
+            "init_mu",
         }
     )
 
@@ -222,6 +223,9 @@ class BaselineModelConfig(FrozenConfig):
     depth_separable: bool = True
     core_bias: bool = False
     init_mu_range: float = Field(0.3, gt=0)
+    # where free readout positions start: "uniform" U(+-init_mu_range) (neuralpredictors), or "rf_map" at
+    # receptive-field centres mapped from the training trials (pipeline.models.rf_map)
+    init_mu: Literal["uniform", "rf_map"] = "uniform"
     init_sigma: float = Field(0.1, gt=0)
     readout_bias: bool = True
     gamma_readout: float = Field(0.0076, ge=0)
@@ -245,6 +249,11 @@ class BaselineModelConfig(FrozenConfig):
             raise ValueError("`vit` settings need core_type: vit")
         if self.input_init != "xavier" and self.core_type != "stacked2d":
             raise ValueError("input_init sets the CNN's first layer; a ViT's is vit.stem_init")
+        if self.init_mu == "rf_map" and self.grid_mean_predictor is not None:
+            raise ValueError(
+                "init_mu rf_map starts free readout positions, but a grid_mean_predictor computes them: "
+                "set grid_mean_predictor: null"
+            )
         stacked = self.layers if self.stack is None else len(range(self.layers)[self.stack :])
         grows = (self.hidden_kern - 1) * self.hidden_dilation % 2
         if self.core_type == "stacked2d" and stacked > 1 and grows:

@@ -40,6 +40,7 @@ FOLDER_HASH = hashlib.md5(b"sensorium-pipeline synthetic").hexdigest()
 MODEL_SCALE = 0.25  # the image scale every training run uses (SPEC 1.5)
 MIN_TRAIN_TRIALS = 10  # fewer leaves nothing to fit; synthesize() has always refused them
 MIN_TEST_IMAGES = 2  # distinct test images per test tier, whatever the fractions
+ANIMAL_BASE = 90000  # mouse m's animal_id (the first part of its data key) is ANIMAL_BASE + m
 
 
 class SynthConfigError(ValueError):
@@ -386,7 +387,7 @@ def synthesize(cfg: SynthConfig, mouse: int = 0) -> tuple[Recording, dict[str, n
     seconds = np.floor(np.cumsum(iti)).astype(np.int64)  # 1-second resolution, some ties
     times = start + seconds.astype("timedelta64[s]")
     timestamps_t = np.array([f"Timestamp('{str(t).replace('T', ' ')}')" for t in times])
-    animal, session, scan = 90000 + mouse, 1 + cfg.seed % 1000, 1
+    animal, session, scan = ANIMAL_BASE + mouse, 1 + cfg.seed % 1000, 1
     if cfg.competition:
         trial_idx_t = np.array(
             [hashlib.md5(f"{cfg.seed}-{mouse}-{p}".encode()).hexdigest() for p in range(T)]

@@ -176,7 +176,18 @@ class Stacked2dCore(nn.Module):
             self._add_norm_and_nonlin(layer, layer_index=index)
             self.features.add_module(f"layer{index}", nn.Sequential(layer))
 
+        # where cell (0, 0) of the output map sits in input pixels (stride 1): half the kernel a valid
+        # input conv eats, minus the half pixel each over-padded even hidden kernel adds in front
+        input_shift = (input_kern - 1) / 2 - (input_kern // 2 if pad_input else 0)
+        hidden_shift = (hidden_kern - 1) * hidden_dilation / 2 - hidden_padding
+        self._map_origin = input_shift + hidden_shift * self.stack[-1]
+
         self.initialize()
+
+    def map_geometry(self) -> tuple[float, float]:
+        """(origin, stride): output cell i's centre lies at input pixel ``origin + stride * i`` (both axes;
+        the map of the last stacked layer, which the stacked maps share whenever they can be stacked)."""
+        return self._map_origin, 1.0
 
     def _add_norm_and_nonlin(self, layer: OrderedDict, layer_index: int) -> None:
         if self.batch_norm:

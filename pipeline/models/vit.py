@@ -87,6 +87,8 @@ class ViTCore(nn.Module):
         )
         if min(self.grid) < 1:
             raise ValueError(f"patch_size {cfg.patch_size} does not fit images of {image_size}")
+        # token i's centre in input pixels is first_centre + patch_stride * i (both axes)
+        self._token_geometry = (first_centre, float(cfg.patch_stride))
         self.position = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], cfg.dim))
         nn.init.trunc_normal_(self.position, std=0.02)
         self.blocks = nn.ModuleList(
@@ -134,6 +136,11 @@ class ViTCore(nn.Module):
                 token_sampling_grid(input_size, self.grid, first_centre, cfg.patch_stride),
                 persistent=False,
             )
+
+    def map_geometry(self) -> tuple[float, float]:
+        """(origin, stride): output cell i's centre lies at input pixel ``origin + stride * i`` (both axes):
+        the tokens', or the image's own pixels with the pixel pathway."""
+        return (0.0, 1.0) if self.pixel is not None else self._token_geometry
 
     @property
     def outchannels(self) -> int:

@@ -17,6 +17,7 @@ from pipeline.configs import BaselineModelConfig, DatasetConfig, TrainerConfig
 from pipeline.data.loaders import ScanTensors, build_scan_tensors
 from pipeline.data.recording import Recording
 from pipeline.models.build import ScanGeometry, stacked_core_full_gauss_readout
+from pipeline.models.rf_map import RFMap, map_receptive_fields, readout_positions
 from pipeline.registry import resolve
 from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.trainer import EpochRecord, TrainResult, train
@@ -135,6 +136,40 @@ def build_model(
     )
 
 
+def start_at_rf_map(
+    model: torch.nn.Module,
+    scans: Mapping[str, ScanTensors],
+    geometry: Mapping[str, ScanGeometry],
+    progress: bool = False,
+) -> dict[str, RFMap]:
+    """Move every scan's free readout positions to receptive-field centres mapped from its training
+    trials (``init_mu: rf_map``, :mod:`pipeline.models.rf_map`); returns the maps.
+
+    The map is made from the split's ``train`` tier only, so validation and test trials never shape the
+    start; it draws no random numbers.
+    """
+    maps = {}
+    for key, scan in scans.items():
+        idx = torch.from_numpy(scan.tier_indices("train")).to(scan.images.device)
+        # on the scan's device: the CPU's result is bit-identical run to run; an accelerator maps a
+        # SENSORIUM-size scan in seconds instead of minutes
+        images, responses = scan.images[idx, :1], scan.responses[idx]  # the image channel only
+        maps[key] = rf = map_receptive_fields(images, responses, geometry[key].cortex_xy)
+        readout = model.readout[key]
+        map_size = tuple(readout.in_shape[1:])
+        origin, stride = model.core.map_geometry()
+        mu = readout_positions(rf.centres, map_size, origin, stride)
+        with torch.no_grad():
+            readout.mu.copy_(torch.as_tensor(mu, dtype=readout.mu.dtype).view_as(readout.mu))
+        if progress:
+            print(
+                f"{key}: readout started at mapped receptive fields ({int(rf.inliers.sum())} of "
+                f"{len(rf.inliers)} peaks on the retinotopic fit)",
+                flush=True,
+            )
+    return maps
+
+
 def run_training(
     spec: RunSpec,
     recordings: Mapping[str, Recording],
@@ -156,6 +191,8 @@ def run_training(
     """
     scans, geometry = load_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
     model = build_model(spec, geometry, scans).to(device)
+    if spec.model_config.init_mu == "rf_map":
+        start_at_rf_map(model, scans, geometry, progress=progress)
     result = train(
         model,
         scans,

@@ -1,0 +1,56 @@
+"""Time and memory of the receptive-field map (``init_mu: rf_map``) for one scan of a given size.
+
+The map costs one Gabor filtering of the training images and, per chunk of two pairs, one
+(N x T) x (T x 6HW) product, so its time grows with trials x neurons. Random data (the cost does not
+depend on the values); median of ``--repeats`` runs; peak resident memory of the process from psutil.
+
+Run:  .venv/bin/python benchmarks/rf_map_cost.py [--trials 800] [--neurons 150] [--device cpu]
+      (demo size by default; SENSORIUM+ scans have about 4500 training trials and 7000-8000 neurons)
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import psutil
+import torch
+
+from pipeline.models.rf_map import map_receptive_fields
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=800)
+    parser.add_argument("--neurons", type=int, default=150)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(args.trials, 1, 36, 64, generator=gen).to(device)
+    responses = torch.rand(args.trials, args.neurons, generator=gen).to(device)
+    cortex = np.random.default_rng(0).uniform(0, 800, (args.neurons, 2))
+    seconds = []
+    for _ in range(args.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        map_receptive_fields(images, responses, cortex)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    rss = psutil.Process().memory_info().rss / 2**30
+    print(
+        f"rf_map: {args.trials} trials x {args.neurons} neurons on {device} "
+        f"({platform.processor() or 'cpu'}, {torch.get_num_threads()} threads): "
+        f"median {statistics.median(seconds):.2f} s of {args.repeats}, "
+        f"resident memory {rss:.2f} GiB"
+    )
+
+
+if __name__ == "__main__":
+    main()

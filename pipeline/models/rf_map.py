@@ -1,0 +1,191 @@
+"""Receptive-field centres mapped from the training trials, to start the readout's positions there.
+
+The Gaussian readout reads each neuron's features at one position of the core's output. With the
+winner's budget (12 epochs, about 160 optimiser steps at demo size) the positions learned by gradient
+descent stay several pixels from the true receptive fields (``benchmarks/rf_positions.py``), while a
+simple cell's phase, at the 6-12 px wavelengths of mouse V1 at the model's image scale, needs about one
+pixel. Electrophysiology and imaging labs map receptive fields before they model them; this does the
+same, from the recording's own training trials, in one pass:
+
+1. a fixed bank of quadrature Gabor pairs (:func:`pipeline.models.gabor.gabor_bank`: orientations and
+   spatial frequencies of mouse V1) filters every training image; the features at each pixel are the
+   even and odd responses and each pair's energy (Adelson & Bergen 1985), so simple and complex cells
+   both correlate with some of them;
+2. each neuron's map is the sum over features of the squared correlation between its responses (log1p of
+   the response over its mean, so a few large events do not dominate) and the feature at that pixel,
+   smoothed with a Gaussian of ``smooth_px``; the centre is the map's peak;
+3. single-neuron peaks are noisy (a weak neuron's peak can be anywhere), but retinotopy is smooth over
+   cortex: a cubic polynomial from the neurons' cortex coordinates to the peaks is fitted robustly
+   (refitted without the peaks far from it), and every neuron starts at the fitted position.
+
+Everything is deterministic. Cost: one convolution of the training images plus a (T, N) x (T, H*W)
+product per feature, a few seconds at demo size on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from pipeline.models.gabor import gabor_bank
+
+#: Gabor pairs of the mapping bank: 24 pairs = 8 orientations at each of the bank's 3 frequencies
+MAP_PAIRS = 24
+#: kernel of the mapping bank (pixels at the model's image scale)
+MAP_KERNEL = 13
+
+
+@dataclass(frozen=True)
+class RFMap:
+    """Receptive-field centres of one scan.
+
+    Attributes:
+        centres: (N, 2) float64 (x, y) pixel positions used to start the readout (the retinotopic fit).
+        peaks: (N, 2) float64 (x, y) each neuron's own map peak.
+        inliers: (N,) bool, peaks the final retinotopic fit was made on.
+    """
+
+    centres: np.ndarray
+    peaks: np.ndarray
+    inliers: np.ndarray
+
+
+def feature_maps(images: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Even, odd and energy responses of Gabor pairs at every pixel.
+
+    Args:
+        images: (T, 1, H, W) float images as the model sees them.
+        bank: (2P, k, k) quadrature pairs (filter 2j even, 2j + 1 odd), odd k.
+
+    Returns:
+        (T, 3P, H, W) float32: the 2P linear responses, then the P pairs' energies.
+    """
+    lin = F.conv2d(
+        images.float(), bank.to(images.device, torch.float32)[:, None], padding=bank.shape[-1] // 2
+    )
+    energy = torch.sqrt(lin[:, 0::2] ** 2 + lin[:, 1::2] ** 2)
+    return torch.cat([lin, energy], dim=1)
+
+
+def correlation_maps(
+    images: torch.Tensor, responses: torch.Tensor, pairs_per_chunk: int = 2, smooth_px: float = 1.0
+) -> np.ndarray:
+    """Sum over the mapping bank's features of the squared correlation of each neuron with the feature at
+    each pixel.
+
+    Args:
+        images: (T, 1, H, W) training images.
+        responses: (T, N) non-negative training responses.
+        pairs_per_chunk: Gabor pairs filtered at a time (memory: T x 3 x this x H x W floats).
+        smooth_px: Gaussian smoothing of each map (0: none).
+
+    Returns:
+        (N, H, W) float64 maps.
+    """
+    T, _, H, W = images.shape
+    if T < 3:
+        raise ValueError(f"receptive-field mapping needs at least 3 training trials, got {T}")
+    r = responses.double().clamp_min(0)
+    r = torch.log1p(r / r.mean(0).clamp_min(1e-12))
+    r = ((r - r.mean(0)) / r.std(0).clamp_min(1e-12)).float()  # [T, N]; a silent neuron: a zero map
+    bank = gabor_bank(2 * MAP_PAIRS, MAP_KERNEL)
+    score = torch.zeros(responses.shape[1], H * W, dtype=torch.float64, device=images.device)
+    for start in range(0, MAP_PAIRS, pairs_per_chunk):
+        feats = feature_maps(images, bank[2 * start : 2 * (start + pairs_per_chunk)]).reshape(T, -1)
+        feats = (feats - feats.mean(0)) / feats.std(0).clamp_min(1e-6)
+        corr = (r.T @ feats).double() / (T - 1)  # [N, features * H * W]
+        score += corr.reshape(corr.shape[0], -1, H * W).pow(2).sum(1)
+    maps = score.reshape(-1, H, W).cpu().numpy()
+    if smooth_px > 0:
+        maps = ndimage.gaussian_filter(maps, (0, smooth_px, smooth_px), mode="nearest")
+    return maps
+
+
+def _peaks(maps: np.ndarray) -> np.ndarray:
+    """(N, H, W) maps -> (N, 2) (x, y) of each map's maximum, refined to sub-pixel by a parabola per axis."""
+    N, H, W = maps.shape
+    flat = maps.reshape(N, -1).argmax(1)
+    y, x = np.divmod(flat, W)
+    out = np.stack([x, y], axis=1).astype(np.float64)
+    for n in range(N):
+        for axis, (pos, size) in enumerate(((x[n], W), (y[n], H))):
+            if 0 < pos < size - 1:
+                line = maps[n, y[n], pos - 1 : pos + 2] if axis == 0 else maps[n, pos - 1 : pos + 2, x[n]]
+                curve = line[0] - 2 * line[1] + line[2]
+                if curve < 0:  # a true maximum: the vertex of the parabola through the three values
+                    out[n, axis] += 0.5 * (line[0] - line[2]) / curve
+    return out
+
+
+def _design(coords: np.ndarray) -> np.ndarray:
+    """(N, 2) cortex coordinates -> (N, 10) cubic polynomial terms of their z-scores."""
+    z = (coords - coords.mean(0)) / np.where(coords.std(0) > 0, coords.std(0), 1.0)
+    a, b = z[:, 0], z[:, 1]
+    return np.stack([np.ones_like(a), a, b, a * a, a * b, b * b, a**3, a * a * b, a * b * b, b**3], axis=1)
+
+
+def retinotopic_fit(
+    peaks: np.ndarray, coords: np.ndarray, rounds: int = 5, min_radius: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust least-squares cubic map from cortex coordinates to the peaks.
+
+    Each round refits on the peaks within max(``min_radius`` px, 2.5 x the median distance) of the last
+    fit. Fewer neurons than terms: the mean peak for every neuron (no retinotopy can be fitted).
+
+    Args:
+        peaks: (N, 2) pixel positions; coords: (N, 2) cortex coordinates.
+
+    Returns:
+        (fitted (N, 2), inliers (N,) bool).
+    """
+    X = _design(np.asarray(coords, dtype=np.float64))
+    keep = np.ones(len(peaks), dtype=bool)
+    if len(peaks) <= X.shape[1]:
+        return np.repeat(peaks.mean(0, keepdims=True), len(peaks), axis=0), keep
+    fitted = peaks
+    for _ in range(rounds):
+        coef, *_ = np.linalg.lstsq(X[keep], peaks[keep], rcond=None)
+        fitted = X @ coef
+        dist = np.linalg.norm(peaks - fitted, axis=1)
+        new = dist <= max(min_radius, 2.5 * float(np.median(dist)))
+        if new.sum() <= X.shape[1] or np.array_equal(new, keep):
+            break
+        keep = new
+    return fitted, keep
+
+
+def map_receptive_fields(images: torch.Tensor, responses: torch.Tensor, cortex_xy: np.ndarray) -> RFMap:
+    """Receptive-field centres of one scan from its training trials.
+
+    Args:
+        images: (T, 1, H, W) training images as the model sees them.
+        responses: (T, N) their responses.
+        cortex_xy: (N, 2) the neurons' cortex coordinates.
+
+    Returns:
+        The map (pixel positions on the (H, W) image).
+    """
+    if responses.shape[0] != images.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {responses.shape[0]} response rows")
+    if not torch.isfinite(responses).all():
+        raise ValueError("responses of the training trials must be finite")
+    peaks = _peaks(correlation_maps(images, responses))
+    H, W = images.shape[-2:]
+    fitted, inliers = retinotopic_fit(peaks, cortex_xy)
+    centres = np.clip(fitted, 0.0, [W - 1.0, H - 1.0])
+    return RFMap(centres=centres, peaks=peaks, inliers=inliers)
+
+
+def readout_positions(
+    centres: np.ndarray, map_size: tuple[int, int], origin: float = 0.0, stride: float = 1.0
+) -> np.ndarray:
+    """(N, 2) (x, y) pixel positions -> (N, 2) readout coordinates in [-1, 1] (``grid_sample`` with
+    ``align_corners=True``: -1 and +1 are the centres of the map's first and last cells)."""
+    h, w = map_size
+    cells = (np.asarray(centres, dtype=np.float64) - origin) / stride
+    norm = 2 * cells / np.maximum(np.array([w - 1, h - 1], dtype=np.float64), 1) - 1
+    return np.clip(norm, -1.0, 1.0)
