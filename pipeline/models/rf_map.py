@@ -15,8 +15,9 @@ same, from the recording's own training trials, in one pass:
    the response over its mean, so a few large events do not dominate) and the feature at that pixel,
    smoothed with a Gaussian of ``smooth_px``; the centre is the map's peak;
 3. single-neuron peaks are noisy (a weak neuron's peak can be anywhere), but retinotopy is smooth over
-   cortex: a cubic polynomial from the neurons' cortex coordinates to the peaks is fitted robustly
-   (refitted without the peaks far from it), and every neuron starts at the fitted position.
+   cortex: a cubic polynomial (linear for fewer than 40 neurons) from the neurons' cortex coordinates to
+   the peaks is fitted robustly (refitted without the peaks far from it), and every neuron starts at the
+   fitted position.
 
 Everything is deterministic. Cost: one convolution of the training images plus a (T, N) x (T, H*W)
 product per feature, a few seconds at demo size on a CPU.
@@ -121,20 +122,28 @@ def _peaks(maps: np.ndarray) -> np.ndarray:
     return out
 
 
-def _design(coords: np.ndarray) -> np.ndarray:
-    """(N, 2) cortex coordinates -> (N, 10) cubic polynomial terms of their z-scores."""
+#: peaks per polynomial term a retinotopic fit needs: fewer neurons get a lower degree (or the mean)
+PEAKS_PER_TERM = 4
+
+
+def _design(coords: np.ndarray, degree: int) -> np.ndarray:
+    """(N, 2) cortex coordinates -> (N, terms): polynomial terms of their z-scores up to ``degree`` (1, 3)."""
     z = (coords - coords.mean(0)) / np.where(coords.std(0) > 0, coords.std(0), 1.0)
     a, b = z[:, 0], z[:, 1]
-    return np.stack([np.ones_like(a), a, b, a * a, a * b, b * b, a**3, a * a * b, a * b * b, b**3], axis=1)
+    terms = [np.ones_like(a), a, b]
+    if degree == 3:
+        terms += [a * a, a * b, b * b, a**3, a * a * b, a * b * b, b**3]
+    return np.stack(terms, axis=1)
 
 
 def retinotopic_fit(
     peaks: np.ndarray, coords: np.ndarray, rounds: int = 5, min_radius: float = 2.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Robust least-squares cubic map from cortex coordinates to the peaks.
+    """Robust least-squares polynomial map from cortex coordinates to the peaks.
 
-    Each round refits on the peaks within max(``min_radius`` px, 2.5 x the median distance) of the last
-    fit. Fewer neurons than terms: the mean peak for every neuron (no retinotopy can be fitted).
+    Cubic with at least ``PEAKS_PER_TERM`` peaks per term (40), linear with fewer (12), else the mean
+    peak for every neuron. Each round refits on the peaks within max(``min_radius`` px, 2.5 x the median
+    distance) of the last fit.
 
     Args:
         peaks: (N, 2) pixel positions; coords: (N, 2) cortex coordinates.
@@ -142,17 +151,19 @@ def retinotopic_fit(
     Returns:
         (fitted (N, 2), inliers (N,) bool).
     """
-    X = _design(np.asarray(coords, dtype=np.float64))
-    keep = np.ones(len(peaks), dtype=bool)
-    if len(peaks) <= X.shape[1]:
-        return np.repeat(peaks.mean(0, keepdims=True), len(peaks), axis=0), keep
+    n = len(peaks)
+    keep = np.ones(n, dtype=bool)
+    degree = next((d for d, terms in ((3, 10), (1, 3)) if n >= PEAKS_PER_TERM * terms), 0)
+    if degree == 0:
+        return np.repeat(peaks.mean(0, keepdims=True), n, axis=0), keep
+    X = _design(np.asarray(coords, dtype=np.float64), degree)
     fitted = peaks
     for _ in range(rounds):
         coef, *_ = np.linalg.lstsq(X[keep], peaks[keep], rcond=None)
         fitted = X @ coef
         dist = np.linalg.norm(peaks - fitted, axis=1)
         new = dist <= max(min_radius, 2.5 * float(np.median(dist)))
-        if new.sum() <= X.shape[1] or np.array_equal(new, keep):
+        if new.sum() < PEAKS_PER_TERM * X.shape[1] or np.array_equal(new, keep):
             break
         keep = new
     return fitted, keep

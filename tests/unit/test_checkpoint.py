@@ -9,7 +9,7 @@ import torch
 from pipeline.configs import BaselineModelConfig, DatasetConfig, TrainerConfig
 from pipeline.data.synth import SynthConfig, synthesize
 from pipeline.training.checkpoint import Checkpointer
-from pipeline.training.run import RunSpec, build_model, build_scans
+from pipeline.training.run import RunSpec, build_model, build_scans, scan_geometry, start_at_rf_map
 from pipeline.training.trainer import TrainingInterruptedError, train
 
 RECS = {}
@@ -22,18 +22,25 @@ MODEL = BaselineModelConfig(layers=2, hidden_channels=4, input_kern=5, hidden_ke
 TRAINER = TrainerConfig(max_iter=12, patience=2, lr_decay_steps=3, lr_init=0.05)
 
 
-def _run(checkpoint=None, stop_after: int | None = None, trainer: TrainerConfig = TRAINER):
+def _run(
+    checkpoint=None,
+    stop_after: int | None = None,
+    trainer: TrainerConfig = TRAINER,
+    model_config: BaselineModelConfig = MODEL,
+):
     spec = RunSpec(
         "sensorium.datasets.static_loaders",
         DatasetConfig(batch_size=32),
         "sensorium.models.stacked_core_full_gauss_readout",
-        MODEL,
+        model_config,
         "sensorium.training.standard_trainer",
         trainer,
         5,
     )
     scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
     model = build_model(spec, RECS, scans)
+    if model_config.init_mu == "rf_map":  # as run_training does
+        start_at_rf_map(model, scans, {k: scan_geometry(r) for k, r in RECS.items()})
     done = []
 
     def on_epoch(record):
@@ -60,11 +67,11 @@ def _curve(result):
 
 # before and after the learning-rate decay at epoch 7; and with the channels_last layout of the demo presets
 @pytest.mark.parametrize(
-    ("k", "trainer"),
+    ("k", "trainer", "model"),
     [
-        (4, TRAINER),
-        (8, TRAINER),
-        (4, TRAINER.model_copy(update={"channels_last": True})),
+        (4, TRAINER, MODEL),
+        (8, TRAINER, MODEL),
+        (4, TRAINER.model_copy(update={"channels_last": True}), MODEL),
         # issue-12 options: the per-step schedule's position and the weight average must survive too
         (
             5,
@@ -77,10 +84,13 @@ def _curve(result):
                 warmup_epochs=2,
                 ema_decay=0.9,
             ),
+            MODEL,
         ),
-        (3, TrainerConfig(max_iter=6, lr_init=0.05, lr_schedule="wsd", decay_epochs=3)),
+        (3, TrainerConfig(max_iter=6, lr_init=0.05, lr_schedule="wsd", decay_epochs=3), MODEL),
         # two parameter groups: both groups' Adam moments and rates come back
-        (4, TRAINER.model_copy(update={"readout_lr_scale": 3.0})),
+        (4, TRAINER.model_copy(update={"readout_lr_scale": 3.0}), MODEL),
+        # readout positions started at the receptive-field map: the learned positions come back over it
+        (4, TRAINER, MODEL.model_copy(update={"grid_mean_predictor": None, "init_mu": "rf_map"})),
     ],
     ids=[
         "epoch4",
@@ -89,15 +99,16 @@ def _curve(result):
         "epoch5-adamw-cosine-ema",
         "epoch3-wsd",
         "epoch4-readout_lr",
+        "epoch4-rf_map",
     ],
 )
-def test_stopped_and_resumed_run_is_bit_identical(tmp_path, k, trainer):
-    reference, _ = _run(trainer=trainer)
+def test_stopped_and_resumed_run_is_bit_identical(tmp_path, k, trainer, model):
+    reference, _ = _run(trainer=trainer, model_config=model)
     ckpt = Checkpointer(tmp_path / "run.pt", {"key": {"seed": 5}, "code": "x"})
     with pytest.raises(TrainingInterruptedError):
-        _run(ckpt, stop_after=k, trainer=trainer)
+        _run(ckpt, stop_after=k, trainer=trainer, model_config=model)
     assert ckpt.exists() and ckpt.sidecar.exists()
-    resumed, replayed = _run(ckpt, trainer=trainer)
+    resumed, replayed = _run(ckpt, trainer=trainer, model_config=model)
     assert replayed[0] == k + 1, "training continued after the checkpointed epoch, not from scratch"
     assert _curve(resumed) == _curve(reference)
     assert len({lr for _, lr, _, _ in _curve(reference)}) > 1, "the run crossed a learning-rate decay"

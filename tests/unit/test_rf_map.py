@@ -75,8 +75,11 @@ def test_retinotopic_fit_ignores_stray_peaks():
     fitted, inliers = retinotopic_fit(peaks, coords)
     assert np.abs(fitted - smooth).max() < 1.0
     assert not inliers[stray].any() or inliers[stray].mean() < 0.3
-    few, keep = retinotopic_fit(peaks[:5], coords[:5])  # fewer neurons than polynomial terms
+    few, keep = retinotopic_fit(peaks[:5], coords[:5])  # too few neurons for any map
     assert np.allclose(few, peaks[:5].mean(0)) and keep.all()
+    plane = np.c_[coords[:20] @ [0.05, 0.01], coords[:20] @ [0.0, 0.03]] + 2.0
+    linear, _ = retinotopic_fit(plane, coords[:20])  # 20 neurons: a linear map, exact for a plane
+    assert np.allclose(linear, plane)
 
 
 def test_readout_coordinates_follow_the_maps_cells():
