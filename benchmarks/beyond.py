@@ -168,6 +168,14 @@ SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
     # (init_mu rf_map; free positions, as the map replaces the grid-mean predictor's retinotopy)
     "beyond+rf_map": ("beyond.yaml", RF_MAP),
 }
+# rounds 2-8 varied beyond.yaml as it was before round 8 adopted the receptive-field start: every such
+# row starts from that config (its own overrides come after, so `beyond+rf_map` is beyond.yaml today)
+ROUND7_BEYOND = [
+    "model.config.init_mu=uniform",
+    "model.config.grid_mean_predictor={hidden_layers: 4, hidden_features: 20, nonlinearity: ReLU}",
+]
+SECOND_ROUND = {row: (path, [*ROUND7_BEYOND, *sets]) for row, (path, sets) in SECOND_ROUND.items()}
+SECOND_ROUND["beyond_round7"] = ("beyond.yaml", ROUND7_BEYOND)
 CANDIDATES.update(SECOND_ROUND)
 ENSEMBLES = {
     "winner_ensemble": "ensemble_demo.yaml",

@@ -19,8 +19,9 @@ same, from the recording's own training trials, in one pass:
    the peaks is fitted robustly (refitted without the peaks far from it), and every neuron starts at the
    fitted position.
 
-Everything is deterministic. Cost: one convolution of the training images plus a (T, N) x (T, H*W)
-product per feature, a few seconds at demo size on a CPU.
+It draws no random numbers, and on a CPU it is bit-identical run to run. Cost: one filtering of the
+training images and a (N, T) x (T, 6 H W) product per chunk of two Gabor pairs (memory: T + N rows of
+6 H W floats per chunk); a few seconds at demo size on a CPU (``benchmarks/rf_map_cost.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from scipy import ndimage
 
 from pipeline.models.gabor import gabor_bank
 
-#: Gabor pairs of the mapping bank: 24 pairs = 8 orientations at each of the bank's 3 frequencies
+#: Gabor pairs of the mapping bank: 24 pairs, orientations pi * j / 24 with the bank's 3 frequencies in
+#: turn (8 orientations per frequency, 22.5 degrees apart, each frequency's set turned by 7.5 degrees)
 MAP_PAIRS = 24
 #: kernel of the mapping bank (pixels at the model's image scale)
 MAP_KERNEL = 13
@@ -47,7 +49,7 @@ class RFMap:
     Attributes:
         centres: (N, 2) float64 (x, y) pixel positions used to start the readout (the retinotopic fit).
         peaks: (N, 2) float64 (x, y) each neuron's own map peak.
-        inliers: (N,) bool, peaks the final retinotopic fit was made on.
+        inliers: (N,) bool, peaks the retinotopic fit was made on.
     """
 
     centres: np.ndarray
@@ -80,7 +82,7 @@ def correlation_maps(
 
     Args:
         images: (T, 1, H, W) training images.
-        responses: (T, N) non-negative training responses.
+        responses: (T, N) training responses (negative values count as 0).
         pairs_per_chunk: Gabor pairs filtered at a time (memory: T x 3 x this x H x W floats).
         smooth_px: Gaussian smoothing of each map (0: none).
 
@@ -98,8 +100,9 @@ def correlation_maps(
     for start in range(0, MAP_PAIRS, pairs_per_chunk):
         feats = feature_maps(images, bank[2 * start : 2 * (start + pairs_per_chunk)]).reshape(T, -1)
         feats = (feats - feats.mean(0)) / feats.std(0).clamp_min(1e-6)
-        corr = (r.T @ feats).double() / (T - 1)  # [N, features * H * W]
-        score += corr.reshape(corr.shape[0], -1, H * W).pow(2).sum(1)
+        corr = (r.T @ feats) / (T - 1)  # [N, features * H * W] float32
+        # squared and summed over the chunk's features in float32; only the (N, H * W) sum is float64
+        score += corr.reshape(corr.shape[0], -1, H * W).pow(2).sum(1).double()
     maps = score.reshape(-1, H, W).cpu().numpy()
     if smooth_px > 0:
         maps = ndimage.gaussian_filter(maps, (0, smooth_px, smooth_px), mode="nearest")
@@ -107,12 +110,14 @@ def correlation_maps(
 
 
 def _peaks(maps: np.ndarray) -> np.ndarray:
-    """(N, H, W) maps -> (N, 2) (x, y) of each map's maximum, refined to sub-pixel by a parabola per axis."""
+    """(N, H, W) maps -> (N, 2) (x, y) of each map's maximum, refined to sub-pixel by a parabola per axis;
+    NaN for a map with nothing in it (a silent neuron), whose argmax would be an arbitrary corner."""
     N, H, W = maps.shape
     flat = maps.reshape(N, -1).argmax(1)
     y, x = np.divmod(flat, W)
     out = np.stack([x, y], axis=1).astype(np.float64)
-    for n in range(N):
+    out[~(maps.reshape(N, -1).max(1) > 0)] = np.nan
+    for n in np.flatnonzero(np.isfinite(out[:, 0])):
         for axis, (pos, size) in enumerate(((x[n], W), (y[n], H))):
             if 0 < pos < size - 1:
                 line = maps[n, y[n], pos - 1 : pos + 2] if axis == 0 else maps[n, pos - 1 : pos + 2, x[n]]
@@ -143,29 +148,36 @@ def retinotopic_fit(
 
     Cubic with at least ``PEAKS_PER_TERM`` peaks per term (40), linear with fewer (12), else the mean
     peak for every neuron. Each round refits on the peaks within max(``min_radius`` px, 2.5 x the median
-    distance) of the last fit.
+    distance) of the last fit. NaN peaks (silent neurons) are never fitted on, but get the fit's value.
 
     Args:
-        peaks: (N, 2) pixel positions; coords: (N, 2) cortex coordinates.
+        peaks: (N, 2) pixel positions (NaN rows: no peak); coords: (N, 2) cortex coordinates.
 
     Returns:
-        (fitted (N, 2), inliers (N,) bool).
+        (fitted (N, 2), inliers (N,) bool: the peaks the returned fit was made on).
+
+    Raises:
+        ValueError: no finite peak at all.
     """
-    n = len(peaks)
-    keep = np.ones(n, dtype=bool)
+    keep = np.isfinite(peaks).all(1)
+    n = int(keep.sum())
+    if n == 0:
+        raise ValueError("no neuron's responses correlate with the image anywhere: nothing to map")
     degree = next((d for d, terms in ((3, 10), (1, 3)) if n >= PEAKS_PER_TERM * terms), 0)
     if degree == 0:
-        return np.repeat(peaks.mean(0, keepdims=True), n, axis=0), keep
+        return np.repeat(peaks[keep].mean(0, keepdims=True), len(peaks), axis=0), keep
     X = _design(np.asarray(coords, dtype=np.float64), degree)
-    fitted = peaks
     for _ in range(rounds):
         coef, *_ = np.linalg.lstsq(X[keep], peaks[keep], rcond=None)
         fitted = X @ coef
-        dist = np.linalg.norm(peaks - fitted, axis=1)
-        new = dist <= max(min_radius, 2.5 * float(np.median(dist)))
+        dist = np.linalg.norm(peaks - fitted, axis=1)  # NaN for NaN peaks: never within the radius
+        new = dist <= max(min_radius, 2.5 * float(np.nanmedian(dist)))
         if new.sum() < PEAKS_PER_TERM * X.shape[1] or np.array_equal(new, keep):
             break
         keep = new
+    else:  # the last round changed the set: fit once more on it, so `keep` is what the fit used
+        coef, *_ = np.linalg.lstsq(X[keep], peaks[keep], rcond=None)
+        fitted = X @ coef
     return fitted, keep
 
 
@@ -180,10 +192,16 @@ def map_receptive_fields(images: torch.Tensor, responses: torch.Tensor, cortex_x
     Returns:
         The map (pixel positions on the (H, W) image).
     """
+    cortex_xy = np.asarray(cortex_xy, dtype=np.float64)
     if responses.shape[0] != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {responses.shape[0]} response rows")
-    if not torch.isfinite(responses).all():
-        raise ValueError("responses of the training trials must be finite")
+    if cortex_xy.ndim != 2 or cortex_xy.shape != (responses.shape[1], 2):
+        raise ValueError(f"cortex_xy must be ({responses.shape[1]}, 2), got {cortex_xy.shape}")
+    for name, values in (("responses", responses), ("images", images)):
+        if not torch.isfinite(values).all():
+            raise ValueError(f"{name} of the training trials must be finite")
+    if not np.isfinite(cortex_xy).all():
+        raise ValueError("cortex coordinates must be finite")
     peaks = _peaks(correlation_maps(images, responses))
     H, W = images.shape[-2:]
     fitted, inliers = retinotopic_fit(peaks, cortex_xy)

@@ -143,7 +143,8 @@ def start_at_rf_map(
     progress: bool = False,
 ) -> dict[str, RFMap]:
     """Move every scan's free readout positions to receptive-field centres mapped from its training
-    trials (``init_mu: rf_map``, :mod:`pipeline.models.rf_map`); returns the maps.
+    trials (``init_mu: rf_map``, :mod:`pipeline.models.rf_map`), less the untrained shifter's mean shift
+    over those trials (the readout reads at position + shift); returns the maps.
 
     The map is made from the split's ``train`` tier only, so validation and test trials never shape the
     start; it draws no random numbers.
@@ -156,9 +157,17 @@ def start_at_rf_map(
         images, responses = scan.images[idx, :1], scan.responses[idx]  # the image channel only
         maps[key] = rf = map_receptive_fields(images, responses, geometry[key].cortex_xy)
         readout = model.readout[key]
+        if readout._predicted_grid:
+            raise ValueError("init_mu rf_map needs free readout positions (grid_mean_predictor: null)")
         map_size = tuple(readout.in_shape[1:])
         origin, stride = model.core.map_geometry()
         mu = readout_positions(rf.centres, map_size, origin, stride)
+        if model.shifter is not None:
+            # the readout reads at mu + shifter(pupil): take the untrained shifter's mean shift over the
+            # training trials off, so the positions it reads at start on the map on average
+            with torch.no_grad():
+                shift = model.shifter(scan.pupil_center[idx], key).mean(0)
+            mu = np.clip(mu - shift.double().cpu().numpy(), -1.0, 1.0)
         with torch.no_grad():
             readout.mu.copy_(torch.as_tensor(mu, dtype=readout.mu.dtype).view_as(readout.mu))
         if progress:
@@ -192,6 +201,8 @@ def run_training(
     scans, geometry = load_scans(recordings, spec.dataset_config, device, cache_dir, regressors)
     model = build_model(spec, geometry, scans).to(device)
     if spec.model_config.init_mu == "rf_map":
+        # also when resuming: a checkpoint that turns out unusable means training from scratch, which
+        # must start here; a usable one then restores the learned positions over the map
         start_at_rf_map(model, scans, geometry, progress=progress)
     result = train(
         model,

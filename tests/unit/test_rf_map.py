@@ -21,6 +21,7 @@ from pipeline.models.core import Stacked2dCore
 from pipeline.models.rf_map import _peaks, map_receptive_fields, readout_positions, retinotopic_fit
 from pipeline.models.vit import ViTCore
 from pipeline.training.run import RunSpec, build_model, build_scans, start_at_rf_map
+from pipeline.training.trainer import train
 from tests.unit.test_trainer import RECS
 
 
@@ -141,36 +142,87 @@ def test_config_refuses_rf_map_with_a_grid_mean_predictor_and_stays_hash_neutral
         validate(BaselineModelConfig, {"init_mu": "sta", "grid_mean_predictor": None}, "model.config")
 
 
-def test_readout_starts_at_the_map_and_training_is_reproducible():
+def _spec(**update) -> RunSpec:
     cfg = BaselineModelConfig(
         hidden_channels=4, layers=2, input_kern=5, hidden_kern=3, grid_mean_predictor=None, init_mu="rf_map"
     )
-    spec = RunSpec(
+    return RunSpec(
         "sensorium.datasets.static_loaders",
         DatasetConfig(batch_size=32),
         "sensorium.models.stacked_core_full_gauss_readout",
-        cfg,
+        cfg.model_copy(update=update),
         "sensorium.training.standard_trainer",
         TrainerConfig(max_iter=2, patience=3, lr_decay_steps=1, lr_init=0.005),
         seed=3,
     )
+
+
+def test_readout_reads_at_the_map_on_average_and_only_training_trials_count():
+    """With a shifter the readout reads at mu + shift(pupil): the start takes the untrained shifter's
+    mean shift off, so the positions read at match the map on average over the training trials; the map
+    never looks at validation or test responses (made NaN here: same start, no error)."""
     starts = []
-    for _ in range(2):
-        scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
+    for hide in (False, True):
+        scans = build_scans(RECS, DatasetConfig(batch_size=32), torch.device("cpu"))
+        if hide:
+            for scan in scans.values():
+                held_out = torch.from_numpy(np.flatnonzero(scan.tiers != "train"))
+                scan.responses[held_out] = float("nan")
+        spec = _spec()
         model = build_model(spec, RECS, scans)
-        before = {k: model.readout[k].mu.detach().clone() for k in scans}
         maps = start_at_rf_map(model, scans, _geometry(RECS))
-        for key in scans:
-            mu = model.readout[key].mu.detach().reshape(-1, 2)
+        for key, scan in scans.items():
+            idx = torch.from_numpy(scan.tier_indices("train"))
+            with torch.no_grad():
+                read_at = model.readout[key].mu.reshape(-1, 2) + model.shifter(
+                    scan.pupil_center[idx], key
+                ).mean(0)
             origin, stride = model.core.map_geometry()
             expect = readout_positions(
                 maps[key].centres, tuple(model.readout[key].in_shape[1:]), origin, stride
             )
-            assert torch.allclose(mu, torch.as_tensor(expect, dtype=mu.dtype))
-            assert not torch.equal(mu, before[key].reshape(-1, 2))
+            assert torch.allclose(read_at, torch.as_tensor(expect, dtype=read_at.dtype), atol=1e-6)
         starts.append({k: model.readout[k].mu.detach().clone() for k in scans})
     for k in starts[0]:
-        assert torch.equal(starts[0][k], starts[1][k]), "the map is deterministic"
+        assert torch.equal(starts[0][k], starts[1][k]), "held-out responses changed the start"
+
+
+def test_rf_map_refuses_a_predicted_grid_and_bad_inputs():
+    scans = build_scans(RECS, DatasetConfig(batch_size=32), torch.device("cpu"))
+    spec = _spec(init_mu="uniform", grid_mean_predictor=BaselineModelConfig().grid_mean_predictor)
+    model = build_model(spec, RECS, scans)
+    with pytest.raises(ValueError, match="free readout positions"):
+        start_at_rf_map(model, scans, _geometry(RECS))
+    images, responses = torch.randn(30, 1, 12, 16), torch.rand(30, 4)
+    with pytest.raises(ValueError, match=r"cortex_xy must be \(4, 2\)"):
+        map_receptive_fields(images, responses, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="cortex coordinates must be finite"):
+        map_receptive_fields(images, responses, np.full((4, 2), np.nan))
+    bad = images.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="images of the training trials must be finite"):
+        map_receptive_fields(bad, responses, np.zeros((4, 2)))
+    silent = responses.clone()
+    silent[:, 0] = 0.0  # a silent neuron has no peak; it gets the fit's (here: the mean) position
+    rf = map_receptive_fields(images, silent, np.random.default_rng(0).uniform(0, 9, (4, 2)))
+    assert np.isnan(rf.peaks[0]).all() and not rf.inliers[0] and np.isfinite(rf.centres).all()
+    with pytest.raises(ValueError, match="nothing to map"):
+        map_receptive_fields(images, torch.zeros(30, 4), np.zeros((4, 2)))
+
+
+def test_start_is_reproducible_and_training_from_it_too():
+    states = []
+    for _ in range(2):
+        scans = build_scans(RECS, DatasetConfig(batch_size=32), torch.device("cpu"))
+        spec = _spec()
+        model = build_model(spec, RECS, scans)
+        start_at_rf_map(model, scans, _geometry(RECS))
+        result = train(
+            model, scans, spec.trainer_config, batch_size=32, shuffle_seed=1, seed=3, progress=False
+        )
+        states.append(result.state_dict)
+    for k, v in states[0].items():
+        assert torch.equal(v, states[1][k]), k
 
 
 def _geometry(recs):
