@@ -2,7 +2,8 @@
 
 The map costs one Gabor filtering of the training images and, per chunk of two pairs, one
 (N x T) x (T x 6HW) product, so its time grows with trials x neurons. Random data (the cost does not
-depend on the values); median of ``--repeats`` runs; peak resident memory of the process from psutil.
+depend on the values); median of ``--repeats`` runs; the process's peak resident memory (getrusage) and,
+on CUDA, the peak allocated device memory.
 
 Run:  .venv/bin/python benchmarks/rf_map_cost.py [--trials 800] [--neurons 150] [--device cpu]
       (demo size by default; SENSORIUM+ scans have about 4500 training trials and 7000-8000 neurons)
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import statistics
 import time
 
 import numpy as np
-import psutil
 import torch
 
 from pipeline.models.rf_map import map_receptive_fields
@@ -43,12 +44,17 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
-    rss = psutil.Process().memory_info().rss / 2**30
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
+    device_peak = (
+        f", device peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+        if device.type == "cuda"
+        else ""
+    )
     print(
         f"rf_map: {args.trials} trials x {args.neurons} neurons on {device} "
         f"({platform.processor() or 'cpu'}, {torch.get_num_threads()} threads): "
         f"median {statistics.median(seconds):.2f} s of {args.repeats}, "
-        f"resident memory {rss:.2f} GiB"
+        f"peak resident memory {peak:.2f} GiB{device_peak}"
     )
 
 
