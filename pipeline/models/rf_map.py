@@ -83,7 +83,7 @@ def correlation_maps(
     Args:
         images: (T, 1, H, W) training images.
         responses: (T, N) training responses (negative values count as 0).
-        pairs_per_chunk: Gabor pairs filtered at a time (memory: T x 3 x this x H x W floats).
+        pairs_per_chunk: Gabor pairs filtered at a time (memory: (T + N) x 3 x this x H x W floats).
         smooth_px: Gaussian smoothing of each map (0: none).
 
     Returns:

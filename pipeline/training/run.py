@@ -149,6 +149,8 @@ def start_at_rf_map(
     The map is made from the split's ``train`` tier only, so validation and test trials never shape the
     start; it draws no random numbers.
     """
+    if any(model.readout[key]._predicted_grid for key in scans):  # checked before any mapping work
+        raise ValueError("init_mu rf_map needs free readout positions (grid_mean_predictor: null)")
     maps = {}
     for key, scan in scans.items():
         idx = torch.from_numpy(scan.tier_indices("train")).to(scan.images.device)
@@ -157,8 +159,6 @@ def start_at_rf_map(
         images, responses = scan.images[idx, :1], scan.responses[idx]  # the image channel only
         maps[key] = rf = map_receptive_fields(images, responses, geometry[key].cortex_xy)
         readout = model.readout[key]
-        if readout._predicted_grid:
-            raise ValueError("init_mu rf_map needs free readout positions (grid_mean_predictor: null)")
         map_size = tuple(readout.in_shape[1:])
         origin, stride = model.core.map_geometry()
         mu = readout_positions(rf.centres, map_size, origin, stride)
