@@ -11,6 +11,7 @@ import io
 import os
 import re
 import shutil
+import stat as stat_mode
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm.auto import tqdm
 
+from pipeline.data.npy import NpyError, load_npy
 from pipeline.data.recording import (
     NEURON_FIELDS,
     STATISTICS,
@@ -33,6 +35,11 @@ from pipeline.data.recording import (
 _TRIAL_FILE = re.compile(r"(\d+)\.npy")
 # files that belong to the recording's content (config.json is written by the loaders; not content)
 _CONTENT_PREFIXES = ("data/", "meta/")
+# Bounds that keep a crafted recording from exhausting memory. A real SENSORIUM+ scan is about 6,000
+# trials of a (1, 144, 256) image and ~8,000 responses: a few hundred MB in all, its largest file a few
+# hundred KB. The bounds are far above that and far below what a worker node holds.
+MAX_FILE_BYTES = 256 * 2**20
+MAX_RECORDING_BYTES = 16 * 2**30
 
 
 class RecordingFormatError(ValueError):
@@ -68,11 +75,18 @@ class _Source:
     def read(self, rel: str) -> bytes:
         raise NotImplementedError
 
+    def size(self, rel: str) -> int:
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release open handles."""
 
 
 class _FolderSource(_Source):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._root = path.resolve()
+
     def files(self) -> list[str]:
         root = self.path
         out = []
@@ -82,8 +96,65 @@ class _FolderSource(_Source):
                     out.append(Path(dirpath, name).relative_to(root).as_posix())
         return out
 
+    def size(self, rel: str) -> int:
+        """Bytes of ``rel`` (a symlink's target); 0 where it cannot be seen (``read`` then says why)."""
+        try:
+            return os.stat(self.path / rel).st_size
+        except OSError:
+            return 0
+
     def read(self, rel: str) -> bytes:
-        return (self.path / rel).read_bytes()
+        """The bytes of a regular file inside the recording; anything else is a one-line format error.
+
+        A FIFO or a device would block or never end, a symlink may point anywhere: the file is opened
+        without blocking and checked on its descriptor before a byte is read.
+        """
+        path = self.path / rel
+        try:
+            target = path.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 raises this for a symlink loop
+            raise RecordingFormatError(self.path, rel, "a regular file", "a symlink loop") from None
+        except OSError as err:
+            found = "a dangling symlink" if path.is_symlink() else f"no readable file ({err.strerror})"
+            if err.errno == 40:  # ELOOP
+                found = "a symlink loop"
+            raise RecordingFormatError(self.path, rel, "a regular file", found) from None
+        if not target.is_relative_to(self._root):
+            raise RecordingFormatError(
+                self.path, rel, "a file inside the recording", f"a symlink to {target} outside it"
+            )
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as err:
+            raise RecordingFormatError(self.path, rel, "a readable file", f"{err.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat_mode.S_ISREG(info.st_mode):
+                raise RecordingFormatError(self.path, rel, "a regular file", _file_kind(info.st_mode))
+            if info.st_size > MAX_FILE_BYTES:
+                raise RecordingFormatError(
+                    self.path, rel, f"at most {MAX_FILE_BYTES >> 20} MiB", f"{info.st_size} bytes"
+                )
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                return fh.read(MAX_FILE_BYTES + 1)
+        except OSError as err:
+            raise RecordingFormatError(self.path, rel, "a readable file", f"{err.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, word in (
+        (stat_mode.S_ISFIFO, "a FIFO"),
+        (stat_mode.S_ISCHR, "a character device"),
+        (stat_mode.S_ISBLK, "a block device"),
+        (stat_mode.S_ISSOCK, "a socket"),
+        (stat_mode.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return word
+    return "not a regular file"
 
 
 class _ZipSource(_Source):
@@ -105,7 +176,14 @@ class _ZipSource(_Source):
     def files(self) -> list[str]:
         return [n for n in self._names if not PurePosixPath(n).name.startswith(".")]
 
+    def size(self, rel: str) -> int:
+        """Uncompressed bytes of ``rel`` as the archive declares them (reads never return more)."""
+        return self._zip.getinfo(self._names[rel]).file_size
+
     def read(self, rel: str) -> bytes:
+        size = self.size(rel)
+        if size > MAX_FILE_BYTES:
+            raise RecordingFormatError(self.path, rel, f"at most {MAX_FILE_BYTES >> 20} MiB", f"{size} bytes")
         try:
             return self._zip.read(self._names[rel])
         except (zipfile.BadZipFile, EOFError, OSError, zlib_error()) as err:
@@ -143,17 +221,41 @@ def _open(path: Path) -> _Source:
 
 
 def _load_npy(src: _Source, rel: str, data: bytes) -> np.ndarray:
+    """One file of the recording as an array; never unpickles anything but strings and numbers.
+
+    Real recordings may keep string arrays in ``meta/`` as pickled object arrays: those are read through
+    an allow-listed unpickler (:mod:`pipeline.data.npy`) and come back as unicode arrays; ``data/`` files
+    must be plain arrays.
+    """
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as err:
-        if "allow_pickle" in str(err) and rel.startswith("meta/"):
-            # Some meta arrays of real recordings may hold Python strings (object arrays): read them,
-            # then turn them into plain unicode arrays. Never for data/ files.
-            arr = np.load(io.BytesIO(data), allow_pickle=True)
-            return arr.astype(str)
-        raise RecordingFormatError(src.path, rel, "a .npy array", f"an unreadable file ({err})") from err
-    except Exception as err:  # noqa: BLE001 - any parse failure is a format error
-        raise RecordingFormatError(src.path, rel, "a .npy array", f"an unreadable file ({err})") from err
+        return load_npy(data, allow_object=rel.startswith("meta/"))
+    except NpyError as err:
+        raise RecordingFormatError(src.path, rel, "a .npy array", str(err)) from None
+
+
+def _check_integer_ids(src: _Source, rel: str, arr: np.ndarray) -> None:
+    """Whole numbers that fit int64: integers, or floats / digit strings equal to them (kept as given,
+    so that a stored recording is written back byte for byte)."""
+    if arr.dtype.kind in "iu":
+        if arr.dtype.kind == "u" and arr.size and int(arr.max()) >= 2**63:
+            raise RecordingFormatError(src.path, rel, "integer ids below 2**63", f"{int(arr.max())}")
+        return
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        values = np.where(finite, arr, 0)
+        bad = ~finite | (np.mod(values, 1) != 0) | (np.abs(values) >= 2**63)
+        if bad.any():
+            raise RecordingFormatError(
+                src.path, rel, "whole-number ids", f"{int(bad.sum())} non-integer or non-finite values"
+            )
+        return
+    if arr.dtype.kind not in "US":
+        raise RecordingFormatError(src.path, rel, "integer ids", f"dtype {arr.dtype}")
+    text = [v.strip() for v in arr.astype(str).ravel()]
+    example = next((v for v in text if not re.fullmatch(r"-?\d{1,18}", v)), None)
+    if example is not None:
+        shown = example if len(example) <= 20 else example[:20] + "..."
+        raise RecordingFormatError(src.path, rel, "integer ids", f"text such as {shown!r}")
 
 
 def _check_finite(src: _Source, rel: str, arr: np.ndarray) -> None:
@@ -190,6 +292,14 @@ def read_recording(path: str | Path, *, progress: bool = True) -> Recording:
 
 def _read(src: _Source, progress: bool) -> Recording:
     files = sorted(f for f in src.files() if f.startswith(_CONTENT_PREFIXES))
+    total = sum(src.size(f) for f in files)
+    if total > MAX_RECORDING_BYTES:
+        raise RecordingFormatError(
+            src.path,
+            "(recording)",
+            f"at most {MAX_RECORDING_BYTES >> 30} GiB of data/ and meta/ files",
+            f"{total} bytes",
+        )
     digest = hashlib.sha256()
 
     def load(rel: str) -> np.ndarray:
@@ -248,6 +358,13 @@ def _read(src: _Source, progress: bool) -> Recording:
                 f"shape {neurons[name].shape}",
             )
     _check_finite(src, "meta/neurons/cell_motor_coordinates.npy", neurons["cell_motor_coordinates"])
+    for name in ("unit_ids", "animal_ids", "sessions", "scan_idx"):
+        _check_integer_ids(src, f"meta/neurons/{name}.npy", neurons[name])
+    for name in ("area", "layer"):
+        longest = max((len(v) for v in neurons[name].astype(str)), default=0)
+        if longest > 32:
+            rel = f"meta/neurons/{name}.npy"
+            raise RecordingFormatError(src.path, rel, "labels of at most 32 characters", f"{longest}")
     for name, arr in trials.items():
         if arr.ndim < 1 or arr.shape[0] != T:
             raise RecordingFormatError(
