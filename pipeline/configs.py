@@ -13,6 +13,23 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# Upper bounds (issue 26): a size far beyond any real use is refused when the file is read, not when a
+# worker tries to allocate it (``hidden_channels: 100000`` once asked for 18 GB). They are generous for
+# GPU work: the winner uses 64 channels, 4 layers, 9x9 / 10x10 kernels, batches of 128 and 200 epochs;
+# a ViT core of a few hundred dims. Bounds are validation only: stored configs and hashes are unchanged.
+MAX_CHANNELS = 1024  # CNN / stem / pixel / shifter channels, MLP widths (the winner: 64)
+MAX_DIM = 4096  # ViT token width (ViT-Huge: 1280)
+MAX_LAYERS = 64  # CNN layers, transformer blocks, MLP layers (the winner: 4)
+MAX_KERNEL = 64  # kernel and patch sizes, pixels (the winner: 9 and 10; an image at scale 0.25: 36x64)
+MAX_BATCH = 4096  # images per batch (the winner: 128)
+MAX_EPOCHS = 10_000  # epochs and epoch counts of the trainer (the winner: 200)
+MAX_STEPS = 1_000_000  # iterations of the regressors' fits, batches per epoch
+MAX_FEATURES = 10_000  # regressor sizes: PCA components, ranks, history / state features
+MAX_CONFIG_SEED = 2**32 - 1  # seeds inside configs: numpy's RandomState takes 0 .. 2**32 - 1
+#: weights of the core, estimated from the config (``BaselineModelConfig.core_parameters``): 10^9 float32
+#: are 4 GB, 16 GB with Adam's state and the gradients; the winner's core has about 5 x 10^4
+MAX_CORE_PARAMETERS = 10**9
+
 
 class FrozenConfig(BaseModel):
     """Base: immutable, unknown keys refused, strict-ish types.
@@ -72,10 +89,15 @@ def validate(cls: type[FrozenConfig], data: dict[str, Any], where: str = "") -> 
         problems = []
         for e in err.errors():
             path = ".".join(str(p) for p in (where, *e["loc"]) if p != "")
+            value = e.get("input")
             if e["type"] == "extra_forbidden":
                 problems.append(f"{path}: unknown key")
+            elif e["type"] == "missing" or isinstance(value, dict | list):
+                # not the value: a mapping may be a whole file given by mistake (a store spec and its key)
+                problems.append(f"{path or 'the top level'}: {e['msg']}")
             else:
-                problems.append(f"{path}: {e['msg']} (got {e.get('input')!r})")
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                problems.append(f"{path}: {e['msg']} (got {shown})")
         raise ConfigError("; ".join(problems)) from None
 
 
@@ -88,13 +110,14 @@ class DatasetConfig(FrozenConfig):
     """Which scans and how the loaders present them (SPEC 1.4-1.5, 2.1)."""
 
     scans: list[str] | Literal["all"] = "all"  # data keys, or every ingested scan
-    batch_size: int = Field(128, gt=0)
+    batch_size: int = Field(128, gt=0, le=MAX_BATCH)
     scale: float = Field(0.25, gt=0, le=1)  # image rescale factor (0.25: 144x256 -> 36x64)
     normalize: bool = True
     include_behavior: bool = True  # behaviour as 3 constant image channels
     include_eye_position: bool = True  # pupil centre delivered to the shifter
     behavior_normalization: Literal["std", "minmax01"] = "std"  # SPEC 1.4 / 3a
-    shuffle_seed: int = 8654  # seed of the training-loader generator (SPEC 3g)
+    # seed of the training-loader generator (SPEC 3g)
+    shuffle_seed: int = Field(8654, ge=0, le=MAX_CONFIG_SEED)
     regressors: RegressorsConfig | None = None  # history / state / rank for the modulated model (SPEC 3)
     split: SplitConfig | None = None  # train/validation re-split for ensemble members (SPEC 3g)
 
@@ -115,9 +138,9 @@ class GridMeanPredictorConfig(FrozenConfig):
     """MLP from cortex coordinates to readout positions (SPEC 2.3)."""
 
     type: Literal["cortex"] = "cortex"
-    input_dimensions: int = 2
-    hidden_layers: int = Field(1, ge=0)
-    hidden_features: int = Field(30, gt=0)
+    input_dimensions: int = Field(2, gt=0, le=16)
+    hidden_layers: int = Field(1, ge=0, le=MAX_LAYERS)
+    hidden_features: int = Field(30, gt=0, le=MAX_CHANNELS)
     nonlinearity: Literal["ELU", "ReLU"] = "ELU"
     final_tanh: bool = True
 
@@ -138,22 +161,22 @@ class ViTConfig(FrozenConfig):
         }
     )
 
-    patch_size: int = Field(4, gt=0)  # square patches (pixels at the model's image scale)
-    patch_stride: int = Field(4, gt=0)  # < patch_size: overlapping patches, more tokens
-    dim: int = Field(32, gt=0)  # token width = feature channels the readout sees
-    layers: int = Field(3, gt=0)  # transformer blocks
-    heads: int = Field(4, gt=0)
-    mlp_ratio: int = Field(2, gt=0)  # feed-forward width / dim
+    patch_size: int = Field(4, gt=0, le=MAX_KERNEL)  # square patches (pixels at the model's image scale)
+    patch_stride: int = Field(4, gt=0, le=MAX_KERNEL)  # < patch_size: overlapping patches, more tokens
+    dim: int = Field(32, gt=0, le=MAX_DIM)  # token width = feature channels the readout sees
+    layers: int = Field(3, gt=0, le=MAX_LAYERS)  # transformer blocks
+    heads: int = Field(4, gt=0, le=256)
+    mlp_ratio: int = Field(2, gt=0, le=16)  # feed-forward width / dim
     dropout: float = Field(0.0, ge=0, lt=1)
     behavior_injection: bool = True  # behaviour -> per-block MLP -> added to every token
     # a convolutional stem before the patches (conv -> BatchNorm -> ELU, size kept; "early convolutions
     # help transformers see better", Xiao et al. 2021): 0 = none, the patches read the image (V1T)
-    stem_channels: int = Field(0, ge=0)
-    stem_kernel: int = Field(9, gt=0)
+    stem_channels: int = Field(0, ge=0, le=MAX_CHANNELS)
+    stem_kernel: int = Field(9, gt=0, le=MAX_KERNEL)
     stem_init: Literal["xavier", "gabor"] = "xavier"  # gabor: pipeline.models.gabor, trainable
     # before every block, a depthwise k x k convolution over the token grid added to the tokens
     # (position from the neighbourhood, local linear mixing; CPVT's "PEG", Chu et al. 2023): 0 = none
-    local_kernel: int = Field(0, ge=0)
+    local_kernel: int = Field(0, ge=0, le=MAX_KERNEL)
     # feature map for the readout: "last" block's tokens (V1T), or "all": every block's output, each
     # layer-normed, concatenated (dim x layers features; the early, near-linear ones included)
     readout_blocks: Literal["last", "all"] = "last"
@@ -161,8 +184,8 @@ class ViTConfig(FrozenConfig):
     # pixel_kernel x pixel_kernel (Gabor-initialised, trainable, batch-normed, no nonlinearity), read by
     # the same readout at one-pixel precision together with the tokens resampled to full resolution;
     # pixel_energy adds the energy sqrt(a^2 + b^2) of each filter pair (a, b). 0 = none
-    pixel_channels: int = Field(0, ge=0)
-    pixel_kernel: int = Field(13, gt=0)
+    pixel_channels: int = Field(0, ge=0, le=MAX_CHANNELS)
+    pixel_kernel: int = Field(13, gt=0, le=MAX_KERNEL)
     pixel_energy: bool = False
 
     @model_validator(mode="after")
@@ -203,23 +226,23 @@ class BaselineModelConfig(FrozenConfig):
     # same readout, shifter and modulator; gamma_input then smooths its patch filters
     core_type: Literal["stacked2d", "vit"] = "stacked2d"
     vit: ViTConfig | None = None  # the transformer's settings (core_type vit; None: ViTConfig())
-    hidden_channels: int = Field(64, gt=0)
-    input_kern: int = Field(9, gt=0)
+    hidden_channels: int = Field(64, gt=0, le=MAX_CHANNELS)
+    input_kern: int = Field(9, gt=0, le=MAX_KERNEL)
     # first-layer filters: "xavier" (neuralpredictors) or a trainable Gabor bank (pipeline.models.gabor)
     input_init: Literal["xavier", "gabor"] = "xavier"
-    hidden_kern: int = Field(7, gt=0)
-    layers: int = Field(4, gt=0)
+    hidden_kern: int = Field(7, gt=0, le=MAX_KERNEL)
+    layers: int = Field(4, gt=0, le=MAX_LAYERS)
     gamma_input: float = Field(6.3831, ge=0)
-    skip: int = 0
+    skip: int = Field(0, ge=0, le=MAX_LAYERS)
     final_nonlinearity: bool = True
     linear: bool = False  # no nonlinearity anywhere in the core (the starter kit's LN model)
     momentum: float = Field(0.9, gt=0, le=1)
     pad_input: bool = False
     batch_norm: bool = True
-    hidden_dilation: int = 1
-    laplace_padding: int | None = None
+    hidden_dilation: int = Field(1, ge=1, le=16)
+    laplace_padding: int | None = Field(None, ge=0, le=MAX_KERNEL)
     use_avg_reg: bool = False
-    stack: int | None = -1
+    stack: int | None = Field(-1, ge=-MAX_LAYERS, le=MAX_LAYERS)
     depth_separable: bool = True
     core_bias: bool = False
     init_mu_range: float = Field(0.3, gt=0)
@@ -237,9 +260,9 @@ class BaselineModelConfig(FrozenConfig):
     gauss_type: Literal["full"] = "full"
     grid_mean_predictor: GridMeanPredictorConfig | None = GridMeanPredictorConfig()
     shifter: bool = True
-    input_channels_shifter: int = 2
-    hidden_channels_shifter: int = Field(5, gt=0)
-    shift_layers: int = Field(3, gt=0)
+    input_channels_shifter: int = Field(2, gt=0, le=16)
+    hidden_channels_shifter: int = Field(5, gt=0, le=MAX_CHANNELS)
+    shift_layers: int = Field(3, gt=0, le=MAX_LAYERS)
     gamma_shifter: float = Field(0.0, ge=0)
     shifter_bias: bool = True
 
@@ -264,7 +287,28 @@ class BaselineModelConfig(FrozenConfig):
                 f"(dilation {self.hidden_dilation}) grows each hidden layer's map by one pixel: use an odd "
                 "hidden_kern or stack: -1"
             )
+        weights = self.core_parameters()
+        if weights > MAX_CORE_PARAMETERS:
+            raise ValueError(
+                f"the core would have about {weights:.1e} weights (at most {MAX_CORE_PARAMETERS:.0e}): "
+                "use fewer channels or layers, or smaller kernels"
+            )
         return self
+
+    def core_parameters(self, input_channels: int = 4) -> int:
+        """About how many weights the core has (an upper estimate: ``input_channels`` is the image and
+        three behaviour channels; biases, norms and the data-sized readout are left out)."""
+        if self.core_type == "vit":
+            vit = self.vit or ViTConfig()
+            stem = input_channels * vit.stem_channels * vit.stem_kernel**2
+            patches = (vit.stem_channels or input_channels) * vit.patch_size**2 * vit.dim
+            blocks = vit.layers * (4 + 2 * vit.mlp_ratio) * vit.dim**2
+            pixel = input_channels * vit.pixel_channels * vit.pixel_kernel**2
+            return stem + patches + blocks + pixel
+        h = self.hidden_channels
+        first = input_channels * h * self.input_kern**2
+        per_layer = h * self.hidden_kern**2 + h * h if self.depth_separable else h * h * self.hidden_kern**2
+        return first + (self.layers - 1) * per_layer
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -295,14 +339,14 @@ class TrainerConfig(FrozenConfig):
         }
     )
 
-    max_iter: int = Field(200, gt=0)  # epochs
+    max_iter: int = Field(200, gt=0, le=MAX_EPOCHS)  # epochs
     lr_init: float = Field(0.009, gt=0)
-    lr_decay_steps: int = Field(4, ge=1)
+    lr_decay_steps: int = Field(4, ge=1, le=MAX_EPOCHS)
     lr_decay_factor: float = Field(0.3, gt=0, lt=1)
     min_lr: float = Field(0.0001, gt=0)
-    patience: int = Field(5, ge=1)
+    patience: int = Field(5, ge=1, le=MAX_EPOCHS)
     tolerance: float = Field(1e-6, ge=0)
-    interval: int = Field(1, ge=1)  # epochs between validation evaluations
+    interval: int = Field(1, ge=1, le=MAX_EPOCHS)  # epochs between validation evaluations
     avg_loss: bool = False
     scale_loss: bool = True
     # "GammaLoss" (issue 12): the Gamma likelihood of multiplicative noise (pipeline.training.losses)
@@ -310,9 +354,11 @@ class TrainerConfig(FrozenConfig):
     stop_function: Literal["get_correlations"] = "get_correlations"
     maximize: bool = True
     restore_best: bool = True
-    loss_accum_batch_n: int | None = None  # None: one optimiser step per round of one batch per scan
+    # None: one optimiser step per round of one batch per scan
+    loss_accum_batch_n: int | None = Field(None, ge=0, le=MAX_STEPS)
     detach_core: bool = False
-    max_batches_per_epoch: int | None = Field(None, gt=0)  # cap for tests / smoke runs (None: full epoch)
+    # cap for tests / smoke runs (None: full epoch)
+    max_batches_per_epoch: int | None = Field(None, gt=0, le=MAX_STEPS)
     autocast: Literal["bf16"] | None = None  # mixed-precision forward pass (weights and loss stay float32)
     channels_last: bool = False  # NHWC memory layout of images and convolution weights
     fused_adam: bool = False  # Adam's update as one fused kernel
@@ -329,8 +375,8 @@ class TrainerConfig(FrozenConfig):
     # optimiser step like cosine: the rate stays high while the model still improves, and the run
     # still ends annealed
     lr_schedule: Literal["plateau", "cosine", "wsd"] = "plateau"
-    warmup_epochs: int = Field(0, ge=0)
-    decay_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
+    decay_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
     ema_decay: float | None = Field(None, gt=0, lt=1)
     # learning rate of every parameter outside the core (readout, shifter, modulator: the per-neuron and
     # per-scan parts) as a multiple of the core's; the schedules scale both groups alike
@@ -378,14 +424,15 @@ class ModulatorParams(FrozenConfig):
     per_neuron_gain_adjust: bool = True  # per-neuron coupling to the shared gain
     gain_adjust_alpha: float = Field(0.3, ge=0)  # L1 on the coupling
     include_history: bool = True
-    nr_history: int = Field(5, gt=0)  # history features per neuron (one per lag)
+    nr_history: int = Field(5, gt=0, le=MAX_FEATURES)  # history features per neuron (one per lag)
     alpha_hist: float = Field(0.3, ge=0)  # L1 on the history weights
     behav_state: bool = True
-    nr_behav_state: int = Field(10, gt=0)  # network-state features per trial
+    nr_behav_state: int = Field(10, gt=0, le=MAX_FEATURES)  # network-state features per trial
     alpha_behav: float = Field(0.3, ge=0)  # L1 on the state-encoder weights
     learned_state: bool = False
-    learned_state_rank: int = Field(8, gt=0)  # r: width of the bottleneck
-    learned_state_lags: int = Field(2, gt=0)  # history lags read (the first ones: the most recent trials)
+    learned_state_rank: int = Field(8, gt=0, le=MAX_FEATURES)  # r: width of the bottleneck
+    # history lags read (the first ones: the most recent trials)
+    learned_state_lags: int = Field(2, gt=0, le=MAX_FEATURES)
     alpha_learned_state: float = Field(0.0, ge=0)  # L2 on the encoder's input weights
 
     @model_validator(mode="after")
@@ -415,7 +462,8 @@ class HistoryConfig(FrozenConfig):
 
     ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"trial_order", "transform"})
 
-    lags: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 30], min_length=1)
+    # trials (a recording has about 7000); at most 64 lags
+    lags: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 30], min_length=1, max_length=64)
     trial_order: TrialOrderRule = "timestamp"
     # "none": boxcars of the responses (the winner's); "log1p": boxcars of log(1 + r / m), m the neuron's
     # mean over the known trials, which compresses the heavy-tailed bursts (issue 12)
@@ -426,6 +474,8 @@ class HistoryConfig(FrozenConfig):
     def _positive_increasing(cls, v):
         if any(lag < 1 for lag in v) or sorted(set(v)) != list(v):
             raise ValueError("lags must be positive and strictly increasing")
+        if v[-1] > 100_000:
+            raise ValueError(f"a lag of {v[-1]} trials; at most 100000")
         return v
 
 
@@ -434,13 +484,13 @@ class StateConfig(FrozenConfig):
 
     ADDED_LATER: ClassVar[frozenset[str]] = frozenset({"trial_order"})
 
-    n_pca: int = Field(500, gt=0)  # PCA components (fewer when the data is smaller)
-    rank: int = Field(20, gt=0)  # rank of the VAR(1) transition
-    n_iter: int = Field(100, gt=0)  # alternating-least-squares iterations
-    n_components: int = Field(10, gt=0)  # NMF components = state features per trial
-    rrr_seed: int = 4534
-    nmf_seed: int = 674
-    nmf_max_iter: int = Field(1000, gt=0)
+    n_pca: int = Field(500, gt=0, le=MAX_FEATURES)  # PCA components (fewer when the data is smaller)
+    rank: int = Field(20, gt=0, le=MAX_FEATURES)  # rank of the VAR(1) transition
+    n_iter: int = Field(100, gt=0, le=MAX_STEPS)  # alternating-least-squares iterations
+    n_components: int = Field(10, gt=0, le=MAX_FEATURES)  # NMF components = state features per trial
+    rrr_seed: int = Field(4534, ge=0, le=MAX_CONFIG_SEED)
+    nmf_seed: int = Field(674, ge=0, le=MAX_CONFIG_SEED)
+    nmf_max_iter: int = Field(1000, gt=0, le=MAX_STEPS)
     eps: float = Field(1e-6, ge=0)  # added before the square root
     trial_order: TrialOrderRule = "timestamp"  # which time order defines the "consecutive" pairs
 
@@ -448,9 +498,18 @@ class StateConfig(FrozenConfig):
 class SplitConfig(FrozenConfig):
     """Ensemble re-splits of the train/validation labels (SPEC 3g)."""
 
-    n_splits: int = Field(5, gt=0)
-    seed: int = 35382
+    n_splits: int = Field(5, gt=0, le=1000)
+    seed: int = Field(35382, ge=0, le=MAX_CONFIG_SEED)
     index: int = Field(0, ge=0)  # which split this dataset uses
+
+    @model_validator(mode="after")
+    def _index_in_range(self):
+        if self.index >= self.n_splits:
+            raise ValueError(
+                f"split index {self.index} is out of range: the config makes {self.n_splits} splits "
+                f"(indices 0..{self.n_splits - 1})"
+            )
+        return self
 
 
 class RegressorsConfig(FrozenConfig):

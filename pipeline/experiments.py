@@ -17,19 +17,29 @@ Example (``experiments/demo.yaml``)::
 
 ``--set path.to.key=value`` overrides any entry before validation (values are parsed as YAML, so
 ``--set trainer.config.max_iter=3`` gives an integer and ``--set seeds=[1,2]`` a list).
+
+Files and ``--set`` values are read by ``pipeline.yaml_io`` (bounded size, aliases and nesting, UTF-8,
+no duplicate keys, finite numbers only). Seeds are integers in 0 .. 2**31 - 1 (``fabrik.Seed.seed`` is an
+int32), each at most once per experiment.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.configs import ConfigError, FrozenConfig, validate
 from pipeline.registry import resolve
+from pipeline.yaml_io import check_values, loads_yaml, read_yaml_file, short
+
+#: the largest seed: ``fabrik.Seed.seed`` is an int32 (and torch / numpy take 0 .. 2**31 - 1 everywhere)
+MAX_SEED = 2**31 - 1
+#: members of one experiment (each one a trained model; the winner has 5)
+MAX_MEMBERS = 1000
+SeedValue = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class Part(FrozenConfig):
@@ -41,8 +51,8 @@ class Part(FrozenConfig):
 class Member(FrozenConfig):
     """One trained model of an experiment: its seed and, for ensembles, its train/validation re-split."""
 
-    seed: int
-    split: int | None = Field(None, ge=0)  # index into the dataset's `split` re-splits (SPEC 3g)
+    seed: SeedValue
+    split: int | None = Field(None, ge=0, le=999)  # index into the dataset's `split` re-splits (SPEC 3g)
 
 
 class EnsembleDecl(FrozenConfig):
@@ -60,11 +70,29 @@ class ExperimentSpec(FrozenConfig):
     dataset: Part
     model: Part
     trainer: Part
-    seeds: list[int] | None = Field(None, min_length=1)
-    members: list[Member] | None = Field(None, min_length=1)
+    seeds: list[SeedValue] | None = Field(None, min_length=1, max_length=MAX_MEMBERS)
+    members: list[Member] | None = Field(None, min_length=1, max_length=MAX_MEMBERS)
     ensemble: EnsembleDecl | None = None  # form a mean ensemble of all members
     # the members' weights come from `sensorium import-checkpoint`: populate and workers never train them
     import_only: bool = False
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        twice = sorted({s for s in seeds or [] if seeds.count(s) > 1})
+        if twice:
+            raise ValueError(f"seed {twice[0]} is given more than once (each seed trains one model)")
+        return seeds
+
+    @field_validator("members")
+    @classmethod
+    def _distinct_members(cls, members: list[Member] | None) -> list[Member] | None:
+        pairs = [(m.seed, m.split) for m in members or []]
+        twice = sorted({p for p in pairs if pairs.count(p) > 1}, key=str)
+        if twice:
+            seed, split = twice[0]
+            raise ValueError(f"the member with seed {seed} and split {split} is given more than once")
+        return members
 
     @model_validator(mode="after")
     def _seeds_or_members(self):
@@ -92,13 +120,23 @@ class ExperimentSpec(FrozenConfig):
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``path.to.key=value`` overrides to a copy of ``data`` (values parsed as YAML)."""
+    """Apply ``path.to.key=value`` overrides to a copy of ``data`` (values parsed as YAML, bounded like
+    the files: ``pipeline.yaml_io``).
+
+    Raises:
+        ConfigError: ``--set 'ITEM': what was wrong`` (no ``=``, a value that is no valid YAML, ...).
+    """
     out = copy.deepcopy(data)
     for item in overrides:
+        where = f"--set {short(item)}"
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected path.to.key=value")
+            raise ConfigError(f"{where}: expected path.to.key=value")
         path, raw = item.split("=", 1)
-        set_path(out, path.strip(), yaml.safe_load(raw), where=f"--set {item!r}")
+        try:
+            value = loads_yaml(raw, where=path.strip())
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        set_path(out, path.strip(), value, where=where)
     return out
 
 
@@ -126,23 +164,26 @@ def get_path(data: dict[str, Any], path: str) -> Any:
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
-    """Read, override and validate an experiment file (builder configs included).
+    """Read (``pipeline.yaml_io.read_yaml_file``), override and validate an experiment file (builder
+    configs included).
 
     Raises:
-        ConfigError: naming each unknown key or wrong value by its path in the file.
+        ConfigError: the file is unreadable or refused by the YAML bounds, or a key or value is wrong
+            (named by its path in the file); the message does not name the file: callers prefix it.
     """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read the experiment file: {err}") from err
+    data = read_yaml_file(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError("expected a mapping at the top level")
     return parse_experiment(apply_overrides(data, overrides or []))
 
 
 def parse_experiment(data: dict[str, Any]) -> ExperimentSpec:
-    """Validate an experiment given as a dict; builder configs are checked against their registries."""
+    """Validate an experiment given as a dict; builder configs are checked against their registries.
+
+    Raises:
+        ConfigError: naming each unknown key or wrong value (``.nan`` included) by its path.
+    """
+    check_values(data)
     spec = validate(ExperimentSpec, data)
     for kind in ("model", "trainer"):
         part = getattr(spec, kind)

@@ -17,6 +17,9 @@ Example (``experiments/sweeps/demo_lr.yaml``)::
 Each trial is the base experiment with the sampled values set at their paths, named
 ``<sweep>.t<number>``; it is scored by its members' validation correlation (the early-stopping score,
 on each member's own validation trials), never by a test tier.
+
+Sweep files and their ``base:`` files are read by ``pipeline.yaml_io`` (bounded, strict YAML), like
+experiment files.
 """
 
 from __future__ import annotations
@@ -27,23 +30,32 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.configs import ConfigError, FrozenConfig, validate
-from pipeline.experiments import ExperimentSpec, apply_overrides, get_path, parse_experiment, set_path
+from pipeline.configs import MAX_EPOCHS, ConfigError, FrozenConfig, validate
+from pipeline.experiments import (
+    MAX_SEED,
+    ExperimentSpec,
+    apply_overrides,
+    get_path,
+    parse_experiment,
+    set_path,
+)
 from pipeline.registry import resolve
+from pipeline.yaml_io import check_values, read_yaml_file
 
 PRIMITIVE = (str, int, float, bool, type(None))
 RANGE_KINDS = ("uniform", "log_uniform", "int", "log_int")
+MAX_TRIALS = 999  # budget, trials in flight, values listed for one path
+MAX_PATHS = 100  # swept or fixed config paths
 
 
 class Pruning(FrozenConfig):
     """Median pruning: after ``warmup_epochs``, stop a trial whose validation correlation at an epoch is
     below the median of earlier trials at the same epoch (once ``startup_trials`` trials finished)."""
 
-    warmup_epochs: int = Field(3, ge=0)
-    startup_trials: int = Field(3, ge=0)
+    warmup_epochs: int = Field(3, ge=0, le=MAX_EPOCHS)
+    startup_trials: int = Field(3, ge=0, le=MAX_TRIALS)
 
 
 class SweepSpec(FrozenConfig):
@@ -53,16 +65,17 @@ class SweepSpec(FrozenConfig):
     comment: str = ""
     base: dict[str, Any]  # the base experiment (a mapping, validated as an experiment)
     sampler: Literal["grid", "random", "tpe"] = "tpe"
-    seed: int = 0  # the sampler's seed
-    budget: int = Field(gt=0, le=999)  # trials in all (grid: at most the grid's size)
-    parallel: int = Field(4, gt=0)  # trials in flight at once
-    tpe_startup_trials: int = Field(5, ge=1)  # random trials before TPE models the space
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # the sampler's seed
+    budget: int = Field(gt=0, le=MAX_TRIALS)  # trials in all (grid: at most the grid's size)
+    parallel: int = Field(4, gt=0, le=MAX_TRIALS)  # trials in flight at once
+    tpe_startup_trials: int = Field(5, ge=1, le=MAX_TRIALS)  # random trials before TPE models the space
     # what trials are ranked by: the mean over members of the restored best weights' validation
     # single-trial correlation (each member's own validation trials); the test tier is never used
     objective: Literal["validation_correlation"] = "validation_correlation"
-    space: dict[str, list[Any] | dict[str, list[float]]] = Field(min_length=1)
+    space: dict[str, list[Any] | dict[str, list[float]]] = Field(min_length=1, max_length=MAX_PATHS)
     pruning: Pruning | None = None
-    fixed: dict[str, Any] = Field(default_factory=dict)  # {config path: value} set on the base for all trials
+    # {config path: value} set on the base for all trials
+    fixed: dict[str, Any] = Field(default_factory=dict, max_length=MAX_PATHS)
 
     @field_validator("fixed")
     @classmethod
@@ -81,6 +94,8 @@ class SweepSpec(FrozenConfig):
             if isinstance(param, list):
                 if not param:
                     raise ValueError(f"{path}: an empty list of values")
+                if len(param) > MAX_TRIALS:
+                    raise ValueError(f"{path}: {len(param)} values listed; at most {MAX_TRIALS}")
                 continue
             if len(param) != 1 or next(iter(param)) not in RANGE_KINDS:
                 raise ValueError(f"{path}: expected a list of values or one of {list(RANGE_KINDS)}")
@@ -180,6 +195,7 @@ def parse_sweep(data: dict[str, Any], base_dir: Path | None = None) -> SweepSpec
     Raises:
         ConfigError: naming the offending key, path or value.
     """
+    check_values(data)
     data = dict(data)
     base = data.get("base")
     if isinstance(base, str):
@@ -187,9 +203,9 @@ def parse_sweep(data: dict[str, Any], base_dir: Path | None = None) -> SweepSpec
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         try:
-            data["base"] = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"base: cannot read the experiment file {path}: {err}") from err
+            data["base"] = read_yaml_file(path)
+        except ConfigError as err:
+            raise ConfigError(f"base: {path}: {err}") from None
         if not isinstance(data["base"], dict):
             raise ConfigError(f"base: {path} holds no experiment mapping")
     spec = validate(SweepSpec, data)
@@ -208,18 +224,16 @@ def parse_sweep(data: dict[str, Any], base_dir: Path | None = None) -> SweepSpec
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
-    """Read, override (``--set``) and validate a sweep file.
+    """Read (``pipeline.yaml_io.read_yaml_file``), override (``--set``) and validate a sweep file.
 
     Raises:
-        ConfigError: the file is unreadable or invalid (the message names what).
+        ConfigError: the file is unreadable, refused by the YAML bounds or invalid (the message names
+            what, not the file: callers prefix it).
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read the sweep file: {err}") from err
+    data = read_yaml_file(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError("expected a mapping at the top level")
     return parse_sweep(apply_overrides(data, overrides or []), path.parent)
 
 

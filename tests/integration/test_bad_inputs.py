@@ -44,9 +44,12 @@ def _cases() -> list[Path]:
 
 
 def _content(value: Any) -> bytes:
-    """A ``files`` / ``replace`` value: text, or ``{base64: ...}`` for bytes."""
-    if isinstance(value, dict):
+    """A ``files`` / ``replace`` value: text, ``{base64: ...}`` for bytes, or ``{text, repeat, times}``
+    for a large file (the text, then ``times`` copies of ``repeat``)."""
+    if isinstance(value, dict) and "base64" in value:
         return base64.b64decode(value["base64"])
+    if isinstance(value, dict):
+        return (value.get("text", "") + value["repeat"] * int(value["times"])).encode()
     return str(value).encode()
 
 

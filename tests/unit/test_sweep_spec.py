@@ -70,7 +70,17 @@ def test_a_trial_is_the_base_with_the_sampled_values():
         ),
         ({"budget": 0}, "budget"),
         ({"samplr": "tpe"}, "samplr: unknown key"),
-        ({"base": "missing.yaml"}, "cannot read the experiment file"),
+        ({"base": "missing.yaml"}, "base: .*missing.yaml: cannot read: No such file"),
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"seed": 2**40}, "seed: Input should be less than or equal to 2147483647"),
+        ({"parallel": 10**6}, "parallel: Input should be less than or equal to 999"),
+        ({"space": {"dataset.config.shuffle_seed": list(range(1000))}}, "1000 values listed; at most 999"),
+        (
+            {"space": {"trainer.config.lr_init": {"uniform": [0.001, float("inf")]}}},
+            "lr_init.uniform.1: .inf",
+        ),
+        ({"space": {"model.config.hidden_channels": [16, 100000]}}, "hidden_channels: Input should be less"),
+        ({"base": dict(BASE, seeds=[3, 3])}, "base: seeds: .*seed 3 is given more than once"),
     ],
 )
 def test_bad_sweeps_are_refused_naming_the_problem(changes, message):
@@ -150,3 +160,17 @@ def test_report_difference_reads_unset_options_as_their_defaults():
     assert difference(spec, {"trainer.config.ema_decay": 0.9, "model.config.hidden_channels": 8}) == (
         "trainer.config.ema_decay=0.9, model.config.hidden_channels=8"
     )
+
+
+def test_a_sweep_or_its_base_file_with_an_alias_bomb_is_refused_in_one_line(tmp_path):
+    bomb = "a0: &a0 [" + ", ".join(["lol"] * 10) + "]\n"
+    bomb += "".join(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9))
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    (tmp_path / "sweep.yaml").write_text("name: s\nbase: bomb.yaml\nbudget: 1\nspace: {a: [1]}\n")
+    for name, message in [
+        ("bomb.yaml", r"^line \d+: more than"),
+        ("sweep.yaml", r"^base: .*bomb.yaml: line \d+"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as err:
+            load_sweep(tmp_path / name)
+        assert "alias bomb" in str(err.value) and "\n" not in str(err.value)
