@@ -33,6 +33,9 @@ SENSORIUM_CREATE_TABLES      false: never declare schemas or tables (deployment 
                              declares them as admin). Default true.
 SENSORIUM_DB_RETRY_S         how long a lost database connection is retried, with backoff, before the
                              job fails (default 600).
+SENSORIUM_LOCK_TIMEOUT_S     longest wait for one of the pipeline's locks (the ingest lock of a data
+                             key, the lock of a sweep) held by another session; then the command fails
+                             naming the holder (default 60, at most 86400).
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     tls: bool | None = None  # DJ_TLS: None = TLS if the server offers it
     create_tables: bool = True  # SENSORIUM_CREATE_TABLES: false for workers of a deployment (no DDL)
+    lock_timeout_s: float = 60.0  # SENSORIUM_LOCK_TIMEOUT_S: longest wait for a pipeline lock
 
     @property
     def db_dir(self) -> Path:
@@ -116,6 +120,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """
     env = os.environ if env is None else env
     home = Path(env.get("SENSORIUM_HOME") or ".sensorium").expanduser().resolve()
+    _check_home(home)
     prefix = env.get("SENSORIUM_DB_PREFIX", "sensorium_")
     if not prefix.replace("_", "").isalnum() or not prefix[0].isalpha() or prefix != prefix.lower():
         raise SettingsError(
@@ -125,11 +130,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     data_root = Path(env.get("SENSORIUM_DATA") or home / "data").expanduser().resolve()
 
     host = env.get("DJ_HOST", "")
+    port = _port(env)  # checked even without DJ_HOST: a malformed variable is a mistake either way
     if host:
-        try:
-            port = int(env.get("DJ_PORT", "5432"))
-        except ValueError as err:
-            raise SettingsError(f"DJ_PORT={env.get('DJ_PORT')!r}: expected an integer port") from err
         database = DatabaseSettings(
             host=host,
             port=port,
@@ -146,15 +148,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     store_spec: dict = {"protocol": "file", "location": str(home / "store")}
     store_text = _secret(env, "SENSORIUM_STORE")
     if store_text:
-        try:
-            store_spec = json.loads(store_text)
-        except json.JSONDecodeError as err:
-            # the position only: the text holds the store's secret key
-            raise SettingsError(
-                f"SENSORIUM_STORE is not valid JSON ({err.msg} at character {err.pos})"
-            ) from None
-        if not isinstance(store_spec, dict) or "protocol" not in store_spec:
-            raise SettingsError("SENSORIUM_STORE: expected a JSON object with at least a 'protocol' key")
+        store_spec = _store_spec(store_text, env.get("SENSORIUM_STORE_FILE") or None)
     tls_text = env.get("DJ_TLS", "").strip().lower()
     if tls_text not in ("", "true", "false", "1", "0", "yes", "no"):
         raise SettingsError(f"DJ_TLS={env['DJ_TLS']!r}: expected true or false (or unset)")
@@ -174,7 +168,69 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker=_worker_settings(env),
         tls=tls,
         create_tables=create_text in ("true", "1", "yes"),
+        lock_timeout_s=_lock_timeout(env),
     )
+
+
+def _check_home(home: Path) -> None:
+    """Refuse a ``SENSORIUM_HOME`` that is a file, or lies under one (it must be, or become, a folder)."""
+    for path in (home, *home.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == home else f"lies under the file {path}"
+                raise SettingsError(
+                    f"SENSORIUM_HOME={home}: {where}; expected a folder (or nothing there yet)"
+                )
+            return
+
+
+def _port(env: Mapping[str, str]) -> int:
+    """``DJ_PORT`` (default 5432), checked to be a TCP port number."""
+    text = env.get("DJ_PORT", "5432")
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise SettingsError(f"DJ_PORT={text!r}: expected a port number (1 to 65535)")
+    return port
+
+
+# the fields DataJoint requires of a store, per protocol (datajoint.settings, get_store_spec)
+_STORE_REQUIRED = {
+    "file": ("location",),
+    "s3": ("endpoint", "bucket", "location"),
+    "gcs": ("bucket", "location"),
+    "azure": ("container", "location"),
+}
+
+
+def _store_spec(text: str, path: str | None) -> dict:
+    """The store spec in ``text`` (from ``SENSORIUM_STORE``, or the file ``path``), checked.
+
+    Errors name the variable, the file and the field, never a value: the spec holds the store's keys.
+
+    Raises:
+        SettingsError: not a JSON object, or a protocol or its required fields missing.
+    """
+    where = f"SENSORIUM_STORE (SENSORIUM_STORE_FILE={path})" if path else "SENSORIUM_STORE"
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        # the position only: the text holds the store's secret key
+        raise SettingsError(
+            f"SENSORIUM_STORE is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}"
+            f"{f' of {path}' if path else ''})"
+        ) from None
+    if not isinstance(spec, dict) or "protocol" not in spec:
+        raise SettingsError(f"{where}: expected a JSON object with at least a 'protocol' field")
+    protocol = spec["protocol"]
+    if not isinstance(protocol, str) or protocol.lower() not in _STORE_REQUIRED:
+        raise SettingsError(f"{where}: field 'protocol': expected one of {', '.join(_STORE_REQUIRED)}")
+    missing = [k for k in _STORE_REQUIRED[protocol.lower()] if not spec.get(k)]
+    if missing:
+        raise SettingsError(f"{where}: missing field(s) {', '.join(missing)} (protocol {protocol.lower()})")
+    return spec
 
 
 _SECRET_FIELD = re.compile(r"secret|key|token|password|connection_string", re.IGNORECASE)
@@ -222,6 +278,16 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float("nan")
     if not 0 < value < float("inf"):
         raise SettingsError(f"{name}={text!r}: expected a positive, finite number of seconds")
+    return value
+
+
+def _lock_timeout(env: Mapping[str, str]) -> float:
+    """``SENSORIUM_LOCK_TIMEOUT_S``: positive, at most a day (PostgreSQL's ``lock_timeout`` is in ms)."""
+    value = _seconds(env, "SENSORIUM_LOCK_TIMEOUT_S", 60.0)
+    if value > 86400:
+        raise SettingsError(
+            f"SENSORIUM_LOCK_TIMEOUT_S={env['SENSORIUM_LOCK_TIMEOUT_S']!r}: at most 86400 seconds (a day)"
+        )
     return value
 
 

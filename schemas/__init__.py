@@ -1,7 +1,8 @@
 """DataJoint tables of the pipeline.
 
 Importing has no side effects: the schemas are unbound until :func:`activate` binds them (in dependency
-order) to ``<prefix><name>`` on a connection from :func:`connect`.
+order) to ``<prefix><name>`` on a connection from :func:`connect`. It does check the environment first
+(a malformed variable raises :class:`pipeline.settings.SettingsError`, before DataJoint reads it).
 
 Example::
 
@@ -15,12 +16,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from pipeline.settings import STORE_NAME, Settings, load_settings
+from pipeline.settings import STORE_NAME, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     import datajoint as dj
@@ -38,12 +42,35 @@ def _quiet_imports() -> None:
 
     DataJoint warns at import that no ``datajoint.json`` exists (settings come from here instead) and
     logs every connection at INFO; platformdirs (via pgserver) warns about the runtime folder.
+
+    DataJoint also reads the ``DJ_*`` variables when imported and fails with a pydantic validation error
+    on one it cannot parse (``DJ_PORT=abc``): the environment is checked here first, so that the error is
+    :class:`SettingsError`, one line naming the variable.
+
+    Raises:
+        SettingsError: an environment variable is malformed.
     """
+    if "datajoint" not in sys.modules:
+        load_settings()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import datajoint  # noqa: F401
+        try:
+            import datajoint  # noqa: F401
+        except ValueError as err:  # pydantic's ValidationError: a DJ_* variable our checks let through
+            raise SettingsError(_datajoint_env_error(err)) from None
         import pgserver  # noqa: F401
     logging.getLogger("datajoint").setLevel(logging.WARNING)
+
+
+def _datajoint_env_error(err: ValueError) -> str:
+    """One line from DataJoint's settings validation error: the variable and what was wrong (never the
+    value, which may be a password)."""
+    problems = getattr(err, "errors", lambda: [])()
+    if not problems:
+        return f"DataJoint could not read its settings from the environment: {str(err).splitlines()[0]}"
+    first = problems[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "a DJ_* variable"
+    return f"{where}: {first.get('msg', 'invalid value')} (read by DataJoint from the environment)"
 
 
 # The schema modules import DataJoint at their top; importing it here first keeps that silent.
@@ -127,20 +154,65 @@ def activate(
     import datajoint as dj
 
     create = settings.create_tables
-    for module in modules():
-        name = f"{prefix}{module.__name__.split('.')[-1]}"
-        try:
-            module.schema.activate(name, connection=connection, create_schema=create, create_tables=create)
-        except dj.DataJointError as err:
-            if create:
-                raise
-            raise SchemaNotDeclaredError(
-                f"{name}: {str(err).splitlines()[0]} (SENSORIUM_CREATE_TABLES=false: the schemas are "
-                "declared by the deployment's init step, as admin)"
-            ) from err
-    _declare_job_tables(create)
+    with _declaration_lock(connection, prefix, settings):
+        for module in modules():
+            name = f"{prefix}{module.__name__.split('.')[-1]}"
+            try:
+                module.schema.activate(
+                    name, connection=connection, create_schema=create, create_tables=create
+                )
+            except dj.DataJointError as err:
+                if create:
+                    raise
+                raise SchemaNotDeclaredError(
+                    f"{name}: {str(err).splitlines()[0]} (SENSORIUM_CREATE_TABLES=false: the schemas are "
+                    "declared by the deployment's init step, as admin)"
+                ) from err
+        _declare_job_tables(create)
     _state.update(prefix=prefix, connection=connection, settings=settings)
     return connection
+
+
+@contextmanager
+def _declaration_lock(connection: dj.Connection, prefix: str, settings: Settings) -> Iterator[None]:
+    """Serialise declaring the schemas of ``prefix`` among processes (a session-level advisory lock).
+
+    Two commands started at once on a fresh database would both find a schema or a table missing and
+    both create it; the second fails (``duplicate key value violates unique constraint``). Holding the
+    lock for the whole declaration makes the second wait (at most ``SENSORIUM_LOCK_TIMEOUT_S``), then
+    find everything declared (DataJoint looks at what exists when a schema is activated). Taken only when
+    this process may create tables: a process that may not (``SENSORIUM_CREATE_TABLES=false``) declares
+    nothing.
+    """
+    if not settings.create_tables or connection.adapter.backend != "postgresql":
+        yield
+        return
+    import datajoint as dj
+
+    from schemas.locks import advisory_lock, advisory_unlock
+
+    lock_key = f"sensorium-declare:{prefix}"
+    try:
+        advisory_lock(
+            connection,
+            lock_key,
+            f"the declaration lock of prefix {prefix!r}",
+            transaction=False,
+            timeout_s=settings.lock_timeout_s,
+        )
+    except dj.errors.AccessError:
+        # a login refused the lock functions (analysts: `sensorium db roles`) may not declare anything
+        # either; DataJoint only finds what exists
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        # the declaration's own error is the one to report; the lock goes with the session anyway
+        with suppress(Exception):
+            advisory_unlock(connection, lock_key)
+        raise
+    advisory_unlock(connection, lock_key)
 
 
 class SchemaNotDeclaredError(RuntimeError):

@@ -6,10 +6,13 @@ import hashlib
 import io
 import json
 import logging
+import threading
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import datajoint as dj
 import numpy as np
@@ -272,21 +275,26 @@ def ingest(
     truth = _read_truth(path, rec)
     conn = Scan.connection
     key = {"data_key": rec.data_key}
-    with conn.transaction:
-        _lock(conn, rec.data_key)
-        existing = (Scan & key).to_dicts()
-        if existing:
-            if existing[0]["checksum"] == rec.checksum:
-                return IngestResult(rec.data_key, "exists", rec.checksum)
-            raise IngestConflictError(
-                f"{path}: data_key {rec.data_key} is already stored from {existing[0]['source']} "
-                f"with checksum {existing[0]['checksum'][:12]}..., "
-                f"but this recording has checksum {rec.checksum[:12]}...; "
-                "refusing to replace it (delete the stored scan first if that is intended)"
-            )
-        _insert(rec, key, source)
-        if truth is not None:
-            GroundTruth.insert1(dict(key, **truth))
+    # a recording already stored needs no write, hence no lock (a read-only analyst may re-run an ingest)
+    existing = _stored(key)
+    if existing is None:
+        with _store_writes_removed_on_error(), conn.transaction:
+            _lock(conn, rec.data_key)
+            existing = _stored(key)  # stored by another process while this one waited
+            if existing is None:
+                _warn_if_copy(path, rec)
+                _insert(rec, key, source)
+                if truth is not None:
+                    GroundTruth.insert1(dict(key, **truth))
+    if existing is not None:
+        if existing["checksum"] == rec.checksum:
+            return IngestResult(rec.data_key, "exists", rec.checksum)
+        raise IngestConflictError(
+            f"{path}: data_key {rec.data_key} is already stored from {existing['source']} "
+            f"with checksum {existing['checksum'][:12]}..., "
+            f"but this recording has checksum {rec.checksum[:12]}...; "
+            "refusing to replace it (delete the stored scan first if that is intended)"
+        )
     TrialOrder.populate(key, display_progress=False)
     return IngestResult(rec.data_key, "inserted", rec.checksum)
 
@@ -411,10 +419,83 @@ def _truth_array(data: dict, name: str) -> np.ndarray:
     return arr
 
 
+# object-store files written by this thread while a `_store_writes_removed_on_error` block is open
+_written = threading.local()
+
+
+def _record_store_writes() -> None:
+    """Wrap DataJoint's one write of a file (``StorageBackend.put_buffer``), once per process, so that
+    writes made inside a :func:`_store_writes_removed_on_error` block are recorded (in that thread)."""
+    from datajoint.storage import StorageBackend
+
+    put_buffer = StorageBackend.put_buffer
+    if getattr(put_buffer, "_sensorium_recorded", False):
+        return
+
+    def recorded_put_buffer(backend: StorageBackend, buffer: bytes, remote_path: str | PurePosixPath) -> None:
+        paths = getattr(_written, "paths", None)
+        if paths is not None:
+            paths.append((backend, str(remote_path)))  # before writing: a partial file goes too
+        put_buffer(backend, buffer, remote_path)
+
+    recorded_put_buffer._sensorium_recorded = True  # type: ignore[attr-defined]
+    StorageBackend.put_buffer = recorded_put_buffer  # type: ignore[method-assign]
+
+
+@contextmanager
+def _store_writes_removed_on_error() -> Iterator[None]:
+    """Remove the object-store files written in the block when it raises.
+
+    DataJoint writes an ``<npy@...>`` attribute's file while it encodes the row, before the INSERT runs:
+    an insert that then fails (a login without INSERT rights, a constraint, a lost connection) or a
+    transaction rolled back later would leave files that no row references. Every file written through
+    DataJoint's storage backend in this thread is recorded and removed again on error (place the block
+    outside the transaction, so that the rollback has happened when the files go). Files written by other
+    threads and processes are never touched.
+    """
+    _record_store_writes()
+    outer = getattr(_written, "paths", None)
+    _written.paths = paths = []
+    try:
+        yield
+    except BaseException:
+        for backend, remote_path in paths:
+            try:
+                backend.remove(remote_path)
+            except Exception as err:  # the ingest's own error is the one to report
+                log.warning("could not remove %s from the object store: %s", remote_path, err)
+        raise
+    finally:
+        _written.paths = outer
+        if outer is not None:  # an enclosing block answers for these files too
+            outer.extend(paths)
+
+
+def _stored(key: dict) -> dict | None:
+    """Checksum and source of the stored scan of ``key`` (no arrays fetched), or None."""
+    rows = (Scan & key).proj("checksum", "source").to_dicts()
+    return rows[0] if rows else None
+
+
+def _warn_if_copy(path: Path, rec: Recording) -> None:
+    """Say when the same content is already stored under another data key (it is stored again)."""
+    copies = sorted(r["data_key"] for r in (Scan & {"checksum": rec.checksum}).proj().to_dicts())
+    if copies:
+        log.warning(
+            "%s: the same content is already stored as %s; storing it under %s as well "
+            "(a data key comes from the folder name)",
+            path,
+            ", ".join(copies),
+            rec.data_key,
+        )
+
+
 def _lock(conn, data_key: str) -> None:
-    """Serialise ingests of the same key for the rest of the transaction."""
-    if conn.adapter.backend == "postgresql":
-        conn.query("SELECT pg_advisory_xact_lock(hashtext(%s))", args=(f"sensorium-ingest:{data_key}",))
+    """Serialise ingests of the same key for the rest of the transaction (a bounded wait: a lock held
+    elsewhere for ``SENSORIUM_LOCK_TIMEOUT_S`` raises ``schemas.locks.LockTimeoutError``)."""
+    from schemas.locks import advisory_lock
+
+    advisory_lock(conn, f"sensorium-ingest:{data_key}", f"the ingest lock of {data_key}", transaction=True)
 
 
 def _insert(rec: Recording, key: dict, source: str) -> None:

@@ -92,11 +92,16 @@ def set_priority(experiment: str, priority: int) -> int:
 
 
 def workers(include_stopped: bool = False) -> list[dict[str, Any]]:
-    """Worker runs, newest first, with the seconds since their last heartbeat (server clock)."""
+    """Worker runs, newest first, with the seconds since their last heartbeat (server clock).
+
+    The worker functions write the times in UTC (``schemas.workers.api_sql``), whatever the session's
+    time zone.
+    """
     where = "" if include_stopped else "WHERE status='running'"
     rows = Worker.connection.query(
         "SELECT worker_id, host, pid, queue, device, status, started_at, "
-        "EXTRACT(EPOCH FROM CURRENT_TIMESTAMP(3) - last_seen), current_table, current_key, jobs_done, "
+        "EXTRACT(EPOCH FROM (CURRENT_TIMESTAMP(3) AT TIME ZONE 'UTC') - last_seen), current_table, "
+        "current_key, jobs_done, "
         f"jobs_failed FROM {Worker.full_table_name} {where} ORDER BY started_at DESC"
     ).fetchall()
     names = [

@@ -5,7 +5,8 @@ Three group roles (NOLOGIN), granted to people and services by ``db user add``:
 - ``sensorium_admin`` owns the schemas and tables of a prefix: DDL, and every data change;
 - ``sensorium_worker`` reads everything; inserts into computed / imported tables and their parts (and
   into ``Ensemble`` / ``Ensemble.Member``, which CPU workers register once members are trained);
-  inserts, updates and deletes job-queue rows; inserts and updates its heartbeat (``workers.Worker``);
+  inserts, updates and deletes job-queue rows, but only its own reservations (row-level security);
+  writes its own heartbeat (``workers.Worker``) only through the worker functions (``schemas.workers``);
   writes the Optuna tables of sweeps (``<prefix>optuna``: a pruning sweep's trials report their
   per-epoch scores from inside the training job). No DDL, no update or delete of data or configuration
   rows;
@@ -15,14 +16,36 @@ Every statement is idempotent (roles are created when missing, grants repeat har
 deployment's init step runs it on every deploy; running it again after a schema change also covers new
 tables. Default privileges make tables that ``sensorium_admin`` creates later readable by workers and
 analysts at once; a new computed table needs the next run for the worker's INSERT.
+
+Advisory locks (the ingest lock of a data key, the lock of a sweep) are taken by admins and workers only:
+when the role applying this may (a superuser, as the deployment's init step is), the ``pg_advisory_*``
+lock functions of the database are revoked from PUBLIC and granted to ``sensorium_admin`` and
+``sensorium_worker``, so an analyst cannot hold a pipeline lock. Every lock wait is bounded anyway
+(``schemas.locks``, ``SENSORIUM_LOCK_TIMEOUT_S``).
+
+Passwords never reach the server: ``db user add`` and ``db init --login`` send the SCRAM-SHA-256
+verifier computed here (:func:`password_verifier`), which PostgreSQL stores as given, so no server log
+(``log_statement``, or the statement of a failed command) can show the password.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import datajoint as dj
+
+if TYPE_CHECKING:
+    import psycopg2.extensions
 
 ADMIN, WORKER, ANALYST = "sensorium_admin", "sensorium_worker", "sensorium_analyst"
 ROLES = {"admin": ADMIN, "worker": WORKER, "analyst": ANALYST}
+# the lock-taking functions (every overload); the unlock functions stay PUBLIC: they free only one's own
+ADVISORY_LOCK_FUNCTIONS = tuple(
+    f"pg_{try_}advisory_{xact}lock{shared}"
+    for try_ in ("", "try_")
+    for xact in ("", "xact_")
+    for shared in ("", "_shared")
+)
 
 
 def _q(name: str) -> str:
@@ -51,6 +74,40 @@ def _tables(schema_modules) -> tuple[list[str], list[str], list[str]]:
 
 def _parts(cls) -> list:
     return [v for v in vars(cls).values() if isinstance(v, type) and issubclass(v, dj.Part)]
+
+
+def _worker_isolation_sql(jobs: list[str], heartbeat: list[str]) -> list[str]:
+    """Workers sharing a login change only their own heartbeat row and their own reservations.
+
+    The heartbeat table loses every direct write of the worker role (rows are written by the
+    ``SECURITY DEFINER`` worker functions of ``schemas.workers``, owned by ``sensorium_admin``, which
+    check the session's worker token; the token table holds only SHA-256 hashes, so it is readable like
+    every table); each job table gets row-level security: everyone reads every row, and a reserved row
+    is changed, deleted or written only when ``may_change_reservation`` allows it (its worker's session,
+    or nobody's reservation). Owners (``sensorium_admin``) and superusers are not subject to it.
+    """
+    from schemas.workers import api_functions, api_sql, reservation_guard, token_table
+
+    worker = _q(WORKER)
+    sql = api_sql()
+    sql += [f"REVOKE INSERT, UPDATE, DELETE ON {t} FROM {worker}" for t in heartbeat]
+    tokens, readers = token_table(), f"{worker}, {_q(ANALYST)}"
+    # created after this run's GRANT SELECT ON ALL TABLES, the first time: granted here
+    sql += [f"ALTER TABLE {tokens} OWNER TO {_q(ADMIN)}", f"GRANT SELECT ON {tokens} TO {readers}"]
+    for signature, granted in api_functions():
+        sql.append(f"ALTER FUNCTION {signature} OWNER TO {_q(ADMIN)}")
+        if granted:
+            sql.append(f"GRANT EXECUTE ON FUNCTION {signature} TO {worker}")
+    guard = reservation_guard()
+    for t in jobs:
+        sql += [
+            f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY",
+            f"DROP POLICY IF EXISTS sensorium_read ON {t}",
+            f"CREATE POLICY sensorium_read ON {t} FOR SELECT USING (true)",
+            f"DROP POLICY IF EXISTS sensorium_own_reservations ON {t}",
+            f"CREATE POLICY sensorium_own_reservations ON {t} USING ({guard}) WITH CHECK ({guard})",
+        ]
+    return sql
 
 
 def schema_names(prefix: str, schema_modules) -> tuple[list[str], list[str]]:
@@ -100,7 +157,7 @@ def roles_sql(
     inserts, jobs, heartbeat = _tables(schema_modules)
     sql += [f"GRANT INSERT ON {t} TO {_q(WORKER)}" for t in inserts]
     sql += [f"GRANT INSERT, UPDATE, DELETE ON {t} TO {_q(WORKER)}" for t in jobs]
-    sql += [f"GRANT INSERT, UPDATE ON {t} TO {_q(WORKER)}" for t in heartbeat]
+    sql += _worker_isolation_sql(jobs, heartbeat)
     for schema in worker_schemas:
         sql += [
             f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {_q(schema)} TO {_q(WORKER)}",
@@ -108,13 +165,59 @@ def roles_sql(
         ]
     # schemas created later by the admin are readable without a new run
     sql += [f"ALTER DEFAULT PRIVILEGES FOR ROLE {_q(ADMIN)} GRANT USAGE ON SCHEMAS TO {readers}"]
+    sql.append(_advisory_lock_sql())
     return sql
 
 
-def user_sql(name: str, role: str, exists: bool) -> tuple[str, list[str]]:
-    """(statement with one ``%s`` for the password, statements after it) that add or update a login.
+def _advisory_lock_sql() -> str:
+    """Revoke the advisory-lock functions from PUBLIC, granting them to the admin and worker roles.
 
-    The password travels as a query parameter, never in the statement text that logs could show.
+    Only where the applying role may (the functions' owner, i.e. a superuser); elsewhere it changes
+    nothing and the bounded lock waits of ``schemas.locks`` are the only guard. Function privileges are
+    per database: this database only. Idempotent.
+    """
+    names = ", ".join(f"'{n}'" for n in ADVISORY_LOCK_FUNCTIONS)
+    return (
+        "DO $$ DECLARE f record; BEGIN FOR f IN SELECT p.oid::regprocedure AS sig, p.proowner FROM pg_proc p "
+        f"WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname IN ({names}) LOOP "
+        "IF pg_has_role(current_user, f.proowner, 'USAGE') THEN "
+        "EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f.sig); "
+        f"EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO {ADMIN}, {WORKER}', f.sig); "
+        "END IF; END LOOP; END $$"
+    )
+
+
+def password_verifier(
+    password: str, scope: psycopg2.extensions.connection | psycopg2.extensions.cursor
+) -> str:
+    """The SCRAM-SHA-256 verifier of ``password`` (RFC 5802 / 7677), computed in this process.
+
+    ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` (base64), with a random 16-byte salt
+    and the server's ``scram_iterations`` (4096 by default) of PBKDF2-HMAC-SHA256, made by libpq's
+    ``PQencryptPasswordConn`` (psycopg2's ``encrypt_password``: SASLprep included). PostgreSQL stores
+    such a string as given, so the password itself never travels to the server, nor into its logs.
+
+    Args:
+        password: the new password.
+        scope: a psycopg2 connection or cursor (libpq needs one for SCRAM; no statement is sent).
+
+    Raises:
+        ValueError: the password holds a NUL character.
+    """
+    from psycopg2.extensions import encrypt_password
+
+    if "\x00" in password:
+        raise ValueError("the password contains a NUL character (libpq would cut it there)")
+    # the user name only salts md5, never SCRAM: any name gives the same kind of verifier
+    return encrypt_password(password, "", scope, "scram-sha-256")
+
+
+def user_sql(name: str, role: str, exists: bool) -> tuple[str, list[str]]:
+    """(statement with one ``%s`` for the password's verifier, statements after it) that add or update a
+    login.
+
+    The ``%s`` takes :func:`password_verifier`'s string, never the password: psycopg2 fills parameters in
+    on the client, so whatever is given there is in the statement text that server logs show.
 
     Raises:
         ValueError: an unknown role or an unusable user name.
@@ -123,6 +226,8 @@ def user_sql(name: str, role: str, exists: bool) -> tuple[str, list[str]]:
         raise ValueError(f"role {role!r}: expected one of {sorted(ROLES)}")
     if not name or not name.replace("_", "").replace("-", "").isalnum() or name.startswith("pg_"):
         raise ValueError(f"user name {name!r}: expected letters, digits, '_' or '-', not starting with pg_")
+    if name in ROLES.values():
+        raise ValueError(f"user name {name!r}: that is a group role, not a login; choose another name")
     verb = "ALTER" if exists else "CREATE"
     first = f"{verb} ROLE {_q(name)} LOGIN PASSWORD %s"
     after = [f"REVOKE {_q(r)} FROM {_q(name)}" for r in ROLES.values() if r != ROLES[role]]
@@ -154,11 +259,16 @@ def apply_roles(connection, prefix: str, schema_modules) -> list[str]:
 
 
 def add_user(connection, name: str, role: str, password: str) -> bool:
-    """Create (or update: password and role) the login ``name`` in ``role``. Returns whether it existed."""
-    exists = bool(connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(name,)).fetchone())
+    """Create (or update: password and role) the login ``name`` in ``role``. Returns whether it existed.
+
+    Only the password's SCRAM-SHA-256 verifier is sent (:func:`password_verifier`).
+    """
+    cursor = connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(name,))
+    exists = bool(cursor.fetchone())
     first, after = user_sql(name, role, exists)
+    verifier = password_verifier(password, cursor)
     with connection.transaction:
-        connection.query(first, args=(password,))
+        connection.query(first, args=(verifier,))
         for statement in after:
             connection.query(statement)
     return exists

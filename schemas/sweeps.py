@@ -105,14 +105,13 @@ def study(name: str):
 
 @contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
-    """A session-level advisory lock on the sweep (not a transaction: adding an experiment opens one)."""
-    conn = Sweep.connection
+    """A session-level advisory lock on the sweep (not a transaction: adding an experiment opens one);
+    a wait longer than ``SENSORIUM_LOCK_TIMEOUT_S`` raises ``schemas.locks.LockTimeoutError``."""
+    from schemas.locks import session_lock
+
     lock = f"sensorium-sweep:{Sweep.database}:{name}"
-    conn.query("SELECT pg_advisory_lock(hashtext(%s))", args=(lock,))
-    try:
+    with session_lock(Sweep.connection, lock, f"the lock of sweep {name!r}"):
         yield
-    finally:
-        conn.query("SELECT pg_advisory_unlock(hashtext(%s))", args=(lock,))
 
 
 # -- adding and advancing ---------------------------------------------------------------------------------

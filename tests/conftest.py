@@ -36,7 +36,7 @@ def recording_copy(synth_dir, tmp_path) -> Path:
 def db(tmp_path_factory):
     """An activated throwaway prefix on an embedded PostgreSQL; dropped and stopped at the end."""
     import schemas
-    from pipeline.database import stop_embedded_server
+    from pipeline.database import remove_embedded_server
     from pipeline.settings import load_settings
 
     home = Path(tmp_path_factory.mktemp("home"))
@@ -54,4 +54,4 @@ def db(tmp_path_factory):
     yield settings
     schemas.drop(prefix, conn)
     conn.close()
-    stop_embedded_server(settings.db_dir)
+    remove_embedded_server(settings.db_dir)

@@ -32,12 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 def user_error(err: BaseException) -> str | None:
     """One line for an error the user's environment caused (no traceback), or None for a bug.
 
-    Covers a database that cannot be reached or refuses the login, a missing permission and an embedded
-    server that cannot start. Modules are looked up by name so that this import stays DataJoint-free.
+    Covers a database that cannot be reached or refuses the login, a missing permission, a pipeline lock
+    held elsewhere past ``SENSORIUM_LOCK_TIMEOUT_S`` and an embedded server that cannot start. Modules
+    are looked up by name so that this import stays DataJoint-free.
     """
     from pipeline.database import EmbeddedServerError
 
-    if type(err).__name__ == "SchemaNotDeclaredError":
+    if type(err).__name__ in ("SchemaNotDeclaredError", "LockTimeoutError"):
         return str(err)
     if isinstance(err, EmbeddedServerError):
         return str(err).splitlines()[0]

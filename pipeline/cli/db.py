@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from pipeline.cli import deploy
@@ -75,8 +76,16 @@ def cmd_db_roles(args: argparse.Namespace) -> int:
     return 0
 
 
+_MAX_STDIN = 4096  # characters of a password read from standard input
+
+
 def _new_password(args: argparse.Namespace) -> str:
-    """From --password-file, else SENSORIUM_NEW_PASSWORD, else a prompt (never from the command line)."""
+    """From --password-file, else SENSORIUM_NEW_PASSWORD, else standard input (never the command line):
+    typed twice at a prompt on a terminal, otherwise one line (or the same line twice) read from it.
+
+    Raises:
+        ValueError: no usable password (the message never holds the password).
+    """
     import getpass
     import os
 
@@ -84,13 +93,50 @@ def _new_password(args: argparse.Namespace) -> str:
         return read_password_file(args.password_file, "--password-file")
     if os.environ.get("SENSORIUM_NEW_PASSWORD"):
         text = os.environ["SENSORIUM_NEW_PASSWORD"]
+    elif sys.stdin is None or not sys.stdin.isatty():
+        text = _password_from_stdin()
     else:
-        text = getpass.getpass(f"password for {args.name}: ")
-        if text != getpass.getpass("again: "):
+        try:
+            text = getpass.getpass(f"password for {args.name}: ")
+            again = getpass.getpass("again: ")
+        except EOFError:
+            raise ValueError("no password: the input ended at the prompt") from None
+        if text != again:
             raise ValueError("the two passwords differ")
     if len(text) < MIN_PASSWORD:
         raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
     return text
+
+
+def _password_from_stdin() -> str:
+    """The password piped to standard input: one line, or two equal lines (as typed at a prompt)."""
+    if sys.stdin is None:
+        raise ValueError(_NO_PASSWORD)
+    data = sys.stdin.buffer.read(_MAX_STDIN + 1)
+    if len(data) > _MAX_STDIN:
+        raise ValueError(f"standard input: more than {_MAX_STDIN} bytes; expected the password on one line")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("standard input: not UTF-8 text; expected the password on one line") from None
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    if not lines:
+        raise ValueError(_NO_PASSWORD)
+    if len(lines) > 2:
+        raise ValueError(
+            f"standard input has {len(lines)} lines: expected the password on one line (or twice, on two)"
+        )
+    if len(lines) == 2 and lines[0] != lines[1]:
+        raise ValueError("the two passwords on standard input differ")
+    return lines[0]
+
+
+_NO_PASSWORD = (
+    "no password: standard input is empty (pipe the password on one line, or give --password-file or "
+    "SENSORIUM_NEW_PASSWORD)"
+)
 
 
 def cmd_db_user_add(args: argparse.Namespace) -> int:
@@ -131,6 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--password-file",
         type=Path,
-        help="read the password from this file (else SENSORIUM_NEW_PASSWORD or a prompt)",
+        help="read the password from this file (else SENSORIUM_NEW_PASSWORD, else a prompt on a terminal "
+        "or one line piped to standard input)",
     )
     p.set_defaults(func=cmd_db_user_add)

@@ -48,6 +48,8 @@ def read_password_file(path: Path, what: str) -> str:
         raise InitError(f"{what} {path}: not a text file") from None
     if len(text) < MIN_PASSWORD:
         raise InitError(f"{what} {path}: the password must have at least {MIN_PASSWORD} characters")
+    if "\x00" in text:
+        raise InitError(f"{what} {path}: the password contains a NUL character")
     return text
 
 
@@ -132,6 +134,7 @@ def _roles(conn, settings: Settings) -> None:
 
 
 def _logins(conn, logins: list[Login], passwords: list[str]) -> None:
+    """Create or update each login; only its password's SCRAM verifier reaches the server."""
     from schemas.roles import add_user
 
     for login, password in zip(logins, passwords, strict=True):

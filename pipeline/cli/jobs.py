@@ -12,6 +12,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     activate()
     from schemas import jobs
 
+    if args.table is not None:
+        try:
+            jobs.job_tables(args.table)
+        except LookupError as err:
+            out(f"error: --table: {err}")
+            return 2
     if args.errors:
         rows = jobs.errors(args.table)
         if args.json:

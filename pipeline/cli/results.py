@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from pipeline.cli.common import activate, out
@@ -52,21 +53,43 @@ def cmd_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+def out_file_problem(path: Path, flag: str = "--out") -> str | None:
+    """Why the output file ``path`` cannot be written, checked before any work (None: nothing seen).
+
+    Its folder may be missing (it is created), but the nearest existing folder above it must be a folder
+    this process may write in, and ``path`` itself must not be a folder.
+    """
+    if path.is_dir():
+        return f"{flag} {path}: is a folder; expected a file name"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{flag} {path}: {parent} is a file, not a folder"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{flag} {path}: cannot write in {parent} (permission denied)"
+            return None
+    return None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
+    problem = out_file_problem(args.out)
+    if problem:  # before the database: nothing is computed for an output that cannot be written
+        out(f"error: {problem}")
+        return 2
+    if (args.experiment is None) == (args.ensemble is None):
+        out("error: give --experiment or --ensemble")
+        return 2
     activate()
     from schemas.evaluation import _targets, tier_ids
     from schemas.queries import predictions_of
 
-    if (args.experiment is None) == (args.ensemble is None):
-        out("error: give --experiment or --ensemble")
-        return 2
     try:
         sources = predictions_of(args.experiment, args.ensemble, args.seed)
     except LookupError as err:
         out(f"error: {err}")
-        return 1
+        return 2
     arrays = {}
     for k, predictions in sources.items():
         targets, _, _ = _targets(k)
@@ -81,9 +104,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         arrays[f"{k}/neuron_ids"] = ids.unit_ids
     if not arrays:
         out(f"error: no trials in tier {args.tier!r}")
-        return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **arrays)
+        return 2
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "wb") as handle:  # a handle: numpy would add .npz to a name without it
+            np.savez(handle, **arrays)
+    except OSError as err:
+        out(f"error: --out {args.out}: cannot write the file ({err.strerror or err})")
+        return 2
     out(f"wrote {args.out} ({', '.join(sorted({k.split('/')[0] for k in arrays}))}, tier {args.tier})")
     return 0
 

@@ -2,7 +2,9 @@
 
 A real recording has about 6,000 small files per variable; they are read and validated once, merged
 into contiguous ``.npy`` arrays and cached under the recording's content checksum. A fingerprint of the
-source (path, sizes, modification times) maps to that checksum, so an unchanged source is not read again.
+source (path, sizes, modification times) maps to that checksum, so an unchanged source is not read again,
+and to the source's own data key and folder name: copies of one content under different names share the
+cached arrays but each keeps its name.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,11 @@ def source_fingerprint(path: Path) -> str:
     if path.is_dir():
         for dirpath, _dirs, names in sorted(os.walk(path)):
             for name in sorted(names):
-                st = os.stat(os.path.join(dirpath, name))
+                # lstat where the target cannot be seen (a dangling link, a loop): reading says why
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except OSError:
+                    st = os.lstat(os.path.join(dirpath, name))
                 h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns};".encode())
     else:
         st = path.stat()
@@ -49,18 +56,27 @@ def load_recording(path: str | Path, cache_dir: Path, *, progress: bool = True) 
     path = Path(path)
     index = cache_dir / "index" / f"{source_fingerprint(path)}.json" if path.exists() else None
     if index is not None and index.exists():
-        checksum = json.loads(index.read_text())["checksum"]
-        folder = cache_dir / "recordings" / checksum
-        if (folder / "info.json").exists():
-            return _load(folder)
+        entry = json.loads(index.read_text())
+        folder = cache_dir / "recordings" / entry["checksum"]
+        # entries written before the name was kept in them are read again, once
+        if "data_key" in entry and (folder / "info.json").exists():
+            return _named(_load(folder), entry)
     rec = read_recording(path, progress=progress)
     folder = cache_dir / "recordings" / rec.checksum
     if not (folder / "info.json").exists():
         _save(rec, folder)
+    entry = {"checksum": rec.checksum, "data_key": rec.data_key, "extra": rec.extra}
     if index is not None:
         index.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(index, json.dumps({"checksum": rec.checksum, "source": str(path.resolve())}))
-    return _load(folder)
+        _atomic_write_text(index, json.dumps({**entry, "source": str(path.resolve())}))
+    return _named(_load(folder), entry)
+
+
+def _named(rec: Recording, entry: dict) -> Recording:
+    """``rec`` (cached arrays, shared by every copy of the same content) under the data key and folder
+    name of the source being read, as recorded in its index ``entry``: a renamed copy of a recording has
+    the content, hence the cache folder, of the original but a name of its own."""
+    return replace(rec, data_key=entry["data_key"], extra={**rec.extra, **entry.get("extra", {})})
 
 
 def _save(rec: Recording, folder: Path) -> None:

@@ -59,7 +59,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     Loaded with ``weights_only=True``: a file that would run code when unpickled is refused.
 
     Raises:
-        StateDictImportError: unreadable, not a PyTorch file, or not a flat mapping of names to tensors.
+        StateDictImportError: unreadable, not a PyTorch file, not a flat mapping of names to tensors, or
+            a floating-point tensor with a NaN or infinite value (the first such parameter is named).
     """
     path = Path(path)
     try:
@@ -80,6 +81,13 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     bad = [str(k) for k, v in loaded.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise StateDictImportError(f"{path}: entries that are not named tensors: {', '.join(bad[:LISTED])}")
+    for name, tensor in loaded.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            n_bad = int((~torch.isfinite(tensor)).sum())
+            raise StateDictImportError(
+                f"{path}: parameter {name} has {n_bad} NaN or infinite value(s) of {tensor.numel()}; "
+                "weights must be finite"
+            )
     return dict(loaded), hashlib.sha256(raw).hexdigest()
 
 

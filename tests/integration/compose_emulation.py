@@ -103,7 +103,8 @@ class Compose:
     def service(self, name: str) -> Service:
         config = self.spec["services"][name]
         mounts = self._mounts(name, config)
-        env = dict(self.image_env) if "build" in config else {}
+        built = {c.get("image") for c in self.spec["services"].values() if "build" in c}
+        env = dict(self.image_env) if "build" in config or config.get("image") in built else {}
         raw = config.get("environment", {})
         if isinstance(raw, list):
             raw = dict(item.partition("=")[::2] for item in raw)
@@ -126,7 +127,8 @@ class Compose:
         mounts: dict[str, Path] = {}
         for secret in config.get("secrets", []):
             secret_name = secret if isinstance(secret, str) else secret["source"]
-            mounts[f"/run/secrets/{secret_name}"] = self.project / self.spec["secrets"][secret_name]["file"]
+            target = secret if isinstance(secret, str) else secret.get("target", secret_name)
+            mounts[f"/run/secrets/{target}"] = self.project / self.spec["secrets"][secret_name]["file"]
         for volume in config.get("volumes", []):
             source, target = volume.split(":")[:2]
             if source.startswith((".", "/")):

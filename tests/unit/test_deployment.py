@@ -188,3 +188,80 @@ def test_shell_scripts_pass_shellcheck(tmp_path):
     (tmp_path / "bad.sh").write_text("#!/bin/sh\nrm -rf $1/*\n")
     bad = subprocess.run([_tool("shellcheck"), str(tmp_path / "bad.sh")], capture_output=True, text=True)
     assert bad.returncode != 0 and "SC2086" in bad.stdout
+
+
+def _secret_sources(service: dict) -> dict[str, str]:
+    """{secret name: file name under /run/secrets} of a service (short and long syntax)."""
+    found = {}
+    for s in service.get("secrets", []):
+        name = s if isinstance(s, str) else s["source"]
+        found[name] = s if isinstance(s, str) else s.get("target", name)
+    return found
+
+
+def test_the_analyst_notebook_gets_read_only_object_store_keys_never_the_root_key():
+    notebook = SERVICES["notebook"]
+    secrets = _secret_sources(notebook)
+    assert not {"store_spec", "minio_root_user", "minio_root_password", "postgres_password"} & set(secrets)
+    # SENSORIUM_STORE_FILE (.env.example: /run/secrets/store_spec) reaches the analyst's spec there
+    assert secrets["store_spec_analyst"] == "store_spec"
+    assert notebook["environment"]["SENSORIUM_STORE_FILE"] == "${SENSORIUM_STORE_FILE:-}"
+    assert "SENSORIUM_STORE_FILE=\n" in (REPO / ".env.example").read_text()
+    assert "/run/secrets/store_spec" in (REPO / ".env.example").read_text()
+    assert COMPOSE["secrets"]["store_spec_analyst"]["file"] == "./secrets/store_spec_analyst.json"
+    assert not [v for v in notebook["environment"] if v.startswith(("MINIO", "MC_HOST", "AWS"))]
+    # the root key reaches only MinIO itself and the one-shot set-up service
+    for name, service in SERVICES.items():
+        if {"minio_root_user", "minio_root_password"} & set(_secret_sources(service)):
+            assert name in ("minio", "minio-bucket"), name
+
+
+def _make_secrets(folder: Path, *args: str) -> dict[str, str]:
+    (folder / "deploy").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / "deploy" / "make-secrets.sh", folder / "deploy")
+    made = subprocess.run(["sh", "deploy/make-secrets.sh", *args], cwd=folder, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    return {p.name: p.read_text() for p in (folder / "secrets").iterdir()}
+
+
+def test_make_secrets_writes_the_analysts_spec_with_the_read_only_users_keys(tmp_path):
+    import json
+
+    plain = _make_secrets(tmp_path)
+    assert json.loads(plain["store_spec_analyst.json"]) == json.loads(plain["store_spec.json"])
+    assert "secret_key" not in plain["store_spec_analyst.json"]
+    minio = _make_secrets(tmp_path, "--minio")
+    analyst, root = json.loads(minio["store_spec_analyst.json"]), json.loads(minio["store_spec.json"])
+    assert analyst["access_key"] == minio["minio_analyst_user"].strip() != root["access_key"]
+    assert analyst["secret_key"] == minio["minio_analyst_password"].strip() != root["secret_key"]
+    assert root["secret_key"] == minio["minio_root_password"].strip()
+    assert minio["minio_root_password"].strip() not in minio["store_spec_analyst.json"]
+    assert {k: v for k, v in analyst.items() if not k.endswith("_key")} == {
+        k: v for k, v in root.items() if not k.endswith("_key")
+    }, "the same bucket and location"
+    again = _make_secrets(tmp_path, "--minio")
+    assert again["minio_analyst_password"] == minio["minio_analyst_password"], "existing keys are kept"
+
+
+def test_minio_setup_creates_the_analyst_user_with_the_readonly_policy(tmp_path):
+    setup = SERVICES["minio-bucket"]
+    assert {"minio_analyst_user", "minio_analyst_password"} <= set(_secret_sources(setup))
+    assert SERVICES["init"]["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    script = setup["command"][0].replace("$$", "$")
+    lines = [line.strip() for line in script.splitlines()]
+    # keys on standard input, never in mc's arguments (the line piping them ends with the bare alias)
+    (add,) = [line for line in lines if "mc admin user add" in line]
+    assert add.startswith("printf ") and add.endswith("| mc admin user add local")
+    assert "/run/secrets/minio_analyst_user" in script and "/run/secrets/minio_analyst_password" in add
+    (attach,) = [line for line in lines if "mc admin policy attach" in line]
+    assert 'mc admin policy attach local readonly --user "$analyst"' in attach
+    assert '*"already in effect"*) ;;' in lines, "attaching again on a redeploy is no failure"
+    assert lines[0] == "set -eu" and "exit 1" in script
+    for line in lines:  # no secret file's content is put on an mc command line
+        if line.startswith("mc ") or " mc " in line:
+            assert "minio_analyst_password" not in line.split("|")[-1], line
+    (tmp_path / "setup.sh").write_text("#!/bin/sh\n" + script.replace("${SENSORIUM_BUCKET:-sensorium}", "b"))
+    checked = subprocess.run(
+        [_tool("shellcheck"), str(tmp_path / "setup.sh")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
