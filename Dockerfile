@@ -9,12 +9,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# a fixed uid / gid so that bind-mounted folders (recordings, checkpoints) can be given to it on the host
+# a fixed uid / gid so that bind-mounted folders (recordings, checkpoints) can be given to it on the host.
+# Every folder the compose file mounts a named volume on exists here, owned by that user: Docker fills a
+# new named volume from the image's folder, owner included (a folder missing here is created root-owned,
+# and the user could not write its volume)
 ARG UID=1000
 ARG GID=1000
 RUN groupadd --gid "${GID}" sensorium \
     && useradd --uid "${UID}" --gid sensorium --create-home --shell /usr/sbin/nologin sensorium \
-    && mkdir -p /var/lib/sensorium/store /var/lib/sensorium/checkpoints /app \
+    && mkdir -p /var/lib/sensorium/store /var/lib/sensorium/checkpoints /var/lib/sensorium/cache /app \
     && chown -R sensorium:sensorium /var/lib/sensorium
 
 WORKDIR /app

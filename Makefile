@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean deploy-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The deployment for real: a Docker engine (started here, installed when missing, as root), stand-in base
+# images, the image built and the compose stack run through its scenario (tests/deploy/scenario.py).
+# A dockerd that this target started is stopped again; the images and the build cache stay.
+deploy-check: $(STAMP)
+	sh tests/deploy/engine.sh
+	$(BIN)/python tests/deploy/scenario.py; status=$$?; sh tests/deploy/engine.sh stop; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
