@@ -32,5 +32,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# the embedded server is stopped first: run as root its files live outside .sensorium and are removed by
+# the next start once no server uses them
 clean:
+	-test ! -x $(BIN)/sensorium || SENSORIUM_HOME=.sensorium DJ_HOST= $(BIN)/sensorium db stop
 	rm -rf .sensorium demo-data
