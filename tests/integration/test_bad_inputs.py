@@ -14,13 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from recording_zip import zip_in_place
 
 CASES = Path(__file__).with_name("bad_inputs")
 KEYS = {
@@ -96,13 +96,7 @@ class _Case:
             os.mkfifo(rec / rel)
         if kind == "folder":
             return rec
-        archive = rec.with_name(rec.name + ".zip")
-        with zipfile.ZipFile(archive, "w") as zf:
-            for path in sorted(rec.rglob("*")):
-                if path.is_file():
-                    zf.write(path, f"{rec.name}/{path.relative_to(rec).as_posix()}")
-        shutil.rmtree(rec)
-        return archive
+        return zip_in_place(rec)
 
     def run(self) -> subprocess.CompletedProcess:
         env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore")

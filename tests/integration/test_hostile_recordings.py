@@ -15,11 +15,11 @@ import pickle
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from recording_zip import zip_in_place
 
 from pipeline.data.format import write_recording
 from pipeline.data.synth import SynthConfig, synthesize
@@ -54,13 +54,7 @@ def _crafted(source: Path, scratch: Path, payload: str, container: str) -> Path:
     (rec / "meta/trials/tiers.npy").write_bytes(PAYLOADS[payload]())
     if container == "folder":
         return rec
-    archive = rec.with_name(rec.name + ".zip")
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(rec.rglob("*")):
-            if path.is_file():
-                zf.write(path, f"{rec.name}/{path.relative_to(rec).as_posix()}")
-    shutil.rmtree(rec)
-    return archive
+    return zip_in_place(rec)
 
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
