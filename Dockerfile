@@ -37,6 +37,9 @@ extra = p['optional-dependencies']; print('\n'.join(p['dependencies'] + extra['n
 COPY README.md ./
 COPY pipeline/ pipeline/
 COPY schemas/ schemas/
+COPY jobs/ jobs/
+COPY usecases/ usecases/
+COPY cli/ cli/
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info
 COPY experiments/ experiments/

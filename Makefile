@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean deploy-check
+.PHONY: demo test test-fast lint install clean deploy-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,21 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo
+	$(BIN)/python -m cli.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# The quick tier (under 2 minutes on 2 cores): no PostgreSQL, GPU, program from outside the venv, slow or
+# soak test (the markers: pyproject.toml, applied in tests/conftest.py). `make test` runs everything.
+# One OpenMP thread: on a busy 2-core machine two threads per process spin against each other and the tiny
+# training tests run 5-8 times slower.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not database and not slow and not soak and not external and not gpu"
 
 # The deployment for real: a Docker engine (started here, installed when missing, as root), stand-in base
 # images, the image built and the compose stack run through its scenario (tests/deploy/scenario.py).

@@ -6,7 +6,7 @@ on the same synthetic recordings in a throwaway ``SENSORIUM_HOME``. The script p
 single-trial correlation next to the oracle (the planted expected response) and its relative change
 against the baseline, beside the relative changes the winning entry reported (SPEC 5.3).
 
-Run:  .venv/bin/python benchmarks/ablation.py [--mice 2] [--neurons 150] [--trials 1000] [--seed 0]
+Run:  .venv/bin/python -m benchmarks.ablation [--mice 2] [--neurons 150] [--trials 1000] [--seed 0]
       [--presets demo,only_history_demo,...] [--home DIR] [--json]
 """
 
@@ -16,13 +16,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO, command_line, sensorium
+
 EXPERIMENTS = REPO / "experiments"
 
 # relative change of test single-trial correlation vs the 6-mouse baseline, reported by the winner (SPEC 5.3)
@@ -35,15 +34,6 @@ REPORTED = {
     "new_hyperparams_demo": -4.1,
     "winner_demo": +19.5,  # the full Model 4 ensemble; here one member, so no ensemble gain
 }
-
-
-def sensorium(env: dict, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"sensorium {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
-    return proc.stdout
 
 
 def training_seconds(home: Path) -> dict[str, float]:
@@ -142,7 +132,7 @@ def main() -> None:
         s["change_pct"] = None if base is None else 100 * (s["test_corr"] - base) / base
         s["reported_pct"] = REPORTED.get(s["preset"])
     info = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "data": f"{args.mice} synthetic mice, {args.neurons} neurons, {args.trials} trials, seed {args.seed}",
         "wall_seconds": time.perf_counter() - t0,

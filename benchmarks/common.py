@@ -2,8 +2,8 @@
 ``SENSORIUM_HOME`` folders with their own embedded PostgreSQL, and child processes measured for wall
 time and peak resident memory.
 
-Not a benchmark itself; the scripts beside it import it (``benchmarks/`` is on ``sys.path`` as the
-running script's folder).
+Not a benchmark itself; the scripts beside it (and ``research/``) import it as ``benchmarks.common``,
+run from the repository root as modules (``python -m benchmarks.<name>``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+#: the ``sensorium`` command line as a child process of this interpreter (the console script's module)
+CLI = [sys.executable, "-m", "cli"]
 GIB = 1024**3
 MIB = 1024**2
 
@@ -79,6 +81,15 @@ def machine_line(m: dict[str, Any]) -> str:
     return f"{m['cpu']}, {cores}, {m['memory_gib']} GiB; GPU: {gpu}; torch {m['torch']}; {m['date']}"
 
 
+def sensorium(env: dict[str, str], *args: str, capture: bool = True) -> str:
+    """Run the CLI (:data:`CLI` ARGS) in ``env`` and return its stdout; exits with its output when it
+    fails. With ``capture=False`` its output goes to this terminal (long populate runs)."""
+    proc = subprocess.run([*CLI, *args], cwd=REPO, env=env, capture_output=capture, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"sensorium {' '.join(args)} failed:\n{proc.stdout}\n{(proc.stderr or '')[-3000:]}")
+    return proc.stdout or ""
+
+
 # ----------------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------------
@@ -110,7 +121,7 @@ def ensure_synthetic(scale: str, seed: int, data: Path | None = None) -> tuple[P
     start = time.perf_counter()
     # mice in parallel where cores and memory allow (a full-size mouse needs ~8 GB while generated)
     jobs = max(1, min(wanted, os.cpu_count() or 1, int(psutil.virtual_memory().available // (9 * GIB))))
-    cmd = [sys.executable, "-m", "pipeline.cli", "synth", "--scale", scale, "--seed", str(seed)]
+    cmd = [*CLI, "synth", "--scale", scale, "--seed", str(seed)]
     cmd += ["--jobs", str(jobs)]
     subprocess.run([*cmd, "--out", str(data)], cwd=REPO, check=True, stdout=sys.stderr)
     return data, time.perf_counter() - start
@@ -135,7 +146,7 @@ def throwaway_home(keep: Path | None = None) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "SENSORIUM_"))}
     env.update(SENSORIUM_HOME=str(home), PYTHONPATH=str(REPO))
     subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "db", "status"],
+        [*CLI, "db", "status"],
         cwd=REPO,
         env=env,
         check=True,

@@ -21,13 +21,13 @@ start=$(date +%s)
 step() { echo "== $1  [$(($(date +%s) - start)) s]"; }
 
 step "1-2. full scale: throughput of baseline and winner on CUDA, each option, autocast agreement"
-timeout 330 $py benchmarks/train_throughput.py --scale full --device cuda --compare-options \
+timeout 330 $py -m benchmarks.train_throughput --scale full --device cuda --compare-options \
     --agree-epochs 3 --json > "$out/throughput_full.json" || echo "full-scale throughput: exit $?"
-$py -c 'import json,sys; sys.path.insert(0, "benchmarks"); import train_throughput as t
+$py -c 'import json,sys; from benchmarks import train_throughput as t
 print(t.render(json.load(open(sys.argv[1]))))' "$out/throughput_full.json" || true
 
 step "3. demo scale on CUDA"
-timeout 60 $py benchmarks/train_throughput.py --scale demo --device cuda --options none,all \
+timeout 60 $py -m benchmarks.train_throughput --scale demo --device cuda --options none,all \
     | tee "$out/throughput_demo.txt" || echo "demo throughput: exit $?"
 
 step "4. tests/gpu"

@@ -10,7 +10,7 @@ What it measures:
     the ingest process (``wait4``); the database server's own memory is a separate process, not counted.
     Targets (issue 11): <= 60 s and <= 2 GB for one full-size recording on 2 cores.
 
-Run:  .venv/bin/python benchmarks/ingest.py [--scale full|demo] [--mouse 0] [--seed 0] [--data DIR] [--json]
+Run:  .venv/bin/python -m benchmarks.ingest [--scale full|demo] [--mouse 0] [--seed 0] [--data DIR] [--json]
       (the recordings are synthesised on first use into $SENSORIUM_BENCH_DATA or /tmp/sensorium-bench)
 """
 
@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import (
+
+from benchmarks.common import (
+    CLI,
     GIB,
     command_line,
     ensure_synthetic,
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     for form, path in (("folder", folder), ("zip", folder.with_name(folder.name + ".zip"))):
         with throwaway_home() as env:
             log(f"{form}: database started", start)
-            m = run_measured([sys.executable, "-m", "pipeline.cli", "ingest", "-q", str(path)], env)
+            m = run_measured([*CLI, "ingest", "-q", str(path)], env)
             m.check(f"ingest of {path}")
             log(f"{form}: ingested in {m.wall_s:.1f} s", start)
         log(f"{form}: database stopped and removed", start)

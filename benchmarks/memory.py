@@ -6,7 +6,7 @@ What it measures:
       1. ``start``: Python, torch, DataJoint imported and connected;
       2. ``fetch + tensors``: each scan's recording and regressors fetched from the database and object
          store and turned into tensors on the device (``schemas.training.stored_inputs`` +
-         ``pipeline.training.run.load_scans``: one scan at a time, as training does; ``--all-at-once``
+         ``pipeline.run.load_scans``: one scan at a time, as training does; ``--all-at-once``
          instead fetches every recording first, the way training did before, for comparison);
       3. ``model``: the winner model built and moved to the device;
       4. ``first epoch``: ``trainer.train`` with ``max_iter=1`` (its initial and final validation passes
@@ -17,9 +17,9 @@ What it measures:
     process and is not counted. Target (issue 11): <= 8 GB peak (the winning entry needed 32 GB).
 
     The recordings and their regressors come from a ``SENSORIUM_HOME`` prepared by
-    ``benchmarks/regressors.py --home DIR`` (done here first when ``--home`` is not given or empty).
+    ``python -m benchmarks.regressors --home DIR`` (done here first when ``--home`` is not given or empty).
 
-Run:  .venv/bin/python benchmarks/memory.py [--home DIR] [--device cpu] [--batches 5] [--all-at-once]
+Run:  .venv/bin/python -m benchmarks.memory [--home DIR] [--device cpu] [--batches 5] [--all-at-once]
       [--json]
 """
 
@@ -34,7 +34,16 @@ import sys
 import time
 from pathlib import Path
 
-from common import GIB, REPO, RssSampler, command_line, machine_info, machine_line, run_measured, table
+from benchmarks.common import (
+    GIB,
+    REPO,
+    RssSampler,
+    command_line,
+    machine_info,
+    machine_line,
+    run_measured,
+    table,
+)
 
 TARGET_GIB = 8.0
 EXPERIMENT = REPO / "experiments" / "winner.yaml"
@@ -61,7 +70,7 @@ def child(args: argparse.Namespace) -> None:
 
         import schemas
         from pipeline.experiments import load_experiment
-        from pipeline.training.run import RunSpec, build_model, load_scans
+        from pipeline.run import RunSpec, build_model, load_scans
         from pipeline.training.seeding import resolve_device
         from pipeline.training.trainer import train
         from schemas.data import Scan
@@ -137,7 +146,7 @@ def child(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, help="SENSORIUM_HOME prepared by benchmarks/regressors.py")
+    parser.add_argument("--home", type=Path, help="SENSORIUM_HOME prepared by benchmarks.regressors")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--batches", type=int, default=5, help="rounds of the first epoch on the CPU")
     parser.add_argument("--all-at-once", action="store_true", help="fetch every recording before tensors")
@@ -149,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     home = args.home or Path("/tmp/sb-memory")
     if not (home / "db").exists():
-        print(f"preparing {home} (ingest + regressors, benchmarks/regressors.py) ...", file=sys.stderr)
-        cmd = [sys.executable, str(REPO / "benchmarks" / "regressors.py"), "--home", str(home)]
-        subprocess.run(cmd, check=True, stdout=sys.stderr)
+        print(f"preparing {home} (ingest + regressors, benchmarks.regressors) ...", file=sys.stderr)
+        cmd = [sys.executable, "-m", "benchmarks.regressors", "--home", str(home)]
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=sys.stderr)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "SENSORIUM_"))}
     env.update(SENSORIUM_HOME=str(home), PYTHONPATH=str(REPO))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--device", args.device]
+    cmd = [sys.executable, "-m", "benchmarks.memory", "--child", "--device", args.device]
     cmd += ["--batches", str(args.batches)] + (["--all-at-once"] if args.all_at_once else [])
     m = run_measured(cmd, env, show_stderr=True).check("the measured training process")
     line = next(x for x in m.stdout.splitlines() if x.startswith("MEMORY "))

@@ -11,7 +11,7 @@ What it measures:
     recording: fetching its inputs from the database and object store, computing, inserting.
     Target (issue 11): <= 2 minutes in total for the six full-size recordings on 2 cores.
 
-Run:  .venv/bin/python benchmarks/regressors.py [--scale full|demo] [--seed 0] [--data DIR] [--json]
+Run:  .venv/bin/python -m benchmarks.regressors [--scale full|demo] [--seed 0] [--data DIR] [--json]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import (
+from benchmarks.common import (
     REPO,
     command_line,
     ensure_synthetic,
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         import schemas
         from pipeline.experiments import load_experiment
         from pipeline.settings import load_settings
-        from schemas.data import TrialOrder, ingest
+        from schemas.data import TrialOrder
         from schemas.regressors import (
             BehaviorNormalization,
             History,
@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             SplitParamSet,
             SplitSet,
             StateParamSet,
-            register_dataset_regressors,
         )
+        from usecases.experiments import register_dataset_regressors
+        from usecases.ingest import ingest
 
         settings = load_settings()
         schemas.activate(settings=settings)

@@ -5,7 +5,7 @@ The map costs one Gabor filtering of the training images and, per chunk of two p
 depend on the values); median of ``--repeats`` runs; the process's peak resident memory (getrusage) and,
 on CUDA, the peak allocated device memory.
 
-Run:  .venv/bin/python benchmarks/rf_map_cost.py [--trials 800] [--neurons 150] [--device cpu]
+Run:  .venv/bin/python -m benchmarks.rf_map_cost [--trials 800] [--neurons 150] [--device cpu]
       (demo size by default; SENSORIUM+ scans have about 4500 training trials and 7000-8000 neurons)
 """
 

@@ -23,10 +23,10 @@ What it measures:
     Everything is seeded; on CUDA the device is synchronised around every clock reading.
 
 Run (from the repository root):
-    .venv/bin/python benchmarks/train_throughput.py --scale demo
-    .venv/bin/python benchmarks/train_throughput.py --scale full --device cuda \
+    .venv/bin/python -m benchmarks.train_throughput --scale demo
+    .venv/bin/python -m benchmarks.train_throughput --scale full --device cuda \
         --compare-options --agree-epochs 5
-    .venv/bin/python benchmarks/train_throughput.py --experiment old_winner_demo.yaml --scale demo
+    .venv/bin/python -m benchmarks.train_throughput --experiment old_winner_demo.yaml --scale demo
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
-from common import GIB, MIB, REPO, command_line, machine_info, machine_line, recordings, table
 
+from benchmarks.common import GIB, MIB, REPO, command_line, machine_info, machine_line, recordings, table
 from pipeline.data.format import read_recording
 from pipeline.data.recording import Recording
 from pipeline.data.synth import scale_configs, synthesize
 from pipeline.experiments import load_experiment
 from pipeline.regressors.compute import compute_regressors
+from pipeline.run import RunSpec, build_model, build_scans
 from pipeline.training import speed
-from pipeline.training.run import RunSpec, build_model, build_scans
 from pipeline.training.seeding import resolve_device, set_seed
 from pipeline.training.trainer import BatchStream, _train_epoch, train, validation_correlation
 

@@ -14,7 +14,7 @@ refresh, reaping, reserve, the fetches of ``make_fetch`` (run twice), the insert
 completion and the heartbeat's current-job updates. (The heartbeat thread's own UPDATE every
 ``SENSORIUM_HEARTBEAT_S`` runs beside training, on its own connection.)
 
-Run:  .venv/bin/python benchmarks/workers.py [--jobs 6] [--epochs 4] [--neurons 150] [--trials 1000]
+Run:  .venv/bin/python -m benchmarks.workers [--jobs 6] [--epochs 4] [--neurons 150] [--trials 1000]
       [--home DIR] [--json]
 """
 
@@ -27,15 +27,11 @@ import platform
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from ablation import sensorium  # the same CLI runner (benchmarks/ is on sys.path as the script's folder)
-
-REPO = Path(__file__).resolve().parents[1]
-
+from benchmarks.common import CLI, REPO, sensorium
 
 CYCLE = re.compile(r"done   TrainedModel \{[^}]*seed=(\d+)\} in ([\d.]+) s \(cycle ([\d.]+) s\)")
 
@@ -50,7 +46,7 @@ def run_workers(env: dict, n_workers: int, n_jobs: int, logs: Path, restriction)
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker", "--queue", "gpu", "--experiment", "bench"]
+            [*CLI, "worker", "--queue", "gpu", "--experiment", "bench"]
             + ["--poll", "0.5", "--idle-exit", "3"],
             cwd=REPO,
             env=wenv,

@@ -166,7 +166,9 @@ def _postmaster_alive(data: Path) -> bool:
 def stop_embedded_server(db_dir: Path) -> bool:
     """Stop the embedded server of ``db_dir`` if one runs there. Returns whether one was stopped."""
     pgserver = _import_pgserver()
-    from pgserver._commands import pg_ctl
+    # pgserver makes its command functions at import time (setattr on the module), so its annotations
+    # do not list them
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
     data_dir = Path(db_dir).resolve()
     if not (data_dir / "postmaster.pid").exists():

@@ -79,7 +79,9 @@ class ExperimentSpec(FrozenConfig):
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
-        twice = sorted({s for s in seeds or [] if seeds.count(s) > 1})
+        if seeds is None:
+            return seeds
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
         if twice:
             raise ValueError(f"seed {twice[0]} is given more than once (each seed trains one model)")
         return seeds
@@ -107,6 +109,7 @@ class ExperimentSpec(FrozenConfig):
         """(dataset config, seed) of every member."""
         if self.seeds is not None:
             return [(self.dataset.config, s) for s in self.seeds]
+        assert self.members is not None  # either seeds or members (_seeds_or_members)
         out = []
         for m in self.members:
             config = copy.deepcopy(self.dataset.config)

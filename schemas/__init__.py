@@ -25,16 +25,15 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from pipeline.settings import STORE_NAME, Settings, SettingsError, load_settings
+from schemas.binding import BINDING, bound_settings
 
 if TYPE_CHECKING:
     import datajoint as dj
 
 #: schema modules in dependency order; each defines ``schema = dj.Schema()``
-SCHEMA_MODULES = ("data", "regressors", "fabrik", "training", "evaluation", "workers", "sweeps")
+SCHEMA_MODULES = ("data", "regressors", "fabrik", "sweeps", "training", "evaluation", "workers")
 #: schemas of a prefix that DataJoint does not manage: the Optuna studies of sweeps (``schemas.sweeps``)
 OTHER_SCHEMAS = ("optuna",)
-
-_state: dict = {"prefix": None, "connection": None, "settings": None}
 
 
 def _quiet_imports() -> None:
@@ -65,7 +64,7 @@ def _quiet_imports() -> None:
 def _datajoint_env_error(err: ValueError) -> str:
     """One line from DataJoint's settings validation error: the variable and what was wrong (never the
     value, which may be a password)."""
-    problems = getattr(err, "errors", lambda: [])()
+    problems: list[dict] = getattr(err, "errors", lambda: [])()
     if not problems:
         return f"DataJoint could not read its settings from the environment: {str(err).splitlines()[0]}"
     first = problems[0]
@@ -91,8 +90,7 @@ def connect(settings: Settings | None = None) -> dj.Connection:
     import datajoint as dj
 
     from pipeline.database import ensure_embedded_server
-    from schemas.introspection import use_catalog_introspection
-    from schemas.resilience import make_resilient
+    from schemas.dj_compat import make_resilient, use_catalog_introspection
 
     settings = settings or load_settings()
     db = settings.database
@@ -142,13 +140,13 @@ def activate(
     """
     settings = settings or load_settings()
     prefix = settings.db_prefix if prefix is None else prefix
-    if _state["prefix"] is not None:
-        if _state["prefix"] != prefix:
+    if BINDING.prefix is not None:
+        if BINDING.prefix != prefix:
             raise RuntimeError(
-                f"schemas are already active with prefix {_state['prefix']!r}; "
+                f"schemas are already active with prefix {BINDING.prefix!r}; "
                 f"a process can serve one prefix (asked for {prefix!r})"
             )
-        return _state["connection"]
+        return BINDING.connection
     connection = connection or connect(settings)
     _quiet_imports()
     import datajoint as dj
@@ -169,7 +167,7 @@ def activate(
                     "declared by the deployment's init step, as admin)"
                 ) from err
         _declare_job_tables(create)
-    _state.update(prefix=prefix, connection=connection, settings=settings)
+    BINDING.prefix, BINDING.connection, BINDING.settings = prefix, connection, settings
     return connection
 
 
@@ -256,14 +254,12 @@ def _declare_each_job_table(dj, create: bool) -> None:
                         f"the job table of {obj.__name__} is missing (SENSORIUM_CREATE_TABLES=false: job "
                         "tables are declared by the deployment's init step, as admin)"
                     )
-                len(obj.jobs)
+                len(obj().jobs)
 
 
 def active_settings() -> Settings:
-    """Settings of the active binding (after :func:`activate`)."""
-    if _state["settings"] is None:
-        raise RuntimeError("call schemas.activate() first")
-    return _state["settings"]
+    """Settings of the active binding (after :func:`activate`); see :mod:`schemas.binding`."""
+    return bound_settings()
 
 
 def drop(prefix: str, connection: dj.Connection | None = None) -> None:

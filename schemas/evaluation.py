@@ -10,6 +10,7 @@ from pipeline.data.loaders import response_precision
 from pipeline.scoring.evaluate import TierScore, score_tier
 from pipeline.scoring.predict import predict_all
 from pipeline.training.seeding import resolve_device
+from schemas.binding import bound_settings
 from schemas.data import GroundTruth, Scan, Tier  # noqa: F401 - Tier is referenced in table definitions
 from schemas.training import TrainedModel, load_trained_model
 
@@ -39,9 +40,8 @@ class Prediction(dj.Computed):
 
     def make_compute(self, key: dict, data_keys: list[str]):
         from pipeline.provenance import device_name
-        from schemas import active_settings
 
-        settings = active_settings()
+        settings = bound_settings()
         device = resolve_device(settings.device)
         model, scans = load_trained_model(key, device, settings.cache_dir)
         arrays = {k: predict_all(model, scans[k]) for k in data_keys}
@@ -59,7 +59,7 @@ def _scorable_tiers():
     return (Scan.TierInfo & {"responses_withheld": False}).proj()
 
 
-def _targets(data_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scan_targets(data_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised responses (T, N) as the model sees them, tiers (T,), image ids (T,)."""
     row = (Scan & {"data_key": data_key}).fetch1()
     p = response_precision(row["statistics"]["responses"]["all"]["std"])
@@ -106,7 +106,7 @@ def trained_fraction(model_key: dict, data_key: str, tier: str, original: np.nda
 
 def _insert_scores(table, key: dict, predictions: np.ndarray, **extra) -> None:
     """Score ``predictions`` (T, N) on the key's tier of its scan; insert the master and neuron rows."""
-    targets, tiers, image_ids = _targets(key["data_key"])
+    targets, tiers, image_ids = scan_targets(key["data_key"])
     mask = tiers == key["tier"]
     master, neurons = _score_rows(key, score_tier(targets[mask], predictions[mask], image_ids[mask]))
     table.insert1(dict(master, **extra))

@@ -16,6 +16,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from schemas.binding import bound_settings
+
 if TYPE_CHECKING:
     import datajoint as dj
 
@@ -74,9 +76,7 @@ def advisory_lock(
     if conn.adapter.backend != "postgresql":
         return
     if timeout_s is None:
-        from schemas import active_settings
-
-        timeout_s = active_settings().lock_timeout_s
+        timeout_s = bound_settings().lock_timeout_s
     kind = "xact_lock" if transaction else "lock"
     if conn.query(f"SELECT pg_try_advisory_{kind}(hashtext(%s))", args=(key,)).fetchone()[0]:
         return

@@ -8,16 +8,22 @@ state are computed from the responses exactly as the model sees them (r * p_n) i
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import datajoint as dj
 import numpy as np
 
-from pipeline.configs import HistoryConfig, SplitConfig, StateConfig, canonical_json, config_hash
+from pipeline.configs import (
+    FrozenConfig,
+    HistoryConfig,
+    SplitConfig,
+    StateConfig,
+    config_hash,
+    stored_form,
+)
+from pipeline.data.behavior import normalize_behavior
 from pipeline.data.loaders import response_precision
 from pipeline.data.recording import KNOWN_TIERS
-from pipeline.regressors.behavior import normalize_behavior
 from pipeline.regressors.history import build_history_bank
 from pipeline.regressors.splits import ensemble_splits
 from pipeline.regressors.state import fit_network_state
@@ -60,8 +66,9 @@ class BehaviorNormalization(dj.Computed):
 class _ParamSet:
     """Shared insert logic of the parameter tables: config -> (hash, canonical JSON)."""
 
-    config_class: type
+    config_class: type[FrozenConfig]
     prefix: str
+    insert1: Any  # from the DataJoint table class it is mixed into
 
     @classmethod
     def _validated(cls, config: Any):
@@ -80,9 +87,7 @@ class _ParamSet:
         cfg = cls._validated(config)
         key = cls.key_of(cfg)
         if not cls() & key:
-            cls().insert1(
-                dict(key, **{f"{cls.prefix}_config": json.loads(canonical_json(cfg))}), skip_duplicates=True
-            )
+            cls().insert1(dict(key, **{f"{cls.prefix}_config": stored_form(cfg)}), skip_duplicates=True)
         return key
 
 
@@ -241,17 +246,6 @@ class SplitSet(dj.Computed):
                 for i, row in enumerate(rows)
             ]
         )
-
-
-def register_dataset_regressors(dataset_config: dict) -> None:
-    """Insert the parameter sets a dataset config asks for (called when an experiment is added)."""
-    regs = dataset_config.get("regressors") or {}
-    if regs.get("history") is not None:
-        HistoryParamSet.add(regs["history"])
-    if regs.get("state") is not None:
-        StateParamSet.add(regs["state"])
-    if dataset_config.get("split") is not None:
-        SplitParamSet.add(dataset_config["split"])
 
 
 def fetch_regressors(data_key: str, dataset_config: dict) -> dict[str, Any]:

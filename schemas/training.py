@@ -15,9 +15,10 @@ import torch
 
 from pipeline import lifecycle
 from pipeline.provenance import code_version, environment
+from pipeline.run import Lazy, RunSpec, build_model, load_scans, run_training
 from pipeline.training.checkpoint import Checkpointer
-from pipeline.training.run import Lazy, RunSpec, build_model, load_scans, run_training
 from pipeline.training.seeding import resolve_device
+from schemas.binding import bound_settings
 from schemas.data import Scan
 from schemas.fabrik import Dataset, Model, Seed, Trainer, experiment_models, trainable_experiments
 from schemas.regressors import fetch_regressors
@@ -101,9 +102,7 @@ class TrainedModel(dj.Computed):
         return run_inputs(key)
 
     def make_compute(self, key: dict, spec_dict: dict, scans: list[tuple[str, str]]):
-        from schemas import active_settings
-
-        settings = active_settings()
+        settings = bound_settings()
         device = resolve_device(settings.device)
         spec = RunSpec.from_dicts(**spec_dict)
         recordings, regressors = stored_inputs([k for k, _ in scans], spec_dict["dataset_config"])
@@ -121,47 +120,57 @@ class TrainedModel(dj.Computed):
             should_stop=lifecycle.training_should_stop,
             should_prune=pruner_for(key),  # a trial of a sweep that prunes: stop when clearly worse
         )
-        finished = datetime.datetime.now()
-        row = dict(
-            best_val_corr=result.best_val_corr,
-            epochs=result.epochs,
-            started_at=started,
-            finished_at=finished,
-            duration_s=(finished - started).total_seconds(),
-            resumed_from_epoch=result.resumed_from,
-            data_checksums=dict(scans),
-            **environment(device),
-        )
+        row = run_row(result.best_val_corr, result.epochs, started, result.resumed_from, scans, device)
         state = {k: v.numpy() for k, v in result.state_dict.items()}
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return row, [e.__dict__ for e in result.history], state, int(n_params)
 
     def make_insert(self, key: dict, row: dict, epochs: list[dict], state: dict, n_params: int) -> None:
-        self.insert1(dict(key, **row))
-        self.UsedScan.insert([dict(key, data_key=k, checksum=c) for k, c in row["data_checksums"].items()])
-        self.Epoch.insert(
-            [
-                dict(
-                    key,
-                    epoch=e["epoch"],
-                    lr=e["lr"],
-                    train_loss=e["train_loss"],
-                    val_corr=e["val_corr"],
-                    seconds=e["seconds"],
-                )
-                for e in epochs
-            ]
+        self.insert_run(key, row, epochs, state, n_params)
+
+    @classmethod
+    def insert_run(
+        cls,
+        key: dict,
+        row: dict,
+        epochs: list[dict],
+        state: dict,
+        n_params: int,
+        imported: dict | None = None,
+    ) -> None:
+        """Insert one run: the row (:func:`run_row`), its scans, its learning curve, its weights and, for
+        weights imported from a file, where they came from (``imported``: ``source_file``,
+        ``source_sha256``). The one writer of these tables: training's ``make`` and checkpoint import."""
+        direct = {"allow_direct_insert": True}  # an import inserts outside populate
+        cls.insert1(dict(key, **row), **direct)
+        cls.UsedScan.insert(
+            [dict(key, data_key=k, checksum=c) for k, c in row["data_checksums"].items()], **direct
         )
-        self.Checkpoint.insert1(dict(key, state_dict=state, n_parameters=n_params))
+        if epochs:  # an imported model has no learning curve
+            cls.Epoch.insert(
+                [
+                    dict(
+                        key,
+                        epoch=e["epoch"],
+                        lr=e["lr"],
+                        train_loss=e["train_loss"],
+                        val_corr=e["val_corr"],
+                        seconds=e["seconds"],
+                    )
+                    for e in epochs
+                ],
+                **direct,
+            )
+        if imported is not None:
+            cls.Imported.insert1(dict(key, **imported), **direct)
+        cls.Checkpoint.insert1(dict(key, state_dict=state, n_parameters=int(n_params)), **direct)
 
     # -- checkpoints (one file per job key; deleted once the row is committed) ----------------------------
 
     @classmethod
     def checkpoint_dir(cls) -> Path:
         """``$SENSORIUM_CHECKPOINTS/<schema>/trained_model`` (the schema name keeps prefixes apart)."""
-        from schemas import active_settings
-
-        return active_settings().checkpoints / cls.database / cls.table_name.lstrip("_")
+        return bound_settings().checkpoints / cls.database / cls.table_name.lstrip("_")
 
     @classmethod
     def checkpointer(cls, key: dict, spec_dict: dict, scans: list[tuple[str, str]]) -> Checkpointer:
@@ -190,6 +199,28 @@ class TrainedModel(dj.Computed):
                 cls.discard_checkpoint(key)
                 removed += 1
         return removed
+
+
+def run_row(
+    best_val_corr: float,
+    epochs: int,
+    started: datetime.datetime,
+    resumed_from: int,
+    scans: list[tuple[str, str]],
+    device: torch.device,
+) -> dict:
+    """The secondary attributes of a ``TrainedModel`` row, ending now: scores, provenance, timing."""
+    finished = datetime.datetime.now()
+    return dict(
+        best_val_corr=best_val_corr,
+        epochs=epochs,
+        started_at=started,
+        finished_at=finished,
+        duration_s=(finished - started).total_seconds(),
+        resumed_from_epoch=resumed_from,
+        data_checksums=dict(scans),
+        **environment(device),
+    )
 
 
 def declared_models():

@@ -90,7 +90,8 @@ def _save(rec: Recording, folder: Path) -> None:
         for var, variants in rec.statistics.items():
             for variant, stats in variants.items():
                 meta |= {_SEP.join(("statistics", var, variant, s)): v for s, v in stats.items()}
-        np.savez(tmp / "meta.npz", **meta)
+        # numpy's stub: mypy matches **meta (dict[str, ndarray]) against the keyword allow_pickle: bool
+        np.savez(tmp / "meta.npz", **meta)  # type: ignore[arg-type]
         info = {"data_key": rec.data_key, "checksum": rec.checksum, "extra": rec.extra}
         (tmp / "info.json").write_text(json.dumps(info))
         try:

@@ -291,6 +291,52 @@ def read_recording(path: str | Path, *, progress: bool = True) -> Recording:
 
 
 def _read(src: _Source, progress: bool) -> Recording:
+    """Read and validate everything of ``src``, in an order that keeps each check cheap: the file listing
+    first (names and sizes, nothing read; the ``data/`` file names fix the number of trials T), then the
+    small ``meta/`` arrays (the number of neurons N), then the per-trial files, checked against both as
+    they are read, and the statistics last."""
+    files = _content_files(src)
+    load = _Loader(src)
+    indices = _trial_file_indices(src, files)
+    T = _trial_count(src, indices)
+    # both meta folders are read before either is checked (a missing one is reported first)
+    neurons = _read_meta_folder(src, files, "meta/neurons", NEURON_FIELDS, load)
+    trials = _read_meta_folder(src, files, "meta/trials", TRIAL_FIELDS, load)
+    N = _check_neurons(src, neurons)
+    _check_trials(src, trials, T)
+    merged = _read_trial_data(src, indices, T, N, load, progress)
+    statistics = _read_statistics(src, files, N, load)
+    return Recording(
+        data_key=data_key_from_name(src.name) or data_key_from_neurons(neurons),
+        images=merged["images"],
+        responses=merged["responses"],
+        behavior=merged["behavior"],
+        pupil_center=merged["pupil_center"],
+        neurons=neurons,
+        trials=trials,
+        statistics=statistics,
+        checksum=load.digest.hexdigest(),
+        extra={"folder_name": src.name},
+    )
+
+
+class _Loader:
+    """Reads files of one recording as arrays; each file's bytes go into the content checksum (SHA-256
+    over name and hash of every file, in the order read, which is the same for a folder and a zip)."""
+
+    def __init__(self, src: _Source) -> None:
+        self.src = src
+        self.digest = hashlib.sha256()
+
+    def __call__(self, rel: str) -> np.ndarray:
+        data = self.src.read(rel)
+        self.digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        return _load_npy(self.src, rel, data)
+
+
+def _content_files(src: _Source) -> list[str]:
+    """The sorted ``data/`` and ``meta/`` files; refused before anything is read when their declared
+    sizes add up to more than :data:`MAX_RECORDING_BYTES`."""
     files = sorted(f for f in src.files() if f.startswith(_CONTENT_PREFIXES))
     total = sum(src.size(f) for f in files)
     if total > MAX_RECORDING_BYTES:
@@ -300,14 +346,11 @@ def _read(src: _Source, progress: bool) -> Recording:
             f"at most {MAX_RECORDING_BYTES >> 30} GiB of data/ and meta/ files",
             f"{total} bytes",
         )
-    digest = hashlib.sha256()
+    return files
 
-    def load(rel: str) -> np.ndarray:
-        data = src.read(rel)
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-        return _load_npy(src, rel, data)
 
-    # ---- which trial files exist, per variable
+def _trial_file_indices(src: _Source, files: list[str]) -> dict[str, dict[int, str]]:
+    """variable -> trial index -> file, for every per-trial variable: a folder of ``<i>.npy`` files."""
     indices: dict[str, dict[int, str]] = {}
     for var in TRIAL_VARIABLES:
         folder = f"data/{var}/"
@@ -325,6 +368,11 @@ def _read(src: _Source, progress: bool) -> Recording:
                 )
             found[int(m.group(1))] = rel
         indices[var] = found
+    return indices
+
+
+def _trial_count(src: _Source, indices: dict[str, dict[int, str]]) -> int:
+    """T, the number of trials: every variable has the files ``0..T-1.npy`` of the fullest one."""
     reference = max(TRIAL_VARIABLES, key=lambda v: len(indices[v]))
     T = len(indices[reference])
     expected_ids = set(range(T))
@@ -343,10 +391,12 @@ def _read(src: _Source, progress: bool) -> Recording:
             raise RecordingFormatError(
                 src.path, f"data/{var}", f"trial files 0..{T - 1}.npy", f"unexpected indices {extra[:5]}"
             )
+    return T
 
-    # ---- meta first: it fixes N and T, so per-trial shapes can be checked as they are read
-    neurons = _read_meta_folder(src, files, "meta/neurons", NEURON_FIELDS, load)
-    trials = _read_meta_folder(src, files, "meta/trials", TRIAL_FIELDS, load)
+
+def _check_neurons(src: _Source, neurons: dict[str, np.ndarray]) -> int:
+    """Check ``meta/neurons`` (one entry per neuron, finite coordinates, integer ids, short labels);
+    returns N = len(unit_ids)."""
     N = len(np.asarray(neurons["unit_ids"]).ravel())
     for name in NEURON_FIELDS:
         want = (N, 3) if name == "cell_motor_coordinates" else (N,)
@@ -362,9 +412,15 @@ def _read(src: _Source, progress: bool) -> Recording:
         _check_integer_ids(src, f"meta/neurons/{name}.npy", neurons[name])
     for name in ("area", "layer"):
         longest = max((len(v) for v in neurons[name].astype(str)), default=0)
-        if longest > 32:
+        if longest > 32:  # the database column's width
             rel = f"meta/neurons/{name}.npy"
             raise RecordingFormatError(src.path, rel, "labels of at most 32 characters", f"{longest}")
+    return N
+
+
+def _check_trials(src: _Source, trials: dict[str, np.ndarray], T: int) -> None:
+    """Check ``meta/trials`` (one entry per trial, known tiers, integer image ids, parseable
+    timestamps); the tiers are replaced by their unicode form (they may come as bytes)."""
     for name, arr in trials.items():
         if arr.ndim < 1 or arr.shape[0] != T:
             raise RecordingFormatError(
@@ -386,34 +442,53 @@ def _read(src: _Source, progress: bool) -> Recording:
         )
     parse_timestamps(trials["frame_trial_ts"], source=src.path)  # validates; the raw strings are kept
 
-    # ---- per-trial data, merged
-    merged: dict[str, np.ndarray] = {}
-    bar = tqdm(total=T * len(TRIAL_VARIABLES), desc=f"reading {src.name}", unit="file", disable=not progress)
-    for var, pattern in TRIAL_VARIABLES.items():
-        want = tuple(N if (var == "responses") else s for s in pattern)
-        out: np.ndarray | None = None
-        for i in range(T):
-            rel = indices[var][i]
-            arr = load(rel)
-            if out is None:
-                if var == "images" and (arr.ndim != 3 or arr.shape[0] != 1 or min(arr.shape) < 1):
-                    raise RecordingFormatError(
-                        src.path, rel, "shape (1, height, width)", f"shape {arr.shape}"
-                    )
-                want = arr.shape if var == "images" else want
-                _check_numeric(src, rel, arr)
-                out = np.empty((T, *want), dtype=arr.dtype)
-            if arr.shape != want:
-                raise RecordingFormatError(src.path, rel, f"shape {want}", f"shape {arr.shape}")
-            if arr.dtype != out.dtype:
-                _check_numeric(src, rel, arr)
-            _check_finite(src, rel, arr)
-            out[i] = arr
-            bar.update()
-        merged[var] = out
-    bar.close()
 
-    # ---- statistics
+def _read_trial_data(
+    src: _Source, indices: dict[str, dict[int, str]], T: int, N: int, load: _Loader, progress: bool
+) -> dict[str, np.ndarray]:
+    """variable -> its per-trial files merged: ``images`` (T, 1, H, W), ``responses`` (T, N),
+    ``behavior`` (T, 3), ``pupil_center`` (T, 2), each of the dtype of its trial 0."""
+    bar = tqdm(total=T * len(TRIAL_VARIABLES), desc=f"reading {src.name}", unit="file", disable=not progress)
+    merged = {var: _merge_trials(src, var, indices[var], T, N, load, bar) for var in TRIAL_VARIABLES}
+    bar.close()
+    return merged
+
+
+def _merge_trials(
+    src: _Source, var: str, files: dict[int, str], T: int, N: int, load: _Loader, bar: tqdm
+) -> np.ndarray:
+    """The files ``0..T-1.npy`` of ``var`` as one (T, *shape) array; every file must have the shape of
+    :data:`TRIAL_VARIABLES` (an image's height and width: those of trial 0), numbers and finite values."""
+    want = tuple(N if (var == "responses") else s for s in TRIAL_VARIABLES[var])
+    out: np.ndarray | None = None
+    for i in range(T):
+        rel = files[i]
+        arr = load(rel)
+        if out is None:  # trial 0 fixes the image size and the dtype of the merged array
+            if var == "images" and (arr.ndim != 3 or arr.shape[0] != 1 or min(arr.shape) < 1):
+                raise RecordingFormatError(src.path, rel, "shape (1, height, width)", f"shape {arr.shape}")
+            want = arr.shape if var == "images" else want
+            _check_numeric(src, rel, arr)
+            dims = [n for n in want if n is not None]
+            assert len(dims) == len(want), "trial 0 or N gives every size TRIAL_VARIABLES leaves open"
+            out = np.empty((T, *dims), dtype=arr.dtype)
+        if arr.shape != want:
+            raise RecordingFormatError(src.path, rel, f"shape {want}", f"shape {arr.shape}")
+        if arr.dtype != out.dtype:  # a number of another dtype is converted; anything else refused
+            _check_numeric(src, rel, arr)
+        _check_finite(src, rel, arr)
+        out[i] = arr
+        bar.update()
+    assert out is not None, "T >= 1: every variable has a trial file (_trial_file_indices)"
+    return out
+
+
+def _read_statistics(
+    src: _Source, files: list[str], N: int, load: _Loader
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """``statistics[var][variant][stat]`` from ``meta/statistics``: every variant found (``all``
+    required) with all of :data:`STATISTICS`; a scalar for images, else one value per neuron or per
+    behaviour / eye coordinate."""
     statistics: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     sizes = {"images": None, "responses": N, "behavior": 3, "pupil_center": 2}
     for var, size in sizes.items():
@@ -426,36 +501,32 @@ def _read(src: _Source, progress: bool) -> Recording:
                 src.path, f"meta/statistics/{var}/all", "a folder with min/max/mean/median/std.npy", "nothing"
             )
         for variant in variants:
-            statistics[var][variant] = {}
-            for stat in STATISTICS:
-                rel = f"meta/statistics/{var}/{variant}/{stat}.npy"
-                if rel not in files:
-                    raise RecordingFormatError(src.path, rel, "a statistics file", "no file")
-                arr = load(rel)
-                ok = arr.size == 1 if size is None else arr.shape == (size,)
-                if not ok:
-                    want = "a scalar" if size is None else f"shape ({size},)"
-                    raise RecordingFormatError(src.path, rel, want, f"shape {arr.shape}")
-                _check_numeric(src, rel, arr)
-                _check_finite(src, rel, arr)
-                statistics[var][variant][stat] = arr
-
-    data_key = data_key_from_name(src.name) or data_key_from_neurons(neurons)
-    return Recording(
-        data_key=data_key,
-        images=merged["images"],
-        responses=merged["responses"],
-        behavior=merged["behavior"],
-        pupil_center=merged["pupil_center"],
-        neurons=neurons,
-        trials=trials,
-        statistics=statistics,
-        checksum=digest.hexdigest(),
-        extra={"folder_name": src.name},
-    )
+            folder = f"meta/statistics/{var}/{variant}"
+            statistics[var][variant] = {
+                stat: _statistics_file(src, files, f"{folder}/{stat}.npy", size, load) for stat in STATISTICS
+            }
+    return statistics
 
 
-def _read_meta_folder(src: _Source, files: list[str], folder: str, required: tuple[str, ...], load) -> dict:
+def _statistics_file(src: _Source, files: list[str], rel: str, size: int | None, load: _Loader) -> np.ndarray:
+    """One statistics array: present, a scalar (``size`` None) or of shape (size,), numeric, finite."""
+    if rel not in files:
+        raise RecordingFormatError(src.path, rel, "a statistics file", "no file")
+    arr = load(rel)
+    ok = arr.size == 1 if size is None else arr.shape == (size,)
+    if not ok:
+        want = "a scalar" if size is None else f"shape ({size},)"
+        raise RecordingFormatError(src.path, rel, want, f"shape {arr.shape}")
+    _check_numeric(src, rel, arr)
+    _check_finite(src, rel, arr)
+    return arr
+
+
+def _read_meta_folder(
+    src: _Source, files: list[str], folder: str, required: tuple[str, ...], load: _Loader
+) -> dict[str, np.ndarray]:
+    """name -> array of every ``<folder>/<name>.npy`` (read in name order); the ``required`` ones must
+    be there."""
     entries = {
         PurePosixPath(f).stem: f
         for f in files

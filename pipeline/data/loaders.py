@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from pipeline.configs import DatasetConfig
+from pipeline.data.behavior import normalize_behavior
 from pipeline.data.images import rescale_bilinear
 from pipeline.data.recording import Recording
-from pipeline.regressors.behavior import normalize_behavior
 
 TIER_NAMES = ("train", "validation", "test", "final_test")
 
@@ -203,7 +204,9 @@ def build_scan_tensors(
             behavior = normalize_behavior(behavior, stats["behavior"]["all"], cfg.behavior_normalization)
         pc_mean = np.asarray(stats["pupil_center"]["all"]["mean"], dtype=np.float32)
         pc_std = np.asarray(stats["pupil_center"]["all"]["std"], dtype=np.float32)
-        pupil = (pupil - pc_mean) / np.where(pc_std > 0, pc_std, 1.0)
+        # float32 (the 1.0 is a weak scalar); numpy's stub types np.where as NDArray[Any]
+        pc_scale: NDArray[np.float32] = np.where(pc_std > 0, pc_std, 1.0)
+        pupil = (pupil - pc_mean) / pc_scale
     extras: dict[str, torch.Tensor] = {}
     if "state" in regressors:
         extras["state"] = torch.from_numpy(np.ascontiguousarray(regressors["state"], dtype=np.float32))

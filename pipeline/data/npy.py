@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -101,7 +101,7 @@ class _ArrayState:
             raise NpyError("a pickled array with an invalid shape")
         dtype = _as_dtype(dtype)
         count = math.prod(shape)
-        order = "F" if fortran else "C"
+        order: Literal["C", "F"] = "F" if fortran else "C"
         if dtype.hasobject:
             if not isinstance(values, list) or len(values) != count:
                 raise NpyError(f"a pickled array whose values do not fill its shape {shape}")

@@ -17,6 +17,10 @@ expected response given everything up to the trial):
 
 Rates are generated in presentation (time) order; files are then written in a random permutation, as in
 the real data (file names carry no time information).
+
+:func:`synthesize` returns the recording and its ground truth; :func:`synthesize_world` also returns the
+generator's intermediates in time order (:class:`SyntheticWorld`: the planted image drive and its Gabor
+filters, the softplus argument, the gains), for analyses that rebuild the rate with one thing changed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage
 
 from pipeline.data.format import write_recording
@@ -253,21 +258,79 @@ def _gabors(rng, centers_px: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np
     return even, odd
 
 
-def _softplus(x: np.ndarray) -> np.ndarray:
-    return np.logaddexp(0.0, x)
-
-
 def _statistics(arr: np.ndarray, scalar: bool) -> dict[str, np.ndarray]:
     axis = None if scalar else 0
     a = arr.astype(np.float64)
     if not scalar:
         a = a.reshape(a.shape[0], -1)
-    funcs = {"min": np.min, "max": np.max, "mean": np.mean, "median": np.median, "std": np.std}
+    funcs: dict[str, Callable[..., ArrayLike]] = {
+        "min": np.min,
+        "max": np.max,
+        "mean": np.mean,
+        "median": np.median,
+        "std": np.std,
+    }
     return {s: np.asarray(funcs[s](a, axis=axis), dtype=np.float32) for s in STATISTICS}
 
 
+@dataclass(frozen=True)
+class SyntheticWorld:
+    """One synthetic recording with what the generator planted on the way to it.
+
+    ``recording`` and ``truth`` are what :func:`synthesize` returns (file order). The other arrays are in
+    presentation (time) order, T trials x N neurons; h x w is the model's image size (``MODEL_SCALE``).
+    ``expected == rate_scale * softplus(pre)`` up to float rounding (:func:`softplus`).
+
+    Attributes:
+        recording: the recording as written (file order).
+        truth: the ground truth sidecar (file order; see :func:`synthesize`).
+        time_of_file: (T,) presentation position of file index i (``truth["time_rank"]``).
+        tiers: (T,) tier of each presentation.
+        eye_shift: (T, 2) receptive-field shift, (x, y) pixels at the model's scale.
+        even, odd: (N, h*w) each neuron's Gabor pair (unit norm, centred on its receptive field).
+        simple: (N,) linear share of each neuron's drive (1: simple cell, 0: complex cell, energy).
+        drive: (T, N) the planted image drive, standardised per neuron (``truth["image_weight"]``
+            multiplies it).
+        pre: (T, N) the softplus argument: 0.3 + image drive + behaviour + latents + history.
+        gain: (T, N) each neuron's session gain drift, exp(gain_drift x drift x coupling).
+        base_rate: (N,) each neuron's base rate.
+        expected: (T, N) the oracle, float64 (``truth["expected"]`` is its float32 copy in file order).
+        responses: (T, N) the realised responses before zeroing, float64.
+    """
+
+    recording: Recording
+    truth: dict[str, np.ndarray]
+    time_of_file: np.ndarray
+    tiers: np.ndarray
+    eye_shift: np.ndarray
+    even: np.ndarray
+    odd: np.ndarray
+    simple: np.ndarray
+    drive: np.ndarray
+    pre: np.ndarray
+    gain: np.ndarray
+    base_rate: np.ndarray
+    expected: np.ndarray
+    responses: np.ndarray
+
+    @property
+    def rate_scale(self) -> np.ndarray:
+        """(T, N) what multiplies the softplus: base rate x gain drift / softplus(0.3) (the normaliser)."""
+        return self.base_rate * self.gain / softplus(np.array(0.3))
+
+    @property
+    def order(self) -> np.ndarray:
+        """(T,) file indices in presentation order: ``truth[k][world.order]`` is in time order."""
+        return np.argsort(self.time_of_file)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """The generator's rate nonlinearity, log(1 + exp(x)), elementwise."""
+    return np.logaddexp(0.0, x)
+
+
 def synthesize(cfg: SynthConfig, mouse: int = 0) -> tuple[Recording, dict[str, np.ndarray]]:
-    """Generate one recording and its ground truth.
+    """Generate one recording and its ground truth (:func:`synthesize_world` without the intermediates).
 
     Args:
         cfg: sizes and effect strengths.
@@ -280,15 +343,70 @@ def synthesize(cfg: SynthConfig, mouse: int = 0) -> tuple[Recording, dict[str, n
         ``gain`` (T,) session drift factor; ``gain_coupling`` (N,); ``history_weight`` (N,);
         ``rf_center`` (N, 2) in normalised [-1, 1] image coordinates; ``eye_shift`` (T, 2) pixels at 36x64.
     """
+    world = synthesize_world(cfg, mouse)
+    return world.recording, world.truth
+
+
+def synthesize_world(cfg: SynthConfig, mouse: int = 0) -> SyntheticWorld:
+    """Generate one recording, its ground truth and the generator's intermediates (:class:`SyntheticWorld`).
+
+    Every step draws from one random stream seeded by (``cfg.seed``, ``mouse``), in a fixed order: the
+    same arguments give the same bits, and each step below must keep its place in that order (a new
+    draw goes at the end, or every recording generated so far changes).
+
+    Raises:
+        SynthConfigError: ``mouse`` is not a non-negative integer.
+    """
     if not isinstance(mouse, Integral) or isinstance(mouse, bool) or mouse < 0:
         raise SynthConfigError("mouse", "a non-negative integer", mouse)
     mouse = int(mouse)
     rng = np.random.default_rng([cfg.seed, mouse, 7919])
-    T, N = cfg.n_trials, cfg.n_neurons
-    h, w = int(round(cfg.height * MODEL_SCALE)), int(round(cfg.width * MODEL_SCALE))
+    shown = _presentations(cfg, rng)
+    images_t, view = _stimulus(cfg, rng, shown)
+    behavior = _behavior(cfg, rng)
+    _follow_the_eye(view, behavior.eye_shift)
+    cells = _receptive_fields(rng, cfg.n_neurons, *view.shape[1:])  # (h, w): the model's image size
+    drive = _image_drive(view, cells)
+    mod = _modulators(cfg, rng, behavior)
+    rates = _generate(cfg, rng, drive, mod)
+    stamps, flips = _trial_times(rng, cfg.n_trials)
+    time_of_file = rng.permutation(cfg.n_trials)  # file i holds presentation position time_of_file[i]
+    planted = _Planted(shown, images_t, behavior, cells, mod, rates, stamps, flips, time_of_file)
+    rec = _recording(cfg, mouse, rng, planted)
+    return SyntheticWorld(
+        recording=rec,
+        truth=_truth(cfg, planted),
+        time_of_file=time_of_file,
+        tiers=shown.tiers,
+        eye_shift=behavior.eye_shift,
+        even=cells.even,
+        odd=cells.odd,
+        simple=cells.simple,
+        drive=drive,
+        pre=rates.pre,
+        gain=rates.gain,
+        base_rate=mod.base_rate,
+        expected=rates.expected,
+        responses=rates.responses,
+    )
 
-    # ---- schedule in presentation order (SynthConfig has checked that every tier gets trials)
-    n_train, n_val, n_test_img, n_final_img = _schedule(cfg, T)
+
+# -- the generator's steps, in the order they draw from the random stream --------------------------------
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """What each presentation (time order) shows: ``tiers`` (T,) and ``image`` (T,) ids into the pool of
+    ``n_images`` images (the test images repeated ``n_repeats`` times)."""
+
+    tiers: np.ndarray
+    image: np.ndarray
+    n_images: int
+
+
+def _presentations(cfg: SynthConfig, rng: np.random.Generator) -> _Shown:
+    """The tiers' trials in a random presentation order (SynthConfig has checked every tier gets some)."""
+    n_train, n_val, n_test_img, n_final_img = _schedule(cfg, cfg.n_trials)
     n_test = n_test_img * cfg.n_repeats
     n_final = n_final_img * cfg.n_repeats
     labels = np.array(
@@ -302,29 +420,67 @@ def synthesize(cfg: SynthConfig, mouse: int = 0) -> tuple[Recording, dict[str, n
             np.repeat(unique_ids[n_train + n_val + n_test_img :], cfg.n_repeats),
         ]
     )
-    order = rng.permutation(T)  # presentation position p shows label order[p]
-    tiers_t, image_t = labels[order], image_of_label[order]
+    order = rng.permutation(cfg.n_trials)  # presentation position p shows label order[p]
+    return _Shown(labels[order], image_of_label[order], len(unique_ids))
 
-    # ---- images, as the model sees them (rescaled, standardised), shifted by the eye position
-    pool = _one_over_f_images(rng, len(unique_ids), cfg.height, cfg.width)
-    images_t = pool[image_t][:, None]  # (T, 1, H, W) uint8
-    view = rescale_bilinear(pool.astype(np.float32), MODEL_SCALE)[image_t]  # (T, h, w)
-    view = (view - 128.0) / 45.0
 
-    # ---- behaviour and eye position over time
+def _stimulus(cfg: SynthConfig, rng: np.random.Generator, shown: _Shown) -> tuple[np.ndarray, np.ndarray]:
+    """(images (T, 1, H, W) uint8 as shown, view (T, h, w) float32): the image as the model sees it,
+    rescaled to ``MODEL_SCALE`` and standardised (before the eye shift)."""
+    pool = _one_over_f_images(rng, shown.n_images, cfg.height, cfg.width)
+    images_t = pool[shown.image][:, None]
+    view = rescale_bilinear(pool.astype(np.float32), MODEL_SCALE)[shown.image]
+    return images_t, (view - 128.0) / 45.0
+
+
+@dataclass(frozen=True)
+class _Behavior:
+    """Behaviour and eye position over time: ``pupil`` (T,), ``speed`` (T,) running speed, ``behavior``
+    (T, 3) = (pupil, its derivative, speed), ``eye`` (T, 2) pupil centre, ``eye_shift`` (T, 2) the
+    receptive-field shift it causes, (x, y) pixels at the model's scale."""
+
+    pupil: np.ndarray
+    speed: np.ndarray
+    behavior: np.ndarray
+    eye: np.ndarray
+    eye_shift: np.ndarray
+
+
+def _behavior(cfg: SynthConfig, rng: np.random.Generator) -> _Behavior:
+    """Slow pupil size with faster fluctuations, bouts of running, a wandering eye (AR(1) processes)."""
+    T = cfg.n_trials
     pupil = np.clip(18 + 5 * _ar1(rng, T, 0.995)[:, 0] + 1.5 * _ar1(rng, T, 0.7)[:, 0], 3, None)
     dpupil = np.diff(pupil, prepend=pupil[0])
     running_state = _ar1(rng, T, 0.97)[:, 0] > 0.3
     speed = running_state * (12 + 6 * _ar1(rng, T, 0.8)[:, 0]) + 0.5 * rng.standard_normal(T)
-    behavior_t = np.stack([pupil, dpupil, speed], axis=1)
-    eye_t = np.array([200.0, 140.0]) + np.array([8.0, 5.0]) * _ar1(rng, T, 0.85, 2)
-    eye_z = (eye_t - eye_t.mean(0)) / eye_t.std(0)
-    eye_shift = cfg.eye_shift_px * eye_z  # (T, 2) = (x, y) pixels at model scale
-    for t in range(T):
-        # the receptive field moves with the eye: sample the image at x + shift
+    eye = np.array([200.0, 140.0]) + np.array([8.0, 5.0]) * _ar1(rng, T, 0.85, 2)
+    eye_z = (eye - eye.mean(0)) / eye.std(0)
+    behavior = np.stack([pupil, dpupil, speed], axis=1)
+    return _Behavior(pupil, speed, behavior, eye, cfg.eye_shift_px * eye_z)
+
+
+def _follow_the_eye(view: np.ndarray, eye_shift: np.ndarray) -> None:
+    """Shift every (h, w) view in place by its trial's eye shift: the receptive fields move with the
+    eye, so a neuron sees the image at x + shift."""
+    for t in range(len(view)):
         view[t] = ndimage.shift(view[t], (-eye_shift[t, 1], -eye_shift[t, 0]), order=1, mode="nearest")
 
-    # ---- neurons: cortex position, retinotopy, receptive fields
+
+@dataclass(frozen=True)
+class _Cells:
+    """The neurons: ``coords`` (N, 3) cortex position, ``rf_center`` (N, 2) receptive-field centre in
+    normalised [-1, 1] image coordinates, Gabor pair ``even`` / ``odd`` (N, h*w), ``simple`` (N,)."""
+
+    coords: np.ndarray
+    rf_center: np.ndarray
+    even: np.ndarray
+    odd: np.ndarray
+    simple: np.ndarray
+
+
+def _receptive_fields(rng: np.random.Generator, N: int, h: int, w: int) -> _Cells:
+    """Neurons spread over cortex, their receptive-field centres a smooth function of that position
+    (retinotopy, with a little scatter), a Gabor pair at each centre and a simple/complex mix."""
     coords = np.stack([rng.uniform(0, 800, N), rng.uniform(0, 800, N), rng.uniform(150, 350, N)], axis=1)
     c = coords[:, :2] - coords[:, :2].mean(0)
     c = c / np.abs(c).max()
@@ -335,127 +491,234 @@ def synthesize(cfg: SynthConfig, mouse: int = 0) -> tuple[Recording, dict[str, n
     rf_center = np.clip(rf_center, -0.85, 0.85)
     centers_px = np.stack([(rf_center[:, 0] + 1) / 2 * (w - 1), (rf_center[:, 1] + 1) / 2 * (h - 1)], axis=1)
     even, odd = _gabors(rng, centers_px, h, w)
-    flat = view.reshape(T, -1)
-    lin, quad = flat @ even.T, flat @ odd.T  # (T, N)
-    energy = np.sqrt(lin**2 + quad**2)
     simple = rng.uniform(0, 1, N)  # 1: simple cell (linear), 0: complex cell (energy)
-    drive = simple * lin + (1 - simple) * energy
-    drive = (drive - drive.mean(0)) / (drive.std(0) + 1e-9)
+    return _Cells(coords, rf_center, even, odd, simple)
 
-    # ---- modulators
-    pupil_z = (pupil - pupil.mean()) / pupil.std()
-    run01 = np.abs(speed) / np.abs(speed).max()
+
+def _image_drive(view: np.ndarray, cells: _Cells) -> np.ndarray:
+    """(T, N) each neuron's response to the (T, h, w) views: the linear Gabor response for a simple
+    cell, the phase-invariant energy for a complex one, mixed; standardised per neuron."""
+    flat = view.reshape(len(view), -1)
+    lin, quad = flat @ cells.even.T, flat @ cells.odd.T  # (T, N)
+    energy = np.sqrt(lin**2 + quad**2)
+    drive = cells.simple * lin + (1 - cells.simple) * energy
+    return (drive - drive.mean(0)) / (drive.std(0) + 1e-9)
+
+
+@dataclass(frozen=True)
+class _Modulators:
+    """What modulates the image drive, T trials x N neurons x K latents: ``beta`` (N, 2) pupil and
+    running weights, ``behavior_term`` (T, N), ``latents`` (T, K) with ``loadings`` (N, K), the session
+    drift ``drift`` (T,) (standardised) with ``gain`` (T,) = exp(gain_drift x drift) and per-neuron
+    ``coupling`` (N,), ``history_weight`` (N,), ``image_weight`` (N,), ``base_rate`` (N,)."""
+
+    beta: np.ndarray
+    behavior_term: np.ndarray
+    latents: np.ndarray
+    loadings: np.ndarray
+    drift: np.ndarray
+    gain: np.ndarray
+    coupling: np.ndarray
+    history_weight: np.ndarray
+    image_weight: np.ndarray
+    base_rate: np.ndarray
+
+
+def _modulators(cfg: SynthConfig, rng: np.random.Generator, behavior: _Behavior) -> _Modulators:
+    """Draw the per-neuron weights and the network-state and drift processes over the session."""
+    T, N = cfg.n_trials, cfg.n_neurons
+    pupil_z = (behavior.pupil - behavior.pupil.mean()) / behavior.pupil.std()
+    run01 = np.abs(behavior.speed) / np.abs(behavior.speed).max()
     beta = np.stack(
         [rng.normal(cfg.behavior_pupil, 0.1, N), rng.normal(cfg.behavior_running, 0.15, N)], axis=1
     )
     behavior_term = np.outer(pupil_z, beta[:, 0]) + np.outer(run01 - run01.mean(), beta[:, 1])
     latents = _ar1(rng, T, cfg.latent_rho, cfg.n_latents)
     loadings = rng.normal(0, cfg.latent_weight, (N, cfg.n_latents))
-    freqs = np.array([0.7, 1.6, 2.9])
-    s = (
-        np.sin(2 * np.pi * freqs[None] * np.arange(T)[:, None] / T + rng.uniform(0, 2 * np.pi, 3)[None])
-    ).sum(1)
-    s = (s - s.mean()) / s.std()
-    gain = np.exp(cfg.gain_drift * s)
+    drift = _slow_drift(rng, T)
     coupling = rng.uniform(0.4, 1.6, N)
     n_hist = int(round(cfg.history_fraction * N))
     history_weight = np.zeros(N)
     history_weight[rng.permutation(N)[:n_hist]] = rng.uniform(*cfg.history_weight, n_hist)
     image_weight = rng.uniform(*cfg.image_drive, N)
     base_rate = rng.lognormal(0.0, 0.5, N)
+    gain = np.exp(cfg.gain_drift * drift)
+    return _Modulators(
+        beta, behavior_term, latents, loadings, drift, gain, coupling, history_weight, image_weight, base_rate
+    )
 
-    # ---- generate in time order: history depends on the realised responses
-    static = 0.3 + image_weight * drive + behavior_term + latents @ loadings.T  # (T, N)
-    gain_n = np.exp(cfg.gain_drift * np.outer(s, coupling))
-    norm = _softplus(np.array(0.3))
-    expected = np.empty((T, N))
-    responses = np.empty((T, N))
+
+def _slow_drift(rng: np.random.Generator, T: int) -> np.ndarray:
+    """(T,) a smooth standardised drift over the session: three slow sines of random phase, summed."""
+    freqs = np.array([0.7, 1.6, 2.9])
+    s = (
+        np.sin(2 * np.pi * freqs[None] * np.arange(T)[:, None] / T + rng.uniform(0, 2 * np.pi, 3)[None])
+    ).sum(1)
+    return (s - s.mean()) / s.std()
+
+
+@dataclass(frozen=True)
+class _Rates:
+    """(T, N) each, time order: ``pre`` the softplus argument, ``gain`` each neuron's gain drift,
+    ``expected`` the rate, ``responses`` the realised responses."""
+
+    pre: np.ndarray
+    gain: np.ndarray
+    expected: np.ndarray
+    responses: np.ndarray
+
+
+def _generate(cfg: SynthConfig, rng: np.random.Generator, drive: np.ndarray, mod: _Modulators) -> _Rates:
+    """Rates and responses trial by trial in time order: the history term depends on the responses
+    realised on the preceding trials; the observation noise is Gamma around the rate."""
+    T, N = drive.shape
+    static = 0.3 + mod.image_weight * drive + mod.behavior_term + mod.latents @ mod.loadings.T  # (T, N)
+    gain_n = np.exp(cfg.gain_drift * np.outer(mod.drift, mod.coupling))
+    norm = softplus(np.array(0.3))
+    pre, expected, responses = np.empty((T, N)), np.empty((T, N)), np.empty((T, N))
     # last 10 responses as log1p(response / base rate): compressive, so the self-excitation stays stable
     recent = np.full((10, N), np.log1p(1.0))
     for t in range(T):
         hist = 0.6 * recent[-1] + 0.4 * recent.mean(0) - np.log1p(1.0)
-        lam = base_rate * gain_n[t] * _softplus(static[t] + history_weight * 2.0 * hist) / norm
+        pre[t] = static[t] + mod.history_weight * 2.0 * hist
+        lam = mod.base_rate * gain_n[t] * softplus(pre[t]) / norm
         y = lam * rng.gamma(cfg.noise_shape, 1.0 / cfg.noise_shape, N)
         expected[t], responses[t] = lam, y
         recent = np.roll(recent, -1, axis=0)
-        recent[-1] = np.log1p(y / base_rate)
+        recent[-1] = np.log1p(y / mod.base_rate)
+    return _Rates(pre, gain_n, expected, responses)
 
-    # ---- trial metadata in presentation order
+
+def _trial_times(rng: np.random.Generator, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) ``frame_trial_ts`` strings as the real recordings write them and (T,) ``frame_last_flip``
+    frame counts, in time order: inter-trial intervals of 0.8-2 s with occasional long breaks."""
     start = np.datetime64("2019-07-01T09:00:00") + np.timedelta64(int(rng.integers(0, 365)), "D")
     iti = rng.uniform(0.8, 2.0, T)
     iti[rng.uniform(size=T) < 0.005] += rng.uniform(20, 120)  # occasional breaks between blocks
     seconds = np.floor(np.cumsum(iti)).astype(np.int64)  # 1-second resolution, some ties
     times = start + seconds.astype("timedelta64[s]")
-    timestamps_t = np.array([f"Timestamp('{str(t).replace('T', ' ')}')" for t in times])
+    stamps = np.array([f"Timestamp('{str(t).replace('T', ' ')}')" for t in times])
+    return stamps, np.cumsum(np.round(iti * 60)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Planted:
+    """Everything generated, in time order, with ``time_of_file`` (T,): file i holds presentation
+    position time_of_file[i]."""
+
+    shown: _Shown
+    images: np.ndarray
+    behavior: _Behavior
+    cells: _Cells
+    mod: _Modulators
+    rates: _Rates
+    stamps: np.ndarray
+    flips: np.ndarray
+    time_of_file: np.ndarray
+
+    def in_files(self, a: np.ndarray) -> np.ndarray:
+        """A time-ordered array (trials first) in file order."""
+        return a[self.time_of_file]
+
+
+def _recording(cfg: SynthConfig, mouse: int, rng: np.random.Generator, p: _Planted) -> Recording:
+    """The recording in file order (its unit ids are the stream's last draw); with ``cfg.competition``
+    the test tiers' responses are zeroed, as in the competition's data."""
+    f = p.in_files
+    responses = f(p.rates.responses).astype(np.float32)
+    if cfg.competition:
+        responses[np.isin(f(p.shown.tiers), ["test", "final_test"])] = 0.0
     animal, session, scan = ANIMAL_BASE + mouse, 1 + cfg.seed % 1000, 1
-    if cfg.competition:
-        trial_idx_t = np.array(
-            [hashlib.md5(f"{cfg.seed}-{mouse}-{p}".encode()).hexdigest() for p in range(T)]
-        )
-    else:
-        trial_idx_t = np.arange(T)
+    trials = _trial_table(cfg, mouse, p, (animal, session, scan))
+    neurons = _neuron_table(rng, p.cells, (animal, session, scan))
+    arrays = {
+        "images": f(p.images),
+        "responses": responses,
+        "behavior": f(p.behavior.behavior).astype(np.float32),
+        "pupil_center": f(p.behavior.eye).astype(np.float32),
+    }
+    statistics = {
+        var: {variant: _statistics(arr, scalar=(var == "images")) for variant in ("all", "stimulus_frame")}
+        for var, arr in arrays.items()
+    }
+    return Recording(
+        data_key=f"{animal}-{session}-{scan}",
+        images=arrays["images"],
+        responses=arrays["responses"],
+        behavior=arrays["behavior"],
+        pupil_center=arrays["pupil_center"],
+        neurons=neurons,
+        trials=trials,
+        statistics=statistics,
+    )
 
-    # ---- permute into file order
-    time_of_file = rng.permutation(T)  # file i holds presentation position time_of_file[i]
 
-    def f(a: np.ndarray) -> np.ndarray:
-        return a[time_of_file]
-
-    file_responses = f(responses).astype(np.float32)
-    if cfg.competition:
-        file_responses[np.isin(f(tiers_t), ["test", "final_test"])] = 0.0
-    trials = {
-        "tiers": f(tiers_t),
-        "frame_image_id": f(image_t).astype(np.int64),
+def _trial_table(
+    cfg: SynthConfig, mouse: int, p: _Planted, key: tuple[int, int, int]
+) -> dict[str, np.ndarray]:
+    """``meta/trials``: (T,) arrays in file order, as the real recordings name and type them."""
+    T, f = cfg.n_trials, p.in_files
+    animal, session, scan = key
+    return {
+        "tiers": f(p.shown.tiers),
+        "frame_image_id": f(p.shown.image).astype(np.int64),
         "frame_image_class": np.full(T, "imagenet"),
-        "trial_idx": f(trial_idx_t),
-        "frame_trial_ts": f(timestamps_t),
+        "trial_idx": f(_trial_idx(cfg, mouse)),
+        "frame_trial_ts": f(p.stamps),
         "animal_id": np.full(T, animal),
         "session": np.full(T, session),
         "scan_idx": np.full(T, scan),
-        "condition_hash": np.array([hashlib.md5(str(i).encode()).hexdigest()[:20] for i in f(image_t)]),
-        "frame_last_flip": f(np.cumsum(np.round(iti * 60)).astype(np.int64)),
+        "condition_hash": np.array([hashlib.md5(str(i).encode()).hexdigest()[:20] for i in f(p.shown.image)]),
+        "frame_last_flip": f(p.flips),
         "frame_pre_blank_period": np.full(T, 0.3),
         "frame_presentation_time": np.full(T, 0.5),
     }
-    neurons = {
+
+
+def _neuron_table(
+    rng: np.random.Generator, cells: _Cells, key: tuple[int, int, int]
+) -> dict[str, np.ndarray]:
+    """``meta/neurons``: (N,) arrays (coordinates (N, 3)); unit ids a random permutation of 1..N."""
+    N = len(cells.coords)
+    animal, session, scan = key
+    return {
         "unit_ids": (rng.permutation(N) + 1).astype(np.int64),
         "animal_ids": np.full(N, animal),
         "sessions": np.full(N, session),
         "scan_idx": np.full(N, scan),
         "area": np.full(N, "V1"),
         "layer": np.full(N, "L2/3"),
-        "cell_motor_coordinates": coords.astype(np.float32),
+        "cell_motor_coordinates": cells.coords.astype(np.float32),
     }
-    arrays = {
-        "images": f(images_t),
-        "responses": file_responses,
-        "behavior": f(behavior_t).astype(np.float32),
-        "pupil_center": f(eye_t).astype(np.float32),
-    }
-    statistics = {
-        var: {variant: _statistics(arr, scalar=(var == "images")) for variant in ("all", "stimulus_frame")}
-        for var, arr in arrays.items()
-    }
-    rec = Recording(
-        data_key=f"{animal}-{session}-{scan}", neurons=neurons, trials=trials, statistics=statistics, **arrays
-    )
-    truth = {
-        "expected": f(expected).astype(np.float32),
-        "responses": f(responses).astype(np.float32),
-        "time_rank": time_of_file.astype(np.int64),
-        "latents": f(latents).astype(np.float32),
-        "latent_loadings": loadings.astype(np.float32),
-        "gain": f(gain).astype(np.float32),
-        "gain_coupling": coupling.astype(np.float32),
-        "history_weight": history_weight.astype(np.float32),
-        "rf_center": rf_center.astype(np.float32),
-        "eye_shift": f(eye_shift).astype(np.float32),
-        "behavior_weight": beta.astype(np.float32),
-        "image_weight": image_weight.astype(np.float32),
+
+
+def _trial_idx(cfg: SynthConfig, mouse: int) -> np.ndarray:
+    """(T,) ``trial_idx`` in time order: the presentation position, or an MD5 hash of it (competition)."""
+    if cfg.competition:
+        return np.array(
+            [hashlib.md5(f"{cfg.seed}-{mouse}-{p}".encode()).hexdigest() for p in range(cfg.n_trials)]
+        )
+    return np.arange(cfg.n_trials)
+
+
+def _truth(cfg: SynthConfig, p: _Planted) -> dict[str, np.ndarray]:
+    """The ground-truth sidecar: per-trial arrays in file order, per-neuron ones by neuron (float32)."""
+    f, mod = p.in_files, p.mod
+    return {
+        "expected": f(p.rates.expected).astype(np.float32),
+        "responses": f(p.rates.responses).astype(np.float32),
+        "time_rank": p.time_of_file.astype(np.int64),
+        "latents": f(mod.latents).astype(np.float32),
+        "latent_loadings": mod.loadings.astype(np.float32),
+        "gain": f(mod.gain).astype(np.float32),
+        "gain_coupling": mod.coupling.astype(np.float32),
+        "history_weight": mod.history_weight.astype(np.float32),
+        "rf_center": p.cells.rf_center.astype(np.float32),
+        "eye_shift": f(p.behavior.eye_shift).astype(np.float32),
+        "behavior_weight": mod.beta.astype(np.float32),
+        "image_weight": mod.image_weight.astype(np.float32),
         "config": np.array(json.dumps(asdict(cfg))),
     }
-    return rec, truth
 
 
 def folder_name(data_key: str) -> str:
@@ -568,14 +831,14 @@ def write_configs(
         return folders
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    folders: dict[int, Path] = {}
+    by_mouse: dict[int, Path] = {}
     with ProcessPoolExecutor(max_workers=min(jobs, len(configs))) as pool:
         futures = {pool.submit(_write_mouse, out, cfg, m, make_zip): m for m, cfg in enumerate(configs)}
         for future in as_completed(futures):
-            folders[futures[future]] = future.result()
+            by_mouse[futures[future]] = future.result()
             if on_written is not None:
-                on_written(folders[futures[future]])
-    return [folders[m] for m in range(len(configs))]
+                on_written(by_mouse[futures[future]])
+    return [by_mouse[m] for m in range(len(configs))]
 
 
 def _write_mouse(out: Path, cfg: SynthConfig, mouse: int, make_zip: bool) -> Path:
@@ -585,6 +848,7 @@ def _write_mouse(out: Path, cfg: SynthConfig, mouse: int, make_zip: bool) -> Pat
     del rec  # a full-size recording holds ~0.5 GB: free it before the sidecar is compressed
     sidecar = truth_path(folder)
     tmp = sidecar.with_name(f".{sidecar.name}.tmp.npz")
-    np.savez_compressed(tmp, **truth)
+    # numpy's stub: mypy matches **truth (dict[str, ndarray]) against the keyword allow_pickle: bool
+    np.savez_compressed(tmp, **truth)  # type: ignore[arg-type]
     tmp.replace(sidecar)
     return folder

@@ -1,7 +1,10 @@
-"""Builder of the SENSORIUM baseline ``stacked_core_full_gauss_readout`` from a ``BaselineModelConfig``.
+"""Builders of the full-Gaussian-readout models: the SENSORIUM baseline ``stacked_core_full_gauss_readout``
+(``BaselineModelConfig``) and ``vit_core_full_gauss_readout`` (``ViTModelConfig``). Both are the model
+of :func:`full_gauss_readout_model`: the config's core (``cfg.core()``), then the shared parts.
 
 Construction order (core, then readouts in scan order, then shifters) and the initialisation calls follow
-sensorium/neuralpredictors, so one seed fixes every initial parameter.
+sensorium/neuralpredictors, so one seed fixes every initial parameter. The builder keys are looked up in
+``pipeline.registry.MODELS`` only.
 """
 
 from __future__ import annotations
@@ -12,10 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.configs import BaselineModelConfig, ViTConfig
+from pipeline.configs import (
+    BaselineModelConfig,
+    CoreConfig,
+    ModelConfigBase,
+    StackedCoreConfig,
+    ViTConfig,
+    ViTModelConfig,
+)
 
 from .core import Stacked2dCore
-from .encoder import FiringRateEncoder
+from .encoder import Core, FiringRateEncoder
 from .nonlinearity import output_nonlinearity
 from .readout import MultipleFullGaussian2d
 from .shifter import MLPShifter
@@ -51,7 +61,8 @@ def core_output_shape(core: torch.nn.Module, input_shape: tuple[int, int, int]) 
             out = core(torch.zeros(1, *input_shape, device=device))
     finally:
         core.train(was_training)
-    return tuple(int(s) for s in out.shape[1:])
+    c, h, w = (int(s) for s in out.shape[1:])  # out is [1, c, h, w]
+    return c, h, w
 
 
 def stacked_core_full_gauss_readout(
@@ -62,7 +73,41 @@ def stacked_core_full_gauss_readout(
     image_size: tuple[int, int],
     seed: int,
 ) -> FiringRateEncoder:
-    """Build the baseline model for ``scans`` (data_key -> geometry; order kept) on the CPU.
+    """The baseline model (``sensorium.models.stacked_core_full_gauss_readout``): see
+    :func:`full_gauss_readout_model`. A legacy row with ``core_type: vit`` gets its ViT core; the
+    modulated builders (``pipeline.models.modulated``) build their base model here, whatever its core."""
+    return full_gauss_readout_model(
+        cfg, scans, input_channels=input_channels, image_size=image_size, seed=seed
+    )
+
+
+def vit_core_full_gauss_readout(
+    cfg: ViTModelConfig,
+    scans: Mapping[str, ScanGeometry],
+    *,
+    input_channels: int,
+    image_size: tuple[int, int],
+    seed: int,
+) -> FiringRateEncoder:
+    """The ViT-core model (``sensorium.models.vit_core_full_gauss_readout``): see
+    :func:`full_gauss_readout_model`."""
+    if not isinstance(cfg, ViTModelConfig):
+        raise TypeError(f"vit_core_full_gauss_readout takes a ViTModelConfig, not {type(cfg).__name__}")
+    return full_gauss_readout_model(
+        cfg, scans, input_channels=input_channels, image_size=image_size, seed=seed
+    )
+
+
+def full_gauss_readout_model(
+    cfg: ModelConfigBase,
+    scans: Mapping[str, ScanGeometry],
+    *,
+    input_channels: int,
+    image_size: tuple[int, int],
+    seed: int,
+) -> FiringRateEncoder:
+    """Build the model of ``cfg`` for ``scans`` (data_key -> geometry; order kept) on the CPU: its core
+    (``cfg.core()``: the stacked CNN or a vision transformer), the full-Gaussian readouts and the shifters.
 
     Args:
         cfg: every hyperparameter.
@@ -77,17 +122,7 @@ def stacked_core_full_gauss_readout(
         raise ValueError(f"only gauss_type='full' is implemented, got {cfg.gauss_type!r}")
     torch.manual_seed(seed)
 
-    if cfg.core_type == "vit":
-        # image channels first, then the constant behaviour channels (pipeline.data.loaders)
-        core = ViTCore(
-            cfg.vit or ViTConfig(),
-            input_channels,
-            image_size,
-            behavior_channels=input_channels - 1,
-            gamma_input=cfg.gamma_input,
-        )
-    else:
-        core = _stacked_core(cfg, input_channels)
+    core = build_core(cfg.core(), input_channels, image_size, gamma_input=cfg.gamma_input)
     in_shape = core_output_shape(core, (input_channels, *image_size))
 
     gmp = cfg.grid_mean_predictor
@@ -127,7 +162,20 @@ def stacked_core_full_gauss_readout(
     )
 
 
-def _stacked_core(cfg: BaselineModelConfig, input_channels: int) -> Stacked2dCore:
+def build_core(
+    core: CoreConfig, input_channels: int, image_size: tuple[int, int], *, gamma_input: float
+) -> Core:
+    """The core ``core`` describes (a ``ViTConfig`` or a ``StackedCoreConfig``: the two ``kind``s); the
+    image is channel 0, the loaders append the behaviour as constant channels after it
+    (``pipeline.data.loaders``)."""
+    if isinstance(core, ViTConfig):
+        return ViTCore(
+            core, input_channels, image_size, behavior_channels=input_channels - 1, gamma_input=gamma_input
+        )
+    return _stacked_core(core, input_channels, gamma_input)
+
+
+def _stacked_core(cfg: StackedCoreConfig, input_channels: int, gamma_input: float) -> Stacked2dCore:
     """The SENSORIUM+ CNN core of ``cfg``."""
     return Stacked2dCore(
         input_channels=input_channels,
@@ -135,7 +183,7 @@ def _stacked_core(cfg: BaselineModelConfig, input_channels: int) -> Stacked2dCor
         input_kern=cfg.input_kern,
         hidden_kern=cfg.hidden_kern,
         layers=cfg.layers,
-        gamma_input=cfg.gamma_input,
+        gamma_input=gamma_input,
         skip=cfg.skip,
         final_nonlinearity=cfg.final_nonlinearity,
         bias=cfg.core_bias,

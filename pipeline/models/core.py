@@ -26,6 +26,8 @@ class Laplace(nn.Module):
     state_dict; keeping it persistent is what makes starter-kit checkpoints load with ``strict=True``.
     """
 
+    filter: torch.Tensor  # the registered buffer
+
     def __init__(self, padding: int | None = None) -> None:
         super().__init__()
         self.register_buffer("filter", torch.tensor(_LAPLACE_3X3, dtype=torch.float32)[None, None])
@@ -149,7 +151,7 @@ class Stacked2dCore(nn.Module):
 
         self.features = nn.Sequential()
         # With batch norm the conv bias is redundant (BN's own affine shift replaces it), as in NP.
-        first = OrderedDict()
+        first: OrderedDict[str, nn.Module] = OrderedDict()
         first["conv"] = nn.Conv2d(
             input_channels,
             hidden_channels,
@@ -165,14 +167,29 @@ class Stacked2dCore(nn.Module):
         hidden_padding = ((hidden_kern - 1) * hidden_dilation + 1) // 2
         conv_name = "ds_conv" if depth_separable else "conv"
         for index in range(1, layers):
-            layer = OrderedDict()
+            layer: OrderedDict[str, nn.Module] = OrderedDict()
             in_ch = hidden_channels * (min(skip, index) if skip > 1 else 1)
             # NP hands the core bias flag to the hidden convs unchanged (even with batch norm).
-            conv_kwargs = dict(stride=1, padding=hidden_padding, dilation=hidden_dilation, bias=bias)
             if depth_separable:
-                layer[conv_name] = DepthSeparableConv2d(in_ch, hidden_channels, hidden_kern, **conv_kwargs)
+                layer[conv_name] = DepthSeparableConv2d(
+                    in_ch,
+                    hidden_channels,
+                    hidden_kern,
+                    stride=1,
+                    padding=hidden_padding,
+                    dilation=hidden_dilation,
+                    bias=bias,
+                )
             else:
-                layer[conv_name] = nn.Conv2d(in_ch, hidden_channels, hidden_kern, **conv_kwargs)
+                layer[conv_name] = nn.Conv2d(
+                    in_ch,
+                    hidden_channels,
+                    hidden_kern,
+                    stride=1,
+                    padding=hidden_padding,
+                    dilation=hidden_dilation,
+                    bias=bias,
+                )
             self._add_norm_and_nonlin(layer, layer_index=index)
             self.features.add_module(f"layer{index}", nn.Sequential(layer))
 
@@ -189,7 +206,7 @@ class Stacked2dCore(nn.Module):
         the map of the last stacked layer, which the stacked maps share whenever they can be stacked)."""
         return self._map_origin, 1.0
 
-    def _add_norm_and_nonlin(self, layer: OrderedDict, layer_index: int) -> None:
+    def _add_norm_and_nonlin(self, layer: OrderedDict[str, nn.Module], layer_index: int) -> None:
         if self.batch_norm:
             # Affine BN named "norm" (NP's independent_bn_bias=True branch, the one sensorium uses).
             layer["norm"] = nn.BatchNorm2d(self.hidden_channels, momentum=self.momentum)
@@ -205,7 +222,13 @@ class Stacked2dCore(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         if self.input_init == "gabor":
-            gabor_init_(self.features[0].conv.weight, image_channels=self.image_channels)
+            gabor_init_(self._conv(0).weight, image_channels=self.image_channels)
+
+    def _conv(self, index: int) -> nn.Conv2d:
+        """The plain conv of layer ``index`` (layer 0's always; a hidden layer's unless depth-separable)."""
+        conv = self.features[index].conv
+        assert isinstance(conv, nn.Conv2d), f"layer {index} has no plain conv"
+        return conv
 
     @property
     def outchannels(self) -> int:
@@ -226,15 +249,15 @@ class Stacked2dCore(nn.Module):
 
     def laplace(self) -> torch.Tensor:
         """Normalised Laplace smoothness penalty of the layer-0 filters (scalar)."""
-        return self._input_weights_regularizer(self.features[0].conv.weight, avg=self.use_avg_reg)
+        return self._input_weights_regularizer(self._conv(0).weight, avg=self.use_avg_reg)
 
     def group_sparsity(self) -> torch.Tensor | float:
         """Mean L2 norm of hidden conv filters; 0 for depth-separable convs (NP ignores it there)."""
         if self.depth_separable or self.num_layers < 2:
             return 0.0
-        total = 0.0
-        for layer in self.features[1:]:
-            total = total + layer.conv.weight.pow(2).sum(dim=(2, 3), keepdim=True).sqrt().mean()
+        total: torch.Tensor | float = 0.0
+        for index in range(1, self.num_layers):  # the hidden layers, features[1:]
+            total = total + self._conv(index).weight.pow(2).sum(dim=(2, 3), keepdim=True).sqrt().mean()
         return total / (self.num_layers - 1)
 
     def regularizer(self) -> torch.Tensor:

@@ -7,12 +7,19 @@ line up.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import torch
 from torch import nn
 
+from .core import Stacked2dCore
 from .nonlinearity import EluPlusOne
 from .readout import MultipleFullGaussian2d
 from .shifter import MLPShifter
+from .vit import ViTCore
+
+#: the cores an encoder is built with (``pipeline.models.build.build_core``)
+Core: TypeAlias = Stacked2dCore | ViTCore
 
 
 class FiringRateEncoder(nn.Module):
@@ -25,7 +32,7 @@ class FiringRateEncoder(nn.Module):
 
     def __init__(
         self,
-        core: nn.Module,
+        core: Core,
         readout: MultipleFullGaussian2d,
         shifter: MLPShifter | None = None,
         elu_offset: float = 0.0,

@@ -27,7 +27,7 @@ from torch import nn
 
 from pipeline.configs import ModulatorParams
 
-from .encoder import FiringRateEncoder
+from .encoder import Core, FiringRateEncoder
 from .readout import MultipleFullGaussian2d
 from .shifter import MLPShifter
 
@@ -71,6 +71,8 @@ class HistoryStateGainModulator(nn.Module):
     Buffer: ``gain_kernel`` (101,), the causal half-Gaussian of :func:`causal_gaussian_kernel`
     (``include_gain``).
     """
+
+    gain_kernel: torch.Tensor  # the buffer, registered with the learned gain
 
     def __init__(self, n_neurons: int, n_trials: int | None, params: ModulatorParams) -> None:
         super().__init__()
@@ -140,10 +142,12 @@ class HistoryStateGainModulator(nn.Module):
             raise ValueError(f"rank_id must have shape [{batch_size}], got {tuple(rank.shape)}")
         if rank.dtype.is_floating_point or rank.dtype == torch.bool or rank.dtype.is_complex:
             raise ValueError(f"rank_id must be an integer tensor, got {rank.dtype}")
-        if rank.numel() and bool(((rank < 0) | (rank >= self.n_trials)).any()):
+        n_trials = self.n_trials
+        assert n_trials is not None, "a modulator with the learned gain has n_trials (__init__)"
+        if rank.numel() and bool(((rank < 0) | (rank >= n_trials)).any()):
             raise ValueError(
                 f"rank_id out of range: values in [{int(rank.min())}, {int(rank.max())}] but the gain "
-                f"covers ranks 0..{self.n_trials - 1}"
+                f"covers ranks 0..{n_trials - 1}"
             )
         return rank.long()
 
@@ -211,8 +215,10 @@ class HistoryStateGainModulator(nn.Module):
                 )
             history = history.to(drive.dtype)
         if self.include_history:
+            assert history is not None  # checked above
             x = x + (history * self.history_weights).sum(dim=-1) + self.history_bias
         if self.learned_state:
+            assert history is not None  # checked above
             recent = history[:, :, : self.learned_state_lags].reshape(B, -1)  # [B, N * lags]
             x = x + self.state_out(self.state_in(recent))
         if self.behav_state:
@@ -259,11 +265,11 @@ class ModulatedFiringRateEncoder(FiringRateEncoder):
 
     def __init__(
         self,
-        core: nn.Module,
+        core: Core,
         readout: MultipleFullGaussian2d,
         shifter: MLPShifter | None = None,
         elu_offset: float = 0.0,
-        modulator: Mapping[str, nn.Module] | None = None,
+        modulator: Mapping[str, HistoryStateGainModulator] | None = None,
         nonlinearity: nn.Module | None = None,
     ) -> None:
         super().__init__(core, readout, shifter=shifter, elu_offset=elu_offset, nonlinearity=nonlinearity)
@@ -274,10 +280,11 @@ class ModulatedFiringRateEncoder(FiringRateEncoder):
         images: torch.Tensor,
         data_key: str,
         pupil_center: torch.Tensor | None = None,
+        detach_core: bool = False,
+        *,
         history: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
         rank_id: torch.Tensor | None = None,
-        detach_core: bool = False,
         **kwargs,
     ) -> torch.Tensor:
         """Predicted rates [B, N]; other batch fields (responses, behavior, trial_id, ...) are ignored."""
@@ -290,5 +297,7 @@ class ModulatedFiringRateEncoder(FiringRateEncoder):
         """Baseline penalties + the modulator penalty of ``data_key`` (if it has a modulator)."""
         reg = super().regularizer(data_key, detach_core=detach_core)
         if data_key in self.modulator:
-            reg = reg + self.modulator[data_key].regularizer()
+            modulator = self.modulator[data_key]
+            assert isinstance(modulator, HistoryStateGainModulator)  # what __init__ was given
+            reg = reg + modulator.regularizer()
         return reg

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.configs import BaselineModelConfig
+from pipeline.configs import ModelConfigBase
 
 
 class EluPlusOne(nn.Module):
@@ -50,7 +50,7 @@ class Softplus(nn.Module):
         return F.softplus(beta * x) / beta
 
 
-def output_nonlinearity(cfg: BaselineModelConfig) -> nn.Module:
+def output_nonlinearity(cfg: ModelConfigBase) -> nn.Module:
     """The module ``cfg.output_nonlinearity`` names."""
     if cfg.output_nonlinearity == "elu1":
         return EluPlusOne()

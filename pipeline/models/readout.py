@@ -229,9 +229,15 @@ class MultipleFullGaussian2d(nn.ModuleDict):
         # it keeps the sequence of random draws (and so the seeded initial sigma) the same as NP's.
         self.initialize()
 
+    def __getitem__(self, data_key: str) -> FullGaussian2d:
+        """The readout of scan ``data_key`` (``__init__`` adds nothing but ``FullGaussian2d``s)."""
+        readout = super().__getitem__(data_key)
+        assert isinstance(readout, FullGaussian2d)
+        return readout
+
     def initialize(self) -> None:
-        for readout in self.values():
-            readout.initialize()
+        for data_key in self:
+            self[data_key].initialize()
 
     def _resolve(self, data_key: str | None) -> str:
         if data_key is None:

@@ -2,7 +2,7 @@
 
 The Gaussian readout reads each neuron's features at one position of the core's output. With the
 winner's budget (12 epochs, about 160 optimiser steps at demo size) the positions learned by gradient
-descent stay several pixels from the true receptive fields (``benchmarks/rf_positions.py``), while a
+descent stay several pixels from the true receptive fields (``research/rf_positions.py``), while a
 simple cell's phase, at the 6-12 px wavelengths of mouse V1 at the model's image scale, needs about one
 pixel. Electrophysiology and imaging labs map receptive fields before they model them; this does the
 same, from the recording's own training trials, in one pass:

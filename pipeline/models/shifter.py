@@ -68,6 +68,12 @@ class MLPShifter(nn.ModuleDict):
         for key in data_keys:
             self.add_module(key, ShiftMLP(input_channels, hidden_channels_shifter, shift_layers, bias=bias))
 
+    def __getitem__(self, data_key: str) -> ShiftMLP:
+        """The MLP of scan ``data_key`` (``__init__`` adds nothing but ``ShiftMLP``s)."""
+        mlp = super().__getitem__(data_key)
+        assert isinstance(mlp, ShiftMLP)
+        return mlp
+
     def forward(self, pupil_center: torch.Tensor, data_key: str) -> torch.Tensor:
         """pupil_center: [B, 2] (z-scored) -> shift [B, 2] for the scan ``data_key``."""
         return self[data_key](pupil_center)

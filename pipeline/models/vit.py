@@ -1,4 +1,4 @@
-"""A vision-transformer core (``core_type: vit``), an alternative to the stacked CNN (issue 12).
+"""A vision-transformer core (the ``*_vit_core_*`` builder keys), an alternative to the stacked CNN.
 
 In the spirit of V1T (Li et al., TMLR 2023): the image is cut into (possibly overlapping) patches by a
 strided convolution, a learned position embedding is added, and a few pre-norm transformer blocks
@@ -43,6 +43,8 @@ class ViTCore(nn.Module):
     """images [B, C, H, W] (C = image channels + behaviour channels) -> features [B, outchannels, h', w']
     on the token grid, or [B, outchannels, H, W] at full resolution with the pixel pathway."""
 
+    token_grid: torch.Tensor  # a buffer, registered with the pixel pathway
+
     def __init__(
         self,
         cfg: ViTConfig,
@@ -61,7 +63,7 @@ class ViTCore(nn.Module):
         self.gamma_input = gamma_input
         self.stem: nn.Sequential | None = None
         patch_in = self.image_channels
-        input_size = tuple(image_size)
+        input_size = (image_size[0], image_size[1])
         # where token (0, 0)'s centre lies in input pixels: an even stem kernel shifts its map by half a pixel
         first_centre = (cfg.patch_size - 1) / 2
         if cfg.stem_channels:
@@ -192,8 +194,8 @@ class ViTCore(nn.Module):
     def regularizer(self) -> torch.Tensor:
         """Laplace smoothness of the first filters the image meets (the stem's, else the patches'; and the
         pixel pathway's), weighted by ``gamma_input`` (as the CNN's first layer)."""
-        first = self.stem[0].weight if self.stem is not None else self.patch.weight
-        filters = [first] + ([self.pixel[0].weight] if self.pixel is not None else [])
+        first = _opening_conv(self.stem).weight if self.stem is not None else self.patch.weight
+        filters = [first] + ([_opening_conv(self.pixel).weight] if self.pixel is not None else [])
         penalty = first.new_zeros(())
         if self.gamma_input == 0:
             return penalty
@@ -201,6 +203,13 @@ class ViTCore(nn.Module):
             if min(weight.shape[-2:]) >= 3:
                 penalty = penalty + self.gamma_input * self._laplace(weight)
         return penalty
+
+
+def _opening_conv(pathway: nn.Sequential) -> nn.Conv2d:
+    """The conv of :func:`_image_filters` that opens the stem or the pixel pathway."""
+    conv = pathway[0]
+    assert isinstance(conv, nn.Conv2d)
+    return conv
 
 
 def _image_filters(image_channels: int, filters: int, kernel: int) -> nn.Conv2d:

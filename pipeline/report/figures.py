@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from itertools import groupby
+from typing import TypedDict
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -16,7 +17,15 @@ from matplotlib.ticker import MaxNLocator
 from pipeline.report.data import Curve, EnsembleGain, NeuronScatter, ScoreBar
 
 DPI = 110
-ORACLE_STYLE = dict(color="0.3", linestyle="--", linewidth=1.2)
+
+
+class _LineStyle(TypedDict):
+    color: str
+    linestyle: str
+    linewidth: float
+
+
+ORACLE_STYLE = _LineStyle(color="0.3", linestyle="--", linewidth=1.2)
 
 
 def png(fig: Figure) -> bytes:
@@ -71,7 +80,7 @@ def learning_curves(curves: list[Curve]) -> Figure | None:
         return None
     fig = Figure(figsize=(6.5, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    colours = {}
+    colours: dict[str, str] = {}
     for curve in curves:
         colour = colours.setdefault(curve.label, f"C{len(colours) % 10}")
         first = sum(c.label == curve.label for c in curves[: curves.index(curve)]) == 0

@@ -84,7 +84,7 @@ def figure(spec: SweepSpec, trials: list[TrialState], path: Path) -> Path:
     cols = min(3, len(paths))
     rows = math.ceil(len(paths) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-    best = max((t.score for t in scored if t.status == "complete"), default=None)
+    best = max((t.score for t in scored if t.status == "complete" and t.score is not None), default=None)
     for ax, param_path in zip(axes.flat, paths, strict=False):
         param = spec.space[param_path]
         categorical = isinstance(param, list)
@@ -96,22 +96,23 @@ def figure(spec: SweepSpec, trials: list[TrialState], path: Path) -> Path:
                 for t in pts
             ]
             ax.scatter(xs, [t.score for t in pts], facecolors=face, edgecolors="C0", s=28, label=status)
-        kind = None if categorical else next(iter(param))
-        if categorical:
+        if isinstance(param, list):  # categorical
             ax.set_xticks(range(len(labels)), labels, rotation=30 if max(map(len, labels)) > 6 else 0)
             ax.set_xlim(-0.5, len(labels) - 0.5)
-        elif kind.startswith("log"):
-            ax.set_xscale("log")
-            # a range within about a decade gets overlapping minor-tick labels: label 4 points of the
-            # swept range instead
-            lo, hi = param[kind]
-            ticks = sorted({lo * (hi / lo) ** (i / 3) for i in range(4)})
-            if kind == "log_int":
-                ticks = sorted({round(v) for v in ticks})
-            ax.set_xticks(ticks, [f"{v:.3g}" for v in ticks])
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        elif kind == "int":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        else:
+            kind = next(iter(param))
+            if kind.startswith("log"):
+                ax.set_xscale("log")
+                # a range within about a decade gets overlapping minor-tick labels: label 4 points of
+                # the swept range instead
+                lo, hi = param[kind]
+                ticks = sorted({lo * (hi / lo) ** (i / 3) for i in range(4)})
+                if kind == "log_int":
+                    ticks = sorted({round(v) for v in ticks})
+                ax.set_xticks(ticks, [f"{v:.3g}" for v in ticks])
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            elif kind == "int":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if best is not None:
             ax.axhline(best, color="0.7", lw=0.8, ls="--")
         ax.set_xlabel(param_path.split(".", 2)[-1], fontsize=8)

@@ -111,7 +111,10 @@ def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     resumes on a host with another number of GPUs or on another GPU index. NumPy's state is stored as a
     tensor and plain numbers so that ``weights_only`` loading accepts it.
     """
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # legacy=True is the default; numpy's stub picks the dict overload when the argument is left out
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple), "the global RandomState is an MT19937: its legacy state is a tuple"
+    name, keys, pos, has_gauss, cached = legacy
     state = {
         "python": random.getstate(),
         "numpy": {

@@ -30,7 +30,8 @@ def autocast(cfg: TrainerConfig, device: torch.device) -> contextlib.AbstractCon
 def prepare_model(model: torch.nn.Module, cfg: TrainerConfig) -> torch.nn.Module:
     """Apply the memory-layout and compile options to ``model`` in place; returns it."""
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+        # torch's stub of Module.to lists no memory_format, which the method takes (documented)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if cfg.compile_core:
         core = getattr(model, "core", None)
         if core is None:
@@ -72,7 +73,7 @@ def optimizer(
 ) -> torch.optim.Optimizer:
     """Adam (or AdamW with ``cfg.weight_decay``) at ``cfg.lr_init`` over ``params`` (parameters, or the
     groups of :func:`parameter_groups`); one fused kernel per step when ``cfg.fused_adam``."""
-    kwargs = {"fused": True} if cfg.fused_adam else {}
+    fused = True if cfg.fused_adam else None  # None: torch's default (no fused kernel asked for)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr_init, weight_decay=cfg.weight_decay, **kwargs)
-    return torch.optim.Adam(params, lr=cfg.lr_init, **kwargs)
+        return torch.optim.AdamW(params, lr=cfg.lr_init, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=cfg.lr_init, fused=fused)

@@ -8,6 +8,11 @@ rounds); at most ``max_iter`` epochs; the best weights are restored at the end.
 Options beyond the winner (``pipeline.training.schedule``): AdamW, a per-step schedule over all
 ``max_iter`` epochs (warm-up + cosine, or warm-up, stable, decay) instead of the plateau rounds, and an
 EMA of the weights, which is then the model that is validated, selected and returned.
+
+The parts live beside this module: the batch streams in :mod:`pipeline.training.streams`, the stopping
+policy (plateau rounds or a per-step schedule) in :mod:`pipeline.training.stopping`, the loop state and
+the checkpoint snapshot in :mod:`pipeline.training.state`; their public names are importable from here
+as before.
 """
 
 from __future__ import annotations
@@ -17,21 +22,38 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from pipeline import lifecycle
 from pipeline.configs import TrainerConfig
 from pipeline.data.loaders import ScanTensors
+from pipeline.models.encoder import FiringRateEncoder
 from pipeline.scoring.metrics import single_trial_correlation
 from pipeline.scoring.predict import predict_tier
 from pipeline.training import schedule, speed
-from pipeline.training.checkpoint import Checkpointer, rng_state, set_rng_state
+from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.losses import LOSSES, loss_scale
 from pipeline.training.seeding import set_seed
+from pipeline.training.state import EpochRecord, LoopState, cpu_state, restore, snapshot
+from pipeline.training.stopping import StoppingPolicy, no_improvement, stopping_policy
+from pipeline.training.streams import BatchStream, batch_streams, rounds_per_epoch
+
+# moved out of this module; still importable from here (run.py, the runner, benchmarks and tests do)
+__all__ = [
+    "BatchStream",
+    "EpochRecord",
+    "LoopState",
+    "TrainResult",
+    "TrainingDivergedError",
+    "TrainingInterruptedError",
+    "train",
+    "validation_correlation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +64,6 @@ class TrainingDivergedError(RuntimeError):
 
 class TrainingInterruptedError(Exception):
     """Training stopped because ``should_stop`` asked (a worker got SIGTERM / SIGINT)."""
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One epoch of the learning curve."""
-
-    epoch: int
-    lr: float  # learning rate used for this epoch's updates
-    train_loss: float  # mean per-batch objective (scaled loss + regularisers)
-    val_corr: float  # validation single-trial correlation after the epoch
-    seconds: float  # wall time of the epoch including validation
-    data_seconds: float = 0.0  # part of it spent assembling batches
 
 
 @dataclass
@@ -91,7 +101,8 @@ def validation_correlation(
 @torch.no_grad()
 def _device_validation_correlation(model, scans, tier, precision) -> float:
     """:func:`validation_correlation` computed where the tensors live (same definition as ``corr``)."""
-    sums, count = None, 0
+    sums: torch.Tensor | None = None
+    count = 0
     was_training = model.training
     model.eval()
     try:
@@ -115,100 +126,48 @@ def _device_validation_correlation(model, scans, tier, precision) -> float:
             count += r.numel()
     finally:
         model.train(was_training)
-    return float(sums / count) if count else float("nan")
-
-
-class BatchStream:
-    """Endless shuffled training batches of one scan (a new permutation after each pass), resumable.
-
-    The same sequence as drawing ``torch.randperm(n, generator)`` at the start of each pass and cutting
-    it into ``batch_size`` slices (the last one shorter); :meth:`state` / :meth:`load_state` capture the
-    generator, the current permutation and the position in it, so a resumed run continues mid-pass.
-    """
-
-    def __init__(self, scan: ScanTensors, batch_size: int, generator: torch.Generator):
-        self.scan, self.batch_size, self.generator = scan, batch_size, generator
-        self._idx = scan.tier_indices("train")
-        self._perm: np.ndarray | None = None
-        self._perm_device: torch.Tensor | None = None  # the permutation where the data lives
-        self._pos = 0
-
-    def next(self) -> dict[str, torch.Tensor]:
-        if self._perm is None or self._pos >= len(self._perm):
-            self._set_perm(self._idx[torch.randperm(len(self._idx), generator=self.generator).numpy()])
-            self._pos = 0
-        # a slice of a device tensor: no host-to-device copy per batch (one per pass over the data)
-        chunk = self._perm_device[self._pos : self._pos + self.batch_size]
-        self._pos += self.batch_size
-        return self.scan.batch(chunk)
-
-    def _set_perm(self, perm: np.ndarray | None) -> None:
-        self._perm = perm
-        device = self.scan.responses.device
-        self._perm_device = None if perm is None else torch.as_tensor(perm, dtype=torch.long, device=device)
-
-    def state(self) -> dict:
-        perm = None if self._perm is None else torch.from_numpy(np.asarray(self._perm, dtype=np.int64))
-        return {"generator": self.generator.get_state(), "perm": perm, "pos": self._pos}
-
-    def load_state(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self._set_perm(None if state["perm"] is None else state["perm"].numpy().astype(self._idx.dtype))
-        self._pos = int(state["pos"])
+    # sums is set whenever count is: both grow together
+    return float(sums / count) if sums is not None and count else float("nan")
 
 
 @dataclass
-class LoopState:
-    """Where the early-stopping loop stands after an epoch (all of it goes into a checkpoint)."""
+class _Run:
+    """One training run: its parts (built once by :func:`_assemble`) and its best weights so far."""
 
-    best: float  # best validation score so far
-    epoch: int = 0  # epochs run
-    decay_round: int = 0  # learning-rate decay rounds completed
-    patience_counter: int = 0  # evaluations without improvement in this round
-    in_block: int = 0  # epochs run in the current evaluation interval
-    history: list[EpochRecord] = field(default_factory=list)
+    model: FiringRateEncoder
+    scans: dict[str, ScanTensors]
+    cfg: TrainerConfig
+    optimizer: torch.optim.Optimizer
+    policy: StoppingPolicy
+    streams: dict[str, BatchStream]
+    n_rounds: int  # rounds of one batch per scan in an epoch
+    ema: AveragedModel | None
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # on the CPU
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The model that is validated, selected and returned: the weight average when there is one."""
+        return self.model if self.ema is None else self.ema.module
 
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    def precision(self) -> contextlib.AbstractContextManager:
+        """The forward pass's precision context (bf16 autocast or none)."""
+        return speed.autocast(self.cfg, next(self.model.parameters()).device)
 
+    def after_step(self) -> None:
+        """After every optimiser step: the per-step schedule moves, the weight average follows."""
+        self.policy.after_step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
-def _snapshot(loop, model, best_state, optimizer, scheduler, streams, ema=None) -> dict:
-    """Everything :func:`train` needs to continue after this epoch exactly as if never stopped."""
-    return {
-        "ema": None if ema is None else _cpu_state(ema),
-        "loop": {
-            **{k: v for k, v in vars(loop).items() if k != "history"},
-            "history": [asdict(r) for r in loop.history],
-        },
-        "model": _cpu_state(model),
-        "best_state": best_state,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "streams": {k: s.state() for k, s in streams.items()},
-        "rng": rng_state(next(model.parameters()).device),
-    }
-
-
-def _restore(
-    saved, model, optimizer, scheduler, streams, ema=None
-) -> tuple[LoopState, dict[str, torch.Tensor]]:
-    device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in saved["model"].items()})
-    if ema is not None:
-        ema.load_state_dict({k: v.to(device) for k, v in saved["ema"].items()})
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    for k, s in streams.items():
-        s.load_state(saved["streams"][k])
-    set_rng_state(saved["rng"], device)
-    fields = dict(saved["loop"])
-    fields["history"] = [EpochRecord(**r) for r in fields["history"]]
-    return LoopState(**fields), saved["best_state"]
+    def restore_best(self) -> None:
+        """Back to the best weights; the weight average restarts from them too."""
+        self.model.load_state_dict(self.best_state)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.best_state)
 
 
 def train(
-    model: torch.nn.Module,
+    model: FiringRateEncoder,
     scans: dict[str, ScanTensors],
     cfg: TrainerConfig,
     *,
@@ -245,124 +204,26 @@ def train(
         TrainingInterruptedError: ``should_stop`` asked for it.
     """
     set_seed(seed)
-    for key, scan in scans.items():
-        if len(scan.tier_indices("train")) == 0:
-            raise ValueError(f"scan {key} has no trials in tier 'train'")
-    if not any(len(s.tier_indices("validation")) > 1 for s in scans.values()):
-        raise ValueError(
-            f"no scan has validation trials ({sorted(scans)}); early stopping needs a validation tier"
-        )
-    speed.prepare_model(model, cfg)
-    optimizer = speed.optimizer(speed.parameter_groups(model, cfg), cfg)
-    device = next(model.parameters()).device
-
-    def precision() -> contextlib.AbstractContextManager:
-        return speed.autocast(cfg, device)
-
-    streams = {
-        k: BatchStream(s, batch_size, torch.Generator().manual_seed(shuffle_seed)) for k, s in scans.items()
-    }
-    n_rounds = max(int(np.ceil(len(s.tier_indices("train")) / batch_size)) for s in scans.values())
-    if cfg.max_batches_per_epoch is not None:
-        n_rounds = min(n_rounds, cfg.max_batches_per_epoch)
-    sign = 1.0 if cfg.maximize else -1.0
-    stepped = schedule.is_stepped(cfg)  # cosine / wsd: per-step rates over all max_iter epochs
-    if stepped:
-        accumulate = cfg.loss_accum_batch_n or len(scans)
-        scheduler = schedule.step_scheduler(
-            optimizer, cfg, schedule.steps_per_epoch(n_rounds * len(scans), accumulate)
-        )
-    else:
-        scheduler = schedule.plateau_scheduler(optimizer, cfg)
-    ema = schedule.weight_average(model, cfg)
-    # the model that is validated, selected and returned: the weight average when there is one
-    evaluated = model if ema is None else ema.module
-
-    def after_step() -> None:
-        if stepped:
-            scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
-
+    _check_tiers(scans)
+    run = _assemble(model, scans, cfg, batch_size, shuffle_seed)
     model.train()
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is None:
-        loop = LoopState(best=validation_correlation(evaluated, scans, precision=precision))
-        best_state = _cpu_state(evaluated)
-    else:
-        loop, best_state = _restore(saved, model, optimizer, scheduler, streams, ema)
-        log.info("resuming from %s after epoch %d", checkpoint.path, loop.epoch)
+    loop = _start_or_resume(run, checkpoint)
     resumed_from, pruned_at = loop.epoch, 0
     # while the loop runs, a stop signal only sets the flag polled between batches (no exception from
     # the signal handler in the middle of an optimiser step or a checkpoint write)
     guard = lifecycle.polled() if should_stop is not None else contextlib.nullcontext()
-    # the bar only on a terminal (disable=None); unattended workers log one line per epoch instead
-    bar = tqdm(
-        total=cfg.max_iter,
-        initial=loop.epoch,
-        desc="training",
-        unit="epoch",
-        disable=None if progress else True,
-    )
+    bar = _progress_bar(cfg.max_iter, loop.epoch, progress)
     try:
         with guard:
-            while True:
-                if loop.in_block == 0 and stepped:  # the schedule runs all max_iter epochs
-                    if loop.epoch >= cfg.max_iter:
-                        break
-                elif loop.in_block == 0:  # between evaluation intervals: is this decay round over?
-                    if loop.decay_round >= cfg.lr_decay_steps:
-                        break
-                    if loop.patience_counter >= cfg.patience or loop.epoch >= cfg.max_iter:
-                        if cfg.restore_best:
-                            model.load_state_dict(best_state)
-                            if ema is not None:  # the average restarts from the restored weights
-                                ema.module.load_state_dict(best_state)
-                        loop.decay_round += 1
-                        loop.patience_counter = 0
-                        if loop.epoch >= cfg.max_iter:
-                            break
-                        continue
-                loop.epoch += 1
-                lr = optimizer.param_groups[0]["lr"]
-                start = time.perf_counter()
-                loss, data_s = _train_epoch(
-                    model, scans, streams, optimizer, cfg, n_rounds, loop.epoch, should_stop, after_step
-                )
-                current = validation_correlation(evaluated, scans, precision=precision)
-                record = EpochRecord(loop.epoch, lr, loss, current, time.perf_counter() - start, data_s)
-                loop.history.append(record)
-                bar.update(1)
-                bar.set_postfix(val_corr=f"{current:.4f}", lr=f"{lr:.2g}", loss=f"{loss:.4g}")
-                log.info(
-                    "epoch %d/%d: val_corr %.4f, lr %.2g, loss %.4g, %.1f s",
-                    loop.epoch,
-                    cfg.max_iter,
-                    current,
-                    lr,
-                    loss,
-                    record.seconds,
-                )
+            # the policy is asked between evaluation intervals only (it may restore the best weights)
+            while not (loop.in_block == 0 and run.policy.should_stop(loop, run.restore_best)):
+                record = _run_epoch(run, loop, should_stop)
+                _report(bar, record, cfg.max_iter)
                 if on_epoch is not None:
                     on_epoch(record)
-                loop.in_block += 1
-                if loop.in_block >= cfg.interval or loop.epoch >= cfg.max_iter:
-                    loop.in_block = 0
-                    if not stepped:
-                        scheduler.step(current)
-                    if not np.isfinite(current):
-                        raise TrainingDivergedError(
-                            f"validation correlation is {current} after epoch {loop.epoch}"
-                        )
-                    if current * sign < loop.best * sign - cfg.tolerance:
-                        loop.patience_counter += 1
-                    else:
-                        loop.best, best_state, loop.patience_counter = current, _cpu_state(evaluated), 0
+                _close_interval(run, loop, record.val_corr)
                 if checkpoint is not None:
-                    checkpoint.save(
-                        _snapshot(loop, model, best_state, optimizer, scheduler, streams, ema),
-                        {"epoch": loop.epoch, "best_val_corr": loop.best},
-                    )
+                    _save(checkpoint, run, loop)
                 # called after the last epoch too (a sweep records the whole curve), but stopping there
                 # saves nothing: not a pruned run
                 if should_prune is not None and should_prune(record) and loop.epoch < cfg.max_iter:
@@ -370,22 +231,143 @@ def train(
                     break
     finally:
         bar.close()
-    if cfg.restore_best:
-        model.load_state_dict(best_state)
-    elif ema is not None:
-        model.load_state_dict(ema.module.state_dict())
+    _final_weights(run)
     return TrainResult(
         resumed_from=resumed_from,
         pruned_at=pruned_at,
         best_val_corr=float(loop.best),
         epochs=loop.epoch,
         history=list(loop.history),
-        state_dict=copy.copy(best_state),
+        state_dict=copy.copy(run.best_state),
     )
 
 
+def _check_tiers(scans: dict[str, ScanTensors]) -> None:
+    """Every scan has training trials and some scan has validation trials (else a one-line error)."""
+    for key, scan in scans.items():
+        if len(scan.tier_indices("train")) == 0:
+            raise ValueError(f"scan {key} has no trials in tier 'train'")
+    if not any(len(s.tier_indices("validation")) > 1 for s in scans.values()):
+        raise ValueError(
+            f"no scan has validation trials ({sorted(scans)}); early stopping needs a validation tier"
+        )
+
+
+def _assemble(
+    model: FiringRateEncoder,
+    scans: dict[str, ScanTensors],
+    cfg: TrainerConfig,
+    batch_size: int,
+    shuffle_seed: int,
+) -> _Run:
+    """Prepare ``model`` (layout, compile) and build its optimiser, streams, stopping policy and EMA."""
+    speed.prepare_model(model, cfg)
+    optimizer = speed.optimizer(speed.parameter_groups(model, cfg), cfg)
+    streams = batch_streams(scans, batch_size, shuffle_seed)
+    n_rounds = rounds_per_epoch(scans, batch_size, cfg.max_batches_per_epoch)
+    policy = stopping_policy(optimizer, cfg, n_rounds, len(scans))
+    ema = schedule.weight_average(model, cfg)
+    return _Run(model, scans, cfg, optimizer, policy, streams, n_rounds, ema)
+
+
+def _start_or_resume(run: _Run, checkpoint: Checkpointer | None) -> LoopState:
+    """The loop state to start from: the checkpoint's when there is a usable one (everything restored),
+    else epoch 0 with the untrained model's validation score and weights as the best so far."""
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is None:
+        loop = LoopState(best=validation_correlation(run.evaluated, run.scans, precision=run.precision))
+        run.best_state = cpu_state(run.evaluated)
+        return loop
+    loop, run.best_state = restore(
+        saved, run.model, run.optimizer, run.policy.scheduler, run.streams, run.ema
+    )
+    assert checkpoint is not None  # saved came from it
+    log.info("resuming from %s after epoch %d", checkpoint.path, loop.epoch)
+    return loop
+
+
+def _progress_bar(max_iter: int, initial: int, progress: bool) -> tqdm:
+    # the bar only on a terminal (disable=None); unattended workers log one line per epoch instead
+    return tqdm(
+        total=max_iter, initial=initial, desc="training", unit="epoch", disable=None if progress else True
+    )
+
+
+def _run_epoch(run: _Run, loop: LoopState, should_stop: Callable[[], bool] | None) -> EpochRecord:
+    """Train one epoch and validate; its record is appended to the learning curve and returned."""
+    loop.epoch += 1
+    lr = run.optimizer.param_groups[0]["lr"]
+    start = time.perf_counter()
+    loss, data_s = _train_epoch(
+        run.model,
+        run.scans,
+        run.streams,
+        run.optimizer,
+        run.cfg,
+        run.n_rounds,
+        loop.epoch,
+        should_stop,
+        run.after_step,
+    )
+    current = validation_correlation(run.evaluated, run.scans, precision=run.precision)
+    record = EpochRecord(loop.epoch, lr, loss, current, time.perf_counter() - start, data_s)
+    loop.history.append(record)
+    return record
+
+
+def _report(bar: tqdm, record: EpochRecord, max_iter: int) -> None:
+    """The epoch on the progress bar and as one log line."""
+    bar.update(1)
+    bar.set_postfix(val_corr=f"{record.val_corr:.4f}", lr=f"{record.lr:.2g}", loss=f"{record.train_loss:.4g}")
+    log.info(
+        "epoch %d/%d: val_corr %.4f, lr %.2g, loss %.4g, %.1f s",
+        record.epoch,
+        max_iter,
+        record.val_corr,
+        record.lr,
+        record.train_loss,
+        record.seconds,
+    )
+
+
+def _close_interval(run: _Run, loop: LoopState, current: float) -> None:
+    """Count the epoch into its evaluation interval; at the interval's end (or at ``max_iter``) the
+    score ``current`` goes to the stopping policy, then it either takes the best or costs patience.
+
+    Raises:
+        TrainingDivergedError: the score is not finite.
+    """
+    loop.in_block += 1
+    if loop.in_block < run.cfg.interval and loop.epoch < run.cfg.max_iter:
+        return
+    loop.in_block = 0
+    run.policy.after_evaluation(current)
+    if not np.isfinite(current):
+        raise TrainingDivergedError(f"validation correlation is {current} after epoch {loop.epoch}")
+    if no_improvement(current, loop.best, run.cfg):
+        loop.patience_counter += 1
+    else:
+        loop.best, run.best_state, loop.patience_counter = current, cpu_state(run.evaluated), 0
+
+
+def _save(checkpoint: Checkpointer, run: _Run, loop: LoopState) -> None:
+    """Checkpoint the run after an epoch (the sidecar says which epoch and its best score)."""
+    state = snapshot(
+        loop, run.model, run.best_state, run.optimizer, run.policy.scheduler, run.streams, run.ema
+    )
+    checkpoint.save(state, {"epoch": loop.epoch, "best_val_corr": loop.best})
+
+
+def _final_weights(run: _Run) -> None:
+    """Leave the model with the best weights (``restore_best``), else the average's or the last ones."""
+    if run.cfg.restore_best:
+        run.model.load_state_dict(run.best_state)
+    elif run.ema is not None:
+        run.model.load_state_dict(run.ema.module.state_dict())
+
+
 def _train_epoch(
-    model: torch.nn.Module,
+    model: FiringRateEncoder,
     scans: dict[str, ScanTensors],
     streams: dict[str, BatchStream],
     optimizer: torch.optim.Optimizer,
@@ -408,51 +390,80 @@ def _train_epoch(
     total, n_batches, data_seconds = 0.0, 0, 0.0
     total_device = torch.zeros((), dtype=torch.float64, device=device)
     accumulate = cfg.loss_accum_batch_n or len(scans)
-    criterion = LOSSES[cfg.loss_function]
     optimizer.zero_grad(set_to_none=True)
     for round_idx in range(n_rounds):
         for key in scans:
             t0 = time.perf_counter()
-            if should_stop is not None and should_stop():
-                raise TrainingInterruptedError(
-                    f"stop requested during epoch {epoch}; the partial epoch is dropped"
-                )
-            batch = streams[key].next()
-            batch["images"] = speed.prepare_images(batch["images"], cfg)
+            batch = _next_batch(streams[key], cfg, epoch, should_stop)
             data_seconds += time.perf_counter() - t0
-            with speed.autocast(cfg, device):
-                pred = model(**batch, data_key=key, detach_core=cfg.detach_core)
-            target = batch["responses"]
-            # the loss in float32 whatever the forward pass's precision (a no-op without autocast)
-            loss = criterion(pred.float(), target, avg=cfg.avg_loss)
-            if cfg.scale_loss:
-                loss = loss * loss_scale(scans[key].n_trials, target.shape[0])
-            loss = loss + model.regularizer(key, detach_core=cfg.detach_core)
+            loss = _objective(model, key, scans[key], batch, cfg, device)
             loss.backward()
             if read_each:
-                value = float(loss.detach())
-                if not np.isfinite(value):
-                    raise TrainingDivergedError(
-                        f"loss is {value} at epoch {epoch}, round {round_idx + 1}/{n_rounds}, scan {key}"
-                    )
-                total += value
+                total += _checked(
+                    float(loss.detach()), f"at epoch {epoch}, round {round_idx + 1}/{n_rounds}, scan {key}"
+                )
             else:
                 total_device += loss.detach()
             n_batches += 1
             if n_batches % accumulate == 0:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if after_step is not None:
-                    after_step()
-    if n_batches % accumulate:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if after_step is not None:
-            after_step()
+                _step(optimizer, after_step)
+    if n_batches % accumulate:  # the remainder of an accumulation that the epoch's end cut short
+        _step(optimizer, after_step)
     if not read_each:
-        total = float(total_device)
-        if not np.isfinite(total):
-            raise TrainingDivergedError(
-                f"loss is {total} in epoch {epoch} (summed over its {n_batches} batches)"
-            )
+        total = _checked(float(total_device), f"in epoch {epoch} (summed over its {n_batches} batches)")
     return total / max(n_batches, 1), data_seconds
+
+
+def _next_batch(
+    stream: BatchStream, cfg: TrainerConfig, epoch: int, should_stop: Callable[[], bool] | None
+) -> dict[str, torch.Tensor]:
+    """The stream's next batch (``images`` [B, C, h, w] in the model's layout, ``responses`` [B, N], ...);
+    first the stop flag is polled, so a stop drops the partial epoch before another batch is drawn.
+
+    Raises:
+        TrainingInterruptedError: ``should_stop`` returned True.
+    """
+    if should_stop is not None and should_stop():
+        raise TrainingInterruptedError(f"stop requested during epoch {epoch}; the partial epoch is dropped")
+    batch = stream.next()
+    batch["images"] = speed.prepare_images(batch["images"], cfg)
+    return batch
+
+
+def _objective(
+    model: FiringRateEncoder,
+    key: str,
+    scan: ScanTensors,
+    batch: dict[str, torch.Tensor],
+    cfg: TrainerConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """The scalar objective of one batch of scan ``key``: the loss of the [B, N] prediction against the
+    [B, N] responses (scaled to the scan's size) plus the model's regularisers."""
+    with speed.autocast(cfg, device):
+        pred = model(**batch, data_key=key, detach_core=cfg.detach_core)
+    target = batch["responses"]
+    # the loss in float32 whatever the forward pass's precision (a no-op without autocast)
+    loss = LOSSES[cfg.loss_function](pred.float(), target, avg=cfg.avg_loss)
+    if cfg.scale_loss:
+        loss = loss * loss_scale(scan.n_trials, target.shape[0])
+    return loss + model.regularizer(key, detach_core=cfg.detach_core)
+
+
+def _checked(value: float, where: str) -> float:
+    """``value`` when finite.
+
+    Raises:
+        TrainingDivergedError: it is NaN or infinite (the message says ``where``).
+    """
+    if not np.isfinite(value):
+        raise TrainingDivergedError(f"loss is {value} {where}")
+    return value
+
+
+def _step(optimizer: torch.optim.Optimizer, after_step: Callable[[], None] | None) -> None:
+    """One optimiser step over the accumulated gradients, which are then cleared."""
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if after_step is not None:
+        after_step()

@@ -283,7 +283,7 @@ class Scenario:
                 [
                     sys.executable,
                     "-m",
-                    "pipeline.cli",
+                    "cli",
                     "synth",
                     "--out",
                     str(self.folder / "synth"),
@@ -530,7 +530,7 @@ class Scenario:
             (self.reference_row,) = self.trained(9)
             self.reference = reference
             delete = (
-                "from pipeline.cli.common import activate; activate(); "
+                "from cli.common import activate; activate(); "
                 "from schemas.fabrik import experiment_models; from schemas.training import TrainedModel; "
                 "print((TrainedModel & experiment_models('lab_resume')).delete(prompt=False))"
             )

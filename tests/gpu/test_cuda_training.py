@@ -9,9 +9,9 @@ import torch
 from pipeline.configs import DatasetConfig, ModulatedModelConfig, TrainerConfig
 from pipeline.data.synth import SynthConfig, synthesize
 from pipeline.regressors.compute import compute_regressors
+from pipeline.run import RunSpec, build_model, build_scans
 from pipeline.scoring.predict import predict_all
 from pipeline.training.checkpoint import Checkpointer
-from pipeline.training.run import RunSpec, build_model, build_scans
 from pipeline.training.trainer import TrainingInterruptedError, train
 
 CUDA = torch.device("cuda")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
+from tests.factories import cli_argv
+
 REPO = Path(__file__).parents[2]
 
 
 def _cli(env, *args, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=env, text=True, capture_output=True, **kw
-    )
+    return subprocess.run(cli_argv(*args), cwd=REPO, env=env, text=True, capture_output=True, **kw)
 
 
 def test_worker_on_cuda_trains_checkpoints_and_resumes(tmp_path):
@@ -46,7 +46,7 @@ def test_worker_on_cuda_trains_checkpoints_and_resumes(tmp_path):
         assert add.returncode == 0, add.stdout + add.stderr
         log1 = open(tmp_path / "w1.log", "w")  # noqa: SIM115
         w1 = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker", "--poll", "0.3"],
+            cli_argv("worker", "--poll", "0.3"),
             cwd=REPO,
             env=env,
             stdout=log1,

@@ -18,12 +18,13 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from tests.factories import cli_argv
 
 # ${VAR}, ${VAR:-default} (unset or empty), ${VAR-default} (unset), $VAR, and $$ (a literal $)
 _VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?)-([^}]*))?\}|\$(\w+)")
@@ -184,7 +185,7 @@ class Compose:
         """The service's process: the image's ``sensorium`` entrypoint is this checkout's CLI."""
         if service.entrypoint != ["sensorium"]:
             raise ValueError(f"{service.name}: entrypoint {service.entrypoint} is not `sensorium`")
-        return [sys.executable, "-m", "pipeline.cli", *service.command]
+        return cli_argv(*service.command)
 
 
 # -- the db service: PostgreSQL 16 with password authentication over TCP ----------------------------------

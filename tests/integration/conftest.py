@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.factories import cli_argv
+
 
 @pytest.fixture(scope="session")
 def session_scans(db, synth_dir) -> list[str]:
     """Data keys of the two small session recordings, ingested (other tests ingest more scans)."""
-    from schemas.data import ingest
+    from usecases.ingest import ingest
 
     return [
         ingest(z, cache_dir=db.cache_dir, progress=False).data_key for z in sorted(synth_dir.glob("*.zip"))
@@ -34,7 +35,7 @@ class WorkerProcess:
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in wait / kill)
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker", "--queue", "gpu", "--poll", "0.3", *args],
+            cli_argv("worker", "--queue", "gpu", "--poll", "0.3", *args),
             cwd=REPO,
             env=env,
             stdout=self._log,

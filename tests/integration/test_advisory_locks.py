@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from psycopg2 import errors as pg
 
 from pipeline.data.synth import SynthConfig, write_synthetic
 from pipeline.settings import SettingsError, load_settings
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 ANALYST, WORKER = "lock_analyst", "lock_worker"
@@ -38,7 +38,7 @@ def _sql(db, user: str = "postgres"):
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        cli_argv(*args),
         capture_output=True,
         text=True,
         env=dict(os.environ, **env),
@@ -50,7 +50,7 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
 def logins(db):
     """Roles applied (by the superuser, as the deployment's init step), an analyst and a worker login."""
     import schemas
-    from schemas.roles import add_user, apply_roles
+    from usecases.roles import add_user, apply_roles
 
     conn = schemas.connect(db)
     apply_roles(conn, db.db_prefix, schemas.modules())
@@ -77,7 +77,7 @@ def _held(db, user: str, key: str) -> Iterator[int]:
 
 
 def test_an_analyst_cannot_take_any_advisory_lock(logins):
-    from schemas.roles import ADVISORY_LOCK_FUNCTIONS
+    from usecases.roles import ADVISORY_LOCK_FUNCTIONS
 
     analyst = _sql(logins, ANALYST)
     for function in ADVISORY_LOCK_FUNCTIONS:
@@ -94,7 +94,7 @@ def test_an_analyst_cannot_take_any_advisory_lock(logins):
 
 
 def test_roles_sql_prints_the_revoke_which_changes_nothing_where_not_permitted(logins):
-    from schemas.roles import ADMIN, _advisory_lock_sql
+    from usecases.roles import ADMIN, _advisory_lock_sql
 
     shown = _cli("db", "roles")
     assert shown.returncode == 0, shown.stdout + shown.stderr

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ import numpy as np
 import pytest
 import yaml
 from recording_zip import zip_in_place
+
+from tests.factories import cli_argv
 
 CASES = Path(__file__).with_name("bad_inputs")
 KEYS = {
@@ -103,7 +104,7 @@ class _Case:
         env.update({k: self.fill(str(v)) for k, v in (self.spec.get("env") or {}).items()})
         argv = [self.fill(str(a)) for a in self.spec["argv"]]
         return subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *argv],
+            cli_argv(*argv),
             cwd=self.dir,  # a payload that writes a relative marker file writes it here
             env=env,
             input=self.spec.get("stdin"),

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.data.synth import SynthConfig, truth_path, write_synthetic
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 WARNING_TEXT = "ignoring ground-truth sidecar"
@@ -61,7 +61,7 @@ def test_cli_ingests_recording_and_warns_once_about_foreign_sidecar(db, tmp_path
     sidecar = truth_path(folder)
     said = _spoil(sidecar, damage, n_trials=60)
     p = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "ingest", "-q", str(folder)],
+        cli_argv("ingest", "-q", str(folder)),
         cwd=REPO,
         env=dict(os.environ),  # SENSORIUM_HOME and SENSORIUM_DB_PREFIX of the `db` fixture
         capture_output=True,
@@ -74,14 +74,14 @@ def test_cli_ingests_recording_and_warns_once_about_foreign_sidecar(db, tmp_path
     assert f"{data_key}: ingested from {folder}" in p.stdout
     warnings = [line for line in p.stderr.splitlines() if WARNING_TEXT in line]
     assert len(warnings) == 1, p.stderr
-    assert warnings[0].startswith(f"WARNING schemas.data: {WARNING_TEXT} {sidecar}: {said}"), warnings[0]
+    assert warnings[0].startswith(f"WARNING usecases.ingest: {WARNING_TEXT} {sidecar}: {said}"), warnings[0]
     assert warnings[0].endswith("ingesting the recording without ground truth")
     _assert_stored_without_truth(data_key, 60, 8)
 
 
 def test_library_ingest_of_zip_with_partial_sidecar(db, tmp_path, caplog):
     """schemas.data.ingest directly, from the zip (whose sidecar is the same file beside it)."""
-    from schemas.data import ingest
+    from usecases.ingest import ingest
 
     folder = _recording(tmp_path, 204)
     zip_path = folder.with_name(folder.name + ".zip")
@@ -100,7 +100,8 @@ def test_library_ingest_of_zip_with_partial_sidecar(db, tmp_path, caplog):
 
 def test_valid_sidecar_is_still_stored(db, tmp_path, caplog):
     """The checks accept the generator's own sidecar: its ground truth is stored, without a warning."""
-    from schemas.data import GroundTruth, ingest
+    from schemas.data import GroundTruth
+    from usecases.ingest import ingest
 
     folder = _recording(tmp_path, 205)
     with caplog.at_level(logging.WARNING, logger="schemas.data"):

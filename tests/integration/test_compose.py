@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import psycopg2
 import pytest
 import yaml
 from compose_emulation import Compose, PostgresServer, self_signed_certificate, tls_capable_postgres
-from test_worker import long_experiment
+
+from tests.factories import CLI_MODULE, cli_argv, long_experiment
 
 REPO = Path(__file__).parents[2]
 FILES = ("docker-compose.yml", "Dockerfile", "deploy/make-secrets.sh")
@@ -212,7 +212,7 @@ def test_compose_roles_train_a_tiny_experiment_that_the_analyst_sees_and_no_secr
     # the analyst, as the notebook service logs in: reads scores and job errors, changes nothing
     notebook = compose.service("notebook")
     as_analyst = compose.process_env(notebook, **HERE)
-    cli = [compose.argv(compose.service("init"))[0], "-m", "pipeline.cli"]
+    cli = [compose.argv(compose.service("init"))[0], "-m", CLI_MODULE]
     shown = subprocess.run(
         [*cli, "scores", "--experiment", "lab_tiny", "--json"], env=as_analyst, capture_output=True, text=True
     )
@@ -323,6 +323,4 @@ def test_workers_on_other_hosts_connect_over_tls_and_check_the_server_certificat
 
 
 def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True
-    )
+    return subprocess.run(cli_argv(*args), env=env, capture_output=True, text=True)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +10,7 @@ import pytest
 
 from pipeline.experiments import parse_experiment
 from pipeline.scoring.metrics import single_trial_correlation
+from tests.factories import run_cli
 
 REPO = Path(__file__).parents[2]
 SCANS: list[str] = []
@@ -47,24 +45,18 @@ def spec(name: str, resplit: bool) -> dict:
     }
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=REPO,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def ensembles(ingested):
-    from schemas.fabrik import Experiment, add_experiment
-    from schemas.workers import populate
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
+    from schemas.fabrik import Experiment
+    from usecases.experiments import add_experiment
 
     for name, resplit in (("ens_resplit", True), ("ens_shared", False)):
         add_experiment(parse_experiment(spec(name, resplit)), "tester")
-        populate("all", (Experiment & {"experiment_name": name}) * Experiment.Member)
+        populate(
+            "all", (Experiment & {"experiment_name": name}) * Experiment.Member, settings=bound_settings()
+        )
     return ingested
 
 
@@ -92,32 +84,34 @@ def test_contamination_flags(ensembles):
         assert row["contaminated"] == (tier == "train"), tier
         if tier == "validation":
             assert row["trained_fraction"] == 0.0
-    cli_out = cli("scores", "--ensemble", "ens_resplit").stdout
+    cli_out = run_cli("scores", "--ensemble", "ens_resplit").stdout
     assert "* contaminated" in cli_out
 
 
 def test_single_member_ensemble_scores_exactly_as_the_member(ensembles):
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
     from schemas.evaluation import EnsembleScore, ModelScore, add_ensemble
     from schemas.fabrik import Experiment
     from schemas.training import TrainedModel
-    from schemas.workers import populate
 
     member = (TrainedModel & ((Experiment & {"experiment_name": "ens_shared"}) * Experiment.Member)).keys()[0]
     add_ensemble("solo", [member])
-    populate("cpu")
+    populate("cpu", settings=bound_settings())
     for r in (EnsembleScore & {"ensemble_name": "solo"}).to_dicts():
         m = (ModelScore & member & {"data_key": r["data_key"], "tier": r["tier"]}).fetch1()
         for metric in ("single_trial_correlation", "correlation_to_average", "feve"):
             assert r[metric] == m[metric], metric
 
 
+@pytest.mark.slow
 def test_ensemble_score_recomputed_from_exported_predictions(ensembles, tmp_path):
     out = tmp_path / "ens.npz"
-    assert cli("predict", "--ensemble", "ens_shared", "--tier", "test", "--out", str(out)).returncode == 0
+    assert run_cli("predict", "--ensemble", "ens_shared", "--tier", "test", "--out", str(out)).returncode == 0
     members = []
     for seed in (1, 2):
         path = tmp_path / f"m{seed}.npz"
-        proc = cli(
+        proc = run_cli(
             "predict", "--experiment", "ens_shared", "--seed", str(seed), "--tier", "test", "--out", str(path)
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -136,11 +130,12 @@ def test_ensemble_score_recomputed_from_exported_predictions(ensembles, tmp_path
     assert checked >= 1
 
 
+@pytest.mark.slow
 def test_submission_for_competition_recording(ensembles, tmp_path):
     from schemas.data import Scan
     from schemas.evaluation import Submission
 
-    proc = cli("submit", "--ensemble", "ens_shared", "--out", str(tmp_path))
+    proc = run_cli("submit", "--ensemble", "ens_shared", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     competition = (Scan & {"trial_idx_hashed": True}).fetch1("data_key")
     files = {p.name: p for p in tmp_path.glob("*.csv")}
@@ -152,11 +147,11 @@ def test_submission_for_competition_recording(ensembles, tmp_path):
             "checksum"
         )
         assert stored == hashlib.sha256(path.read_bytes()).hexdigest()
-        check = cli("submit", "--check", str(path), "--scan", competition)
+        check = run_cli("submit", "--check", str(path), "--scan", competition)
         assert check.returncode == 0 and "valid" in check.stdout, check.stdout
     # a broken copy is caught by the same validator, through the CLI
     lines = live.read_text().splitlines()
     broken = tmp_path / "broken_submission_file_live_test.csv"
     broken.write_text("\n".join(lines[:-1]) + "\n")
-    check = cli("submit", "--check", str(broken), "--scan", competition)
+    check = run_cli("submit", "--check", str(broken), "--scan", competition)
     assert check.returncode == 1 and "missing" in check.stdout

@@ -1,7 +1,7 @@
 """First contact: commands started together on a fresh home, the folders above the home, failed ingests
 and the object store, renamed copies of a recording.
 
-Everything runs for real: ``python -m pipeline.cli`` processes, the embedded PostgreSQL (a fresh one per
+Everything runs for real: ``python -m cli`` processes, the embedded PostgreSQL (a fresh one per
 fresh home, stopped at the end of its test), real logins made with ``sensorium db user add``.
 """
 
@@ -11,12 +11,12 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.data.synth import SynthConfig, folder_name, write_synthetic
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 
@@ -29,7 +29,7 @@ def _env(home: Path, prefix: str, **extra: str) -> dict[str, str]:
 
 def _start(env: dict[str, str], *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        cli_argv(*args),
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -39,9 +39,7 @@ def _start(env: dict[str, str], *args: str) -> subprocess.Popen:
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
+    return subprocess.run(cli_argv(*args), cwd=REPO, env=env, capture_output=True, text=True)
 
 
 def _together(env: dict[str, str], *args: str, n: int = 2) -> list[tuple[int, str]]:
@@ -168,7 +166,8 @@ def _copy_as(source: Path, data_key: str, where: Path) -> Path:
 def test_renamed_copy_first_then_the_original_both_keys_stored(db, tmp_path, caplog):
     """The data key comes from the folder being ingested, never from the cache entry of an identical copy
     ingested before."""
-    from schemas.data import Scan, ingest
+    from schemas.data import Scan
+    from usecases.ingest import ingest
 
     original = _synthetic(tmp_path / "synth", seed=741)
     original_key = original.name.removeprefix("static").split("-GrayImageNet")[0]
@@ -191,7 +190,7 @@ def test_renamed_copy_first_then_the_original_both_keys_stored(db, tmp_path, cap
 
 
 def test_conflicting_recording_leaves_the_store_unchanged(db, session_scans, tmp_path):
-    from schemas.data import IngestConflictError, ingest
+    from usecases.ingest import IngestConflictError, ingest
 
     other = _synthetic(tmp_path / "synth", seed=742)
     impostor = _copy_as(other, session_scans[0], tmp_path / "impostor")

@@ -14,7 +14,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from recording_zip import zip_in_place
 
 from pipeline.data.format import write_recording
 from pipeline.data.synth import SynthConfig, synthesize
+from tests.factories import cli_argv
 
 MARKER = "PAYLOAD_RAN"
 
@@ -60,7 +60,7 @@ def _crafted(source: Path, scratch: Path, payload: str, container: str) -> Path:
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TQDM_DISABLE="1")
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        cli_argv(*args),
         cwd=cwd,
         env=env,
         capture_output=True,

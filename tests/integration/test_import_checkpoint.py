@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 
 from pipeline.data.format import write_recording
 from pipeline.data.synth import SynthConfig, folder_name, synthesize
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 # the team's shared fixtures: beside the checkout (../shared), or where SENSORIUM_STARTER_KIT says
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.skipif(
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        cli_argv(*args),
         capture_output=True,
         text=True,
         env=dict(os.environ, OMP_NUM_THREADS="2"),

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import schemas
 from pipeline.data.format import RecordingFormatError, read_recording, write_recording
 from pipeline.data.synth import SynthConfig, synthesize
 from pipeline.regressors.trial_order import trial_order
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 
@@ -31,7 +31,8 @@ def _folders(synth_dir: Path) -> list[Path]:
 
 
 def test_ingest_stores_identical_arrays_and_is_idempotent(db, synth_dir):
-    from schemas.data import Scan, TrialOrder, ingest
+    from schemas.data import Scan, TrialOrder
+    from usecases.ingest import ingest
 
     for folder in _folders(synth_dir):
         zip_path = folder.with_name(folder.name + ".zip")
@@ -59,7 +60,8 @@ def test_ingest_stores_identical_arrays_and_is_idempotent(db, synth_dir):
 
 def test_stored_recording_writes_back_the_same_format(db, synth_dir, tmp_path):
     """What the database holds is enough to write the recording again, byte-identical in content."""
-    from schemas.data import Scan, ingest
+    from schemas.data import Scan
+    from usecases.ingest import ingest
 
     folder = _folders(synth_dir)[0]
     result = ingest(folder, cache_dir=db.cache_dir, progress=False)
@@ -69,7 +71,8 @@ def test_stored_recording_writes_back_the_same_format(db, synth_dir, tmp_path):
 
 
 def test_trial_order_table_with_ties(db, synth_dir):
-    from schemas.data import Scan, TrialOrder, ingest
+    from schemas.data import Scan, TrialOrder
+    from usecases.ingest import ingest
 
     for folder in _folders(synth_dir):
         result = ingest(folder, cache_dir=db.cache_dir, progress=False)
@@ -97,7 +100,7 @@ def test_trial_order_table_with_ties(db, synth_dir):
     "damage", ["missing_file", "missing_trial", "wrong_shape", "nan", "unknown_tier", "truncated_zip"]
 )
 def test_bad_recordings_leave_database_unchanged(db, recording_copy, damage):
-    from schemas.data import ingest
+    from usecases.ingest import ingest
 
     target: Path = recording_copy
     if damage == "missing_file":
@@ -126,7 +129,8 @@ def test_bad_recordings_leave_database_unchanged(db, recording_copy, damage):
 
 
 def test_different_recording_under_existing_key_is_refused(db, synth_dir, tmp_path):
-    from schemas.data import IngestConflictError, Scan, ingest
+    from schemas.data import Scan
+    from usecases.ingest import IngestConflictError, ingest
 
     folder = _folders(synth_dir)[0]
     first = ingest(folder, cache_dir=db.cache_dir, progress=False)
@@ -144,7 +148,8 @@ def test_different_recording_under_existing_key_is_refused(db, synth_dir, tmp_pa
 
 def test_failure_during_insert_rolls_back(db, monkeypatch):
     """A crash half-way through the insert leaves no Scan row and no part rows."""
-    from schemas.data import Scan, ingest
+    from schemas.data import Scan
+    from usecases.ingest import ingest
 
     rec, _ = synthesize(SynthConfig(n_neurons=10, n_trials=120, seed=99), 3)
     base = Path(db.home) / "rollback"
@@ -166,7 +171,7 @@ def test_failure_during_insert_rolls_back(db, monkeypatch):
 def _cli(*args: str, env_extra: dict | None = None) -> subprocess.Popen:
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        cli_argv(*args),
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -211,7 +216,8 @@ def test_cli_status_json_and_ingest_errors(db, recording_copy):
 
 
 def test_trial_order_matches_pure_function(db, synth_dir):
-    from schemas.data import Scan, TrialOrder, ingest
+    from schemas.data import Scan, TrialOrder
+    from usecases.ingest import ingest
 
     folder = _folders(synth_dir)[1]
     result = ingest(folder, cache_dir=db.cache_dir, progress=False)

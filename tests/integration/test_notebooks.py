@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 from nbclient import NotebookClient
-from test_worker import long_experiment
 
 from pipeline.data.synth import SynthConfig, write_synthetic
+from tests.factories import cli_argv, long_experiment
 
 REPO = Path(__file__).parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -69,14 +68,14 @@ def test_every_notebook_runs_top_to_bottom_as_owner_then_as_read_only_analyst(de
     # the deployment's notebook service: the analyst role, no table creation, an experiment not stored
     env = dict(os.environ)
     roles = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "db", "roles", "--apply"],
+        cli_argv("db", "roles", "--apply"),
         env=env,
         capture_output=True,
         text=True,
     )
     assert roles.returncode == 0, roles.stdout + roles.stderr
     login = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "db", "user", "add", "nb_analyst", "--role", "analyst"],
+        cli_argv("db", "user", "add", "nb_analyst", "--role", "analyst"),
         env=dict(env, SENSORIUM_NEW_PASSWORD="analyst-password-1"),
         capture_output=True,
         text=True,

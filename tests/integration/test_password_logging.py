@@ -18,13 +18,14 @@ import hmac
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
+
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 # every password the test gives; none may appear anywhere
@@ -58,7 +59,7 @@ def _cli(db, *args: str, user: str = "postgres", stdin: str | None = None, **env
     if user != "postgres":
         environ |= {"DJ_HOST": str(db.db_dir), "DJ_PORT": "5432", "DJ_USER": user, "DJ_PASS": "unused-here"}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        cli_argv(*args),
         input=stdin or "",
         capture_output=True,
         text=True,
@@ -72,7 +73,7 @@ def logged(db):
     """Roles applied; every statement of new sessions logged while the module runs; the test's roles
     dropped after."""
     import schemas
-    from schemas.roles import apply_roles
+    from usecases.roles import apply_roles
 
     apply_roles(schemas.connect(db), db.db_prefix, schemas.modules())
     log = Path(db.db_dir) / "log"
@@ -92,7 +93,7 @@ def logged(db):
 
 def test_verifier_is_rfc5802_scram_sha_256(db):
     """The verifier's keys, recomputed from its salt with hashlib (RFC 5802 / 7677)."""
-    from schemas.roles import password_verifier
+    from usecases.roles import password_verifier
 
     with _superuser(db) as conn:
         first, second = (password_verifier("correct horse battery", conn) for _ in range(2))

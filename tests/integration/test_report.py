@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
-from test_ensemble import cli
-from test_worker import long_experiment
 
 from pipeline.experiments import parse_experiment
+from tests.factories import long_experiment, run_cli
 
 REPO = Path(__file__).parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -28,8 +27,10 @@ FIGURES = ("scores", "learning_curves", "neurons", "ensemble_gain")
 
 @pytest.fixture(scope="module")
 def scored(db, session_scans):
-    from schemas.fabrik import Experiment, add_experiment
-    from schemas.workers import populate
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
+    from schemas.fabrik import Experiment
+    from usecases.experiments import add_experiment
 
     ens = long_experiment("rep_ens", session_scans, max_iter=3)
     ens.pop("seeds")
@@ -38,14 +39,18 @@ def scored(db, session_scans):
     base = long_experiment("rep_base", session_scans, seeds=(4, 5), max_iter=2)
     for spec in (ens, base):
         add_experiment(parse_experiment(spec), "tester")
-        populate("all", (Experiment & {"experiment_name": spec["name"]}) * Experiment.Member)
+        populate(
+            "all",
+            (Experiment & {"experiment_name": spec["name"]}) * Experiment.Member,
+            settings=bound_settings(),
+        )
     return ["rep_ens", "rep_base"]
 
 
 @pytest.fixture(scope="module")
 def report(scored, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    made = cli("report", "--experiment", "rep_ens", "--experiment", "rep_base", "--out", str(out))
+    made = run_cli("report", "--experiment", "rep_ens", "--experiment", "rep_base", "--out", str(out))
     assert made.returncode == 0, made.stdout + made.stderr
     path = out / "report.html"
     assert made.stdout.strip() == f"report of 2 experiment(s), 5 model(s): {path.resolve()}"
@@ -66,7 +71,7 @@ def test_report_has_every_figure_and_a_provenance_row_per_model(report):
 
 def test_ensemble_gain_ends_at_the_stored_ensemble_score(scored):
     from schemas.evaluation import EnsembleScore
-    from schemas.report_data import gather
+    from usecases.report import gather
 
     data = gather(["rep_ens"])
     (gain,) = [g for g in data.gains if g.data_key == sorted({g.data_key for g in data.gains})[0]]
@@ -79,7 +84,7 @@ def test_ensemble_gain_ends_at_the_stored_ensemble_score(scored):
 
 
 def test_unknown_experiment_is_one_line(scored, tmp_path):
-    refused = cli("report", "--experiment", "nope", "--out", str(tmp_path))
+    refused = run_cli("report", "--experiment", "nope", "--out", str(tmp_path))
     assert refused.returncode == 2 and refused.stdout.startswith("error: no experiment named 'nope'")
     assert refused.stdout.count("\n") == 1 and not list(tmp_path.iterdir())
 

@@ -14,7 +14,8 @@ import sys
 import psycopg2
 import pytest
 from psycopg2 import errors as pg
-from test_worker import add, assert_one_clean_run, long_experiment
+
+from tests.factories import add, assert_one_clean_run, cli_argv, long_experiment
 
 USERS = {"t_analyst": "analyst", "t_worker": "worker", "t_admin": "admin"}
 
@@ -25,9 +26,7 @@ def _env(db, user: str) -> dict:
 
 
 def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=env
-    )
+    return subprocess.run(cli_argv(*args), capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +78,9 @@ def test_roles_sql_is_printed_without_applying(logins):
 
 
 def test_analyst_reads_but_changes_nothing(logins):
+    from jobs.queues import jobs_of
     from schemas.data import Scan
     from schemas.training import TrainedModel
-    from schemas.workers import jobs_of
 
     env = _env(logins, "t_analyst")
     scores = _cli(env, "scores", "--json")

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_worker import add, checkpoint_epoch, job_status, long_experiment
+import pytest
+
+from tests.factories import add, checkpoint_epoch, job_status, long_experiment
 
 REPO = Path(__file__).parents[2]
 SCRIPT = REPO / "deploy" / "slurm-worker.sbatch"
@@ -44,6 +46,7 @@ def _task(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
     return proc, log
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_batch_shell_checkpoints_and_the_next_task_resumes(
     db, session_scans, tmp_path, wait_until
 ):

@@ -12,12 +12,16 @@ import re
 import signal
 import time
 
-from test_worker import add, assert_one_clean_run, checkpoint_epoch, job_status, long_experiment
+import pytest
+
+from tests.factories import add, assert_one_clean_run, checkpoint_epoch, job_status, long_experiment
 
 N_KEYS = 9
 N_WORKERS = 3
 INJECTIONS = 8
 DEADLINE_S = 200
+
+pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
 
 def test_three_workers_under_random_kills_train_every_key_once(db, session_scans, spawn_worker, wait_until):

@@ -4,14 +4,13 @@ an Optuna study stored in the same PostgreSQL; median pruning stops a clearly wo
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 
 from pipeline.sweeps.spec import parse_sweep
-from tests.integration.test_training import tiny_experiment
+from tests.factories import cli_argv, tiny_experiment
 
 REPO = Path(__file__).parents[2]
 
@@ -22,27 +21,29 @@ def scans(db, session_scans):
 
 
 def _sweep(name: str, scans: list[str], **changes) -> dict:
-    base = tiny_experiment("base", max_iter=3)
-    base["dataset"]["config"]["scans"] = scans
+    base = tiny_experiment("base", scans=scans, max_iter=3)
     data = {"name": name, "base": base, "sampler": "grid", "budget": 2, "parallel": 1}
     data.update(changes)
     return data
 
 
 def _train(name: str) -> dict:
-    from pipeline.cli.experiments import experiment_restriction
-    from schemas.sweeps import sweep_experiments
-    from schemas.workers import populate
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
+    from usecases.experiments import experiment_restriction
+    from usecases.sweeps import sweep_experiments
 
-    return populate("gpu", experiment_restriction(sweep_experiments(name)))
+    return populate("gpu", experiment_restriction(sweep_experiments(name)), settings=bound_settings())
 
 
+@pytest.mark.slow
 def test_grid_sweep_trains_trials_through_populate_and_reports(scans, tmp_path):
     from optuna.trial import TrialState
 
     from schemas.fabrik import Experiment
-    from schemas.sweeps import Sweep, add_sweep, advance, study, trial_states
+    from schemas.sweeps import Sweep, study
     from schemas.training import TrainedModel
+    from usecases.sweeps import add_sweep, advance, trial_states
 
     spec = parse_sweep(_sweep("grid", scans, space={"model.config.hidden_channels": [2, 4]}))
     counts = add_sweep(spec, "tester")
@@ -71,7 +72,7 @@ def test_grid_sweep_trains_trials_through_populate_and_reports(scans, tmp_path):
 
     figure = tmp_path / "grid.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "sweep", "report", "grid", "--figure", str(figure)],
+        cli_argv("sweep", "report", "grid", "--figure", str(figure)),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -87,7 +88,7 @@ def test_grid_sweep_trains_trials_through_populate_and_reports(scans, tmp_path):
 
 
 def _members(experiment: str):
-    from schemas.sweeps import member_keys
+    from usecases.sweeps import member_keys
 
     return member_keys(experiment)
 
@@ -95,8 +96,9 @@ def _members(experiment: str):
 def test_median_pruning_stops_the_clearly_worse_trial(scans):
     from optuna.trial import TrialState
 
-    from schemas.sweeps import advance, study, trial_states
+    from schemas.sweeps import study
     from schemas.training import TrainedModel
+    from usecases.sweeps import advance, trial_states
 
     # seed 1: Optuna's grid order is lr 0.02 first, then 1e-9 (asserted below, so that an Optuna change
     # fails here instead of leaving nothing to prune); patience large, so the good trial runs all epochs
@@ -108,7 +110,7 @@ def test_median_pruning_stops_the_clearly_worse_trial(scans):
         pruning={"warmup_epochs": 0, "startup_trials": 1},
     )
     data["base"]["trainer"]["config"].update(max_iter=4, patience=10)
-    from schemas.sweeps import add_sweep
+    from usecases.sweeps import add_sweep
 
     add_sweep(parse_sweep(data), "tester")
     _train("pruned")
@@ -127,7 +129,7 @@ def test_median_pruning_stops_the_clearly_worse_trial(scans):
 
 def test_unknown_sweep_is_a_one_line_error(scans):
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "sweep", "report", "nope"],
+        cli_argv("sweep", "report", "nope"),
         cwd=REPO,
         capture_output=True,
         text=True,

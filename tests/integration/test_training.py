@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,37 +13,18 @@ import pytest
 
 from pipeline.configs import ConfigError
 from pipeline.experiments import parse_experiment
+from tests import factories
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 WORKER_TIMEOUT_S = float(os.environ.get("SENSORIUM_WORKER_TIMEOUT_S", "3"))
-
-TINY_MODEL = {
-    "layers": 2,
-    "hidden_channels": 4,
-    "input_kern": 5,
-    "hidden_kern": 3,
-    "grid_mean_predictor": {"hidden_layers": 1, "hidden_features": 8},
-}
-
 
 SCANS: list[str] = []  # the two session recordings, set by the `ingested` fixture
 
 
 def tiny_experiment(name: str, seeds=(1,), **trainer) -> dict:
     """A tiny model on the two small session recordings (other tests ingest more scans)."""
-    return {
-        "name": name,
-        "dataset": {
-            "fn": "sensorium.datasets.static_loaders",
-            "config": {"scans": SCANS or "all", "batch_size": 32},
-        },
-        "model": {"fn": "sensorium.models.stacked_core_full_gauss_readout", "config": dict(TINY_MODEL)},
-        "trainer": {
-            "fn": "sensorium.training.standard_trainer",
-            "config": {"max_iter": 3, "patience": 2, "lr_decay_steps": 1, **trainer},
-        },
-        "seeds": list(seeds),
-    }
+    return factories.tiny_experiment(name, seeds, scans=SCANS or "all", **trainer)
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +40,15 @@ def _restriction(name):
 
 
 def test_tiny_model_trains_through_populate(ingested):
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
     from schemas.data import Scan
     from schemas.evaluation import ModelScore, OracleScore, Prediction
-    from schemas.fabrik import add_experiment
     from schemas.training import TrainedModel
-    from schemas.workers import populate
+    from usecases.experiments import add_experiment
 
     add_experiment(parse_experiment(tiny_experiment("tiny", max_iter=4)), "tester")
-    results = populate("all", _restriction("tiny"))
+    results = populate("all", _restriction("tiny"), settings=bound_settings())
     assert results["TrainedModel"]["success_count"] == 1
     key = (TrainedModel & _restriction("tiny")).keys()[0]
     row = (TrainedModel & key).fetch1()
@@ -105,13 +86,14 @@ def test_tiny_model_trains_through_populate(ingested):
 
 
 def test_same_config_seed_and_data_give_identical_scores(ingested):
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
     from schemas.evaluation import ModelScore
-    from schemas.fabrik import add_experiment
     from schemas.training import TrainedModel
-    from schemas.workers import populate
+    from usecases.experiments import add_experiment
 
     add_experiment(parse_experiment(tiny_experiment("repro", seeds=(7,))), "tester")
-    populate("all", _restriction("repro"))
+    populate("all", _restriction("repro"), settings=bound_settings())
     key = (TrainedModel & _restriction("repro")).keys()[0]
     first = sorted(
         ((s["data_key"], s["tier"]), s["single_trial_correlation"]) for s in (ModelScore & key).to_dicts()
@@ -119,7 +101,7 @@ def test_same_config_seed_and_data_give_identical_scores(ingested):
     first_state = (TrainedModel.Checkpoint & key).fetch1("state_dict")
     (TrainedModel & key).delete()  # cascades to Prediction and ModelScore
     assert not ModelScore & key
-    populate("all", _restriction("repro"))
+    populate("all", _restriction("repro"), settings=bound_settings())
     second = sorted(
         ((s["data_key"], s["tier"]), s["single_trial_correlation"]) for s in (ModelScore & key).to_dicts()
     )
@@ -129,12 +111,15 @@ def test_same_config_seed_and_data_give_identical_scores(ingested):
 
 
 def test_diverging_training_leaves_error_and_no_rows(ingested):
-    from schemas.fabrik import add_experiment
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
     from schemas.training import TrainedModel
-    from schemas.workers import populate
+    from usecases.experiments import add_experiment
 
     add_experiment(parse_experiment(tiny_experiment("diverge", lr_init=1e12, max_iter=3)), "tester")
-    results = populate("gpu", _restriction("diverge"), reserve_jobs=True, suppress_errors=True)
+    results = populate(
+        "gpu", _restriction("diverge"), reserve_jobs=True, suppress_errors=True, settings=bound_settings()
+    )
     assert results["TrainedModel"]["success_count"] == 0
     assert len(results["TrainedModel"]["error_list"]) == 1
     keys = (TrainedModel.key_source & _restriction("diverge")).keys()
@@ -161,13 +146,14 @@ def test_unknown_key_and_wrong_type_are_refused():
         parse_experiment(bad)
 
 
+@pytest.mark.slow
 def test_cli_experiment_add_with_set_and_errors(ingested, tmp_path):
     import yaml
 
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(tiny_experiment("cli-exp")))
     env = dict(os.environ)
-    run = [sys.executable, "-m", "pipeline.cli", "experiment", "add", str(path)]
+    run = cli_argv("experiment", "add", str(path))
     out = subprocess.run(
         [*run, "--set", "model.config.hidden_chanels=3"], capture_output=True, text=True, env=env
     )
@@ -186,26 +172,25 @@ def test_cli_experiment_add_with_set_and_errors(ingested, tmp_path):
     assert out.returncode == 2 and "already exists" in out.stdout
 
 
+@pytest.mark.slow
 def test_killed_populate_is_finished_by_the_next_call(ingested):
     """Kill a worker mid-training; once its heartbeat is stale the next populate() finishes its job."""
-    from schemas.fabrik import add_experiment
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
     from schemas.training import TrainedModel
-    from schemas.workers import populate
+    from usecases.experiments import add_experiment
 
     spec = tiny_experiment("killed", seeds=(21, 22), max_iter=25, patience=25)
     add_experiment(parse_experiment(spec), "tester")
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
+        cli_argv(
             "populate",
             "--queue",
             "gpu",
             "--experiment",
             "killed",
             "--reserve-jobs",
-        ],
+        ),
         cwd=REPO,
         env=dict(os.environ),
         stdout=subprocess.DEVNULL,
@@ -228,7 +213,7 @@ def test_killed_populate_is_finished_by_the_next_call(ingested):
     assert done_before < 2
     assert reserved(), "the killed worker's reservation is still there"
     time.sleep(WORKER_TIMEOUT_S + 0.5)  # its heartbeat goes stale: then the reservation is dead
-    results = populate("gpu", _restriction("killed"), reserve_jobs=True)
+    results = populate("gpu", _restriction("killed"), reserve_jobs=True, settings=bound_settings())
     assert len(TrainedModel & _restriction("killed")) == 2
     assert results["TrainedModel"]["success_count"] == 2 - done_before
     assert not reserved()
@@ -240,10 +225,7 @@ def test_predict_export(ingested, tmp_path):
 
     out = tmp_path / "pred.npz"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
+        cli_argv(
             "predict",
             "--experiment",
             "tiny",
@@ -251,7 +233,7 @@ def test_predict_export(ingested, tmp_path):
             "test",
             "--out",
             str(out),
-        ],
+        ),
         capture_output=True,
         text=True,
         env=dict(os.environ),
@@ -282,16 +264,17 @@ def test_predict_export(ingested, tmp_path):
 
 def test_scores_belong_to_their_experiment_only(ingested):
     """Two experiments sharing dataset and seed but not the model: each sees only its own scores."""
-    from schemas.fabrik import add_experiment
-    from schemas.queries import score_rows as _score_rows
-    from schemas.workers import populate
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
+    from usecases.experiments import add_experiment
+    from usecases.queries import score_rows as _score_rows
 
     other = tiny_experiment("tiny_wide", max_iter=1)
     other["model"]["config"]["hidden_channels"] = 6
     same_data = tiny_experiment("tiny_narrow", max_iter=1)
     for spec in (other, same_data):
         add_experiment(parse_experiment(spec), "tester")
-        populate("all", _restriction(spec["name"]))
+        populate("all", _restriction(spec["name"]), settings=bound_settings())
     from schemas.data import Scan
 
     wide, narrow = _score_rows("tiny_wide"), _score_rows("tiny_narrow")
@@ -306,8 +289,9 @@ def test_scores_belong_to_their_experiment_only(ingested):
 def test_only_declared_combinations_are_trained(ingested):
     """key_source pairs each experiment's model and trainer only with its own datasets and seeds, and
     leaves out import-only experiments (their weights come from `sensorium import-checkpoint`)."""
-    from schemas.fabrik import add_experiment, experiment_models, trainable_experiments
+    from schemas.fabrik import experiment_models, trainable_experiments
     from schemas.training import TrainedModel
+    from usecases.experiments import add_experiment
 
     pk = TrainedModel.primary_key
 
@@ -325,7 +309,8 @@ def test_only_declared_combinations_are_trained(ingested):
 
 def test_scans_all_is_resolved_when_the_experiment_is_added(ingested):
     from schemas.data import Scan
-    from schemas.fabrik import Dataset, Experiment, add_experiment
+    from schemas.fabrik import Dataset, Experiment
+    from usecases.experiments import add_experiment
 
     spec = tiny_experiment("all_scans")
     spec["dataset"]["config"]["scans"] = "all"

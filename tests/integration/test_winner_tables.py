@@ -48,16 +48,18 @@ def tiny_winner(name: str) -> dict:
 
 
 def test_winner_populates_from_tables(ingested):
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
     from schemas.data import Scan
     from schemas.evaluation import ModelScore
-    from schemas.fabrik import Experiment, add_experiment
+    from schemas.fabrik import Experiment
     from schemas.regressors import BehaviorNormalization, History, NetworkState, SplitSet
     from schemas.training import TrainedModel
-    from schemas.workers import populate
+    from usecases.experiments import add_experiment
 
     add_experiment(parse_experiment(tiny_winner("tiny_winner")), "tester")
     restriction = (Experiment & {"experiment_name": "tiny_winner"}) * Experiment.Member
-    results = populate("all", restriction)
+    results = populate("all", restriction, settings=bound_settings())
     assert results["TrainedModel"]["success_count"] == 2, results
     for k in SCANS:
         key = {"data_key": k}
@@ -94,9 +96,10 @@ def test_compute_regressors_equals_the_tables(ingested):
     from pipeline.regressors.compute import compute_regressors
     from schemas import regressors as r
     from schemas.data import Scan
+    from usecases.experiments import register_dataset_regressors
 
     config = {**tiny_winner("x")["dataset"]["config"], "split": {"n_splits": 3, "seed": 5, "index": 1}}
-    r.register_dataset_regressors(config)
+    register_dataset_regressors(config)
     for table in (r.BehaviorNormalization, r.History, r.NetworkState, r.SplitSet):
         table.populate(display_progress=False)
     for k in SCANS:
@@ -119,6 +122,7 @@ def test_exact_trial_order_tables_record_their_rule_and_feed_the_regressors(inge
     from pipeline.regressors.compute import compute_regressors
     from schemas import regressors as r
     from schemas.data import ExactTrialOrder, Scan, TrialOrder
+    from usecases.experiments import register_dataset_regressors
 
     base = tiny_winner("x")["dataset"]["config"]
     regs = {
@@ -128,7 +132,7 @@ def test_exact_trial_order_tables_record_their_rule_and_feed_the_regressors(inge
         "rank_order": "exact",
     }
     config = {**base, "regressors": regs, "split": None}
-    r.register_dataset_regressors(config)
+    register_dataset_regressors(config)
     for table in (ExactTrialOrder, r.BehaviorNormalization, r.History, r.NetworkState):
         table.populate(display_progress=False)
     rules = {row["data_key"]: row for row in ExactTrialOrder.to_dicts()}

@@ -1,6 +1,6 @@
 """``sensorium worker`` as real processes: SIGTERM / SIGKILL, a dropped connection, a restarted server.
 
-Every worker is a subprocess of ``python -m pipeline.cli worker`` against the test database, with one
+Every worker is a subprocess of ``python -m cli worker`` against the test database, with one
 torch thread and the short heartbeat timings of the test session (``tests/conftest.py``).
 """
 
@@ -10,62 +10,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from test_training import TINY_MODEL
 
-from pipeline.experiments import parse_experiment
-
-
-def long_experiment(name: str, scans: list[str], seeds=(1,), max_iter: int = 20, **trainer) -> dict:
-    """A tiny model that trains for ``max_iter`` epochs (no early stop), a few tenths of a second each."""
-    return {
-        "name": name,
-        "dataset": {"fn": "sensorium.datasets.static_loaders", "config": {"scans": scans, "batch_size": 32}},
-        "model": {"fn": "sensorium.models.stacked_core_full_gauss_readout", "config": dict(TINY_MODEL)},
-        "trainer": {
-            "fn": "sensorium.training.standard_trainer",
-            "config": {"max_iter": max_iter, "patience": max_iter, "lr_decay_steps": 1, **trainer},
-        },
-        "seeds": list(seeds),
-    }
+from tests.factories import add, assert_one_clean_run, checkpoint_epoch, cli_argv, job_status, long_experiment
 
 
 @pytest.fixture(scope="module")
 def scans(db, session_scans) -> list[str]:
     return session_scans
-
-
-def add(spec: dict) -> list[dict]:
-    """Insert the experiment; return its TrainedModel keys."""
-    from schemas.fabrik import add_experiment, experiment_models
-    from schemas.training import TrainedModel
-
-    add_experiment(parse_experiment(spec), "tester")
-    return (TrainedModel.key_source & experiment_models(spec["name"])).keys()
-
-
-def checkpoint_epoch(key: dict) -> int:
-    """Epoch of the key's checkpoint on disk (0: none)."""
-    from schemas.training import TrainedModel, key_hash
-
-    pk = {k: key[k] for k in TrainedModel.primary_key}
-    sidecar = TrainedModel.checkpoint_dir() / f"{key_hash(pk)}.json"
-    try:
-        return int(json.loads(sidecar.read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
-def job_status(key: dict) -> str | None:
-    from schemas.training import TrainedModel
-    from schemas.workers import jobs_of
-
-    rows = (jobs_of(TrainedModel) & {k: key[k] for k in TrainedModel.primary_key}).to_dicts()
-    return rows[0]["status"] if rows else None
 
 
 def run_record(key: dict) -> dict:
@@ -87,24 +42,13 @@ def run_record(key: dict) -> dict:
     }
 
 
-def assert_one_clean_run(key: dict) -> dict:
-    """Exactly one row, an unbroken 1..n curve, no job left, no checkpoint left."""
-    from schemas.training import TrainedModel
-
-    assert len(TrainedModel & key) == 1
-    row = (TrainedModel & key).fetch1()
-    epochs = [e["epoch"] for e in (TrainedModel.Epoch & key).to_dicts(order_by="epoch")]
-    assert epochs == list(range(1, row["epochs"] + 1))
-    assert job_status(key) is None, "the finished job is removed from the queue"
-    assert checkpoint_epoch(key) == 0 and not list(TrainedModel.checkpoint_dir().glob("*.pt.*tmp"))
-    return row
-
-
+@pytest.mark.slow
 def test_sigterm_checkpoints_requeues_and_another_process_finishes_bit_identically(
     scans, spawn_worker, wait_until
 ):
+    from jobs.runner import populate
+    from schemas.binding import bound_settings
     from schemas.training import TrainedModel
-    from schemas.workers import populate
 
     spec = long_experiment("w_sigterm", scans, seeds=(31,), max_iter=16)
     (key,) = add(spec)
@@ -112,7 +56,7 @@ def test_sigterm_checkpoints_requeues_and_another_process_finishes_bit_identical
 
     # reference: the same key trained in one go by a worker process, then scored
     assert spawn_worker(*only).wait(timeout=180) == 0
-    populate("cpu", key)
+    populate("cpu", key, settings=bound_settings())
     reference = run_record(key)
     assert reference["row"]["resumed_from_epoch"] == 0
     (TrainedModel & key).delete()  # cascades to predictions and scores
@@ -130,7 +74,7 @@ def test_sigterm_checkpoints_requeues_and_another_process_finishes_bit_identical
     assert 3 <= stopped_at < 16 and not TrainedModel & key
 
     assert spawn_worker(*only).wait(timeout=180) == 0
-    populate("cpu", key)
+    populate("cpu", key, settings=bound_settings())
     resumed = run_record(key)
     assert resumed["row"]["resumed_from_epoch"] == stopped_at
     assert resumed["curve"] == reference["curve"]
@@ -141,8 +85,9 @@ def test_sigterm_checkpoints_requeues_and_another_process_finishes_bit_identical
     assert_one_clean_run(key)
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_is_resumed_by_another_after_the_heartbeat_timeout(scans, spawn_worker, wait_until):
-    from schemas.jobs import workers
+    from jobs.admin import workers
     from schemas.training import TrainedModel
 
     (key,) = add(long_experiment("w_sigkill", scans, seeds=(32,), max_iter=16))
@@ -163,11 +108,12 @@ def test_sigkilled_worker_is_resumed_by_another_after_the_heartbeat_timeout(scan
     assert TrainedModel & key
 
 
+@pytest.mark.slow
 def test_dropped_connection_is_reconnected_and_no_other_worker_takes_the_job(
     scans, spawn_worker, wait_until, db
 ):
+    from jobs.queues import jobs_of
     from schemas.training import TrainedModel
-    from schemas.workers import jobs_of
 
     (key,) = add(long_experiment("w_dropped", scans, seeds=(33,), max_iter=40))
     trainer = spawn_worker("--experiment", "w_dropped", "--idle-exit", "1")
@@ -184,6 +130,7 @@ def test_dropped_connection_is_reconnected_and_no_other_worker_takes_the_job(
     assert row["resumed_from_epoch"] == 0, "trained in one go by the first worker"
 
 
+@pytest.mark.slow
 def test_database_restart_during_training_is_survived(scans, spawn_worker, wait_until, db):
     from pipeline.database import ensure_embedded_server, stop_embedded_server
 
@@ -201,14 +148,13 @@ def test_database_restart_during_training_is_survived(scans, spawn_worker, wait_
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=dict(os.environ)
-    )
+    return subprocess.run(cli_argv(*args), capture_output=True, text=True, env=dict(os.environ))
 
 
+@pytest.mark.slow
 def test_failed_job_is_recorded_and_the_worker_goes_on_then_jobs_retry_and_priority(scans, spawn_worker):
+    from jobs.queues import REGRESSORS, jobs_of
     from schemas.training import TrainedModel
-    from schemas.workers import REGRESSORS, jobs_of
 
     for table in REGRESSORS:  # present already when earlier tests ran; --priority below skips them
         table.populate(display_progress=False)
@@ -262,10 +208,12 @@ def test_bad_worker_arguments_and_unknown_experiment_are_one_line_errors():
         assert fragment in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_worker_declared_dead_drops_its_job_and_registers_again(scans, spawn_worker, wait_until):
     """What a long network partition looks like to a worker: its row is marked dead and its job freed."""
+    from jobs.queues import jobs_of
     from schemas.training import TrainedModel
-    from schemas.workers import Worker, jobs_of
+    from schemas.workers import Worker
 
     (key,) = add(long_experiment("w_partition", scans, seeds=(39,), max_iter=30))
     worker = spawn_worker("--experiment", "w_partition", "--idle-exit", "2")
@@ -285,6 +233,7 @@ def test_worker_declared_dead_drops_its_job_and_registers_again(scans, spawn_wor
     assert row["resumed_from_epoch"] >= 2, "it took the freed job again and resumed from its checkpoint"
 
 
+@pytest.mark.slow
 def test_sigterm_while_the_database_is_down_exits_promptly(scans, spawn_worker, wait_until, db):
     from pipeline.database import ensure_embedded_server, stop_embedded_server
 

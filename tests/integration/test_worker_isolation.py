@@ -14,13 +14,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import uuid
 
 import psycopg2
 import pytest
 from psycopg2 import errors as pg
-from test_worker import add, assert_one_clean_run, checkpoint_epoch, job_status, long_experiment
+
+from tests.factories import add, assert_one_clean_run, checkpoint_epoch, cli_argv, job_status, long_experiment
 
 WORKER_LOGIN, OTHER_LOGIN, ADMIN_LOGIN = "iso_worker", "iso_other", "iso_admin"
 
@@ -29,8 +29,8 @@ WORKER_LOGIN, OTHER_LOGIN, ADMIN_LOGIN = "iso_worker", "iso_other", "iso_admin"
 def logins(db, session_scans):
     """Roles applied to the test prefix; two worker-role logins and an admin login."""
     import schemas
-    from schemas.roles import add_user, apply_roles
     from schemas.workers import Worker
+    from usecases.roles import add_user, apply_roles
 
     conn = Worker.connection
     apply_roles(conn, db.db_prefix, schemas.modules())
@@ -84,8 +84,11 @@ def _worker_row(pid: int) -> dict:
 def test_another_worker_of_the_same_login_cannot_stop_a_live_worker_or_touch_its_job(
     logins, as_login, session_scans, spawn_worker, wait_until
 ):
+    from jobs.isolation import api_name, token_table
+    from jobs.queues import jobs_of
+    from jobs.reservations import _job_condition
     from schemas.training import TrainedModel
-    from schemas.workers import Worker, _job_condition, api_name, jobs_of, token_table
+    from schemas.workers import Worker
 
     (key,) = add(long_experiment("iso_live", session_scans, seeds=(61,), max_iter=14))
     (waiting,) = add(long_experiment("iso_waiting", session_scans, seeds=(62,), max_iter=2))
@@ -165,7 +168,7 @@ def test_another_worker_of_the_same_login_cannot_stop_a_live_worker_or_touch_its
 def test_a_killed_worker_is_declared_dead_and_its_job_is_pending_in_the_same_call(
     logins, as_login, session_scans, spawn_worker, wait_until
 ):
-    from schemas.workers import api_name
+    from jobs.isolation import api_name
 
     (key,) = add(long_experiment("iso_killed", session_scans, seeds=(63,), max_iter=16))
     as_login(WORKER_LOGIN)
@@ -195,13 +198,13 @@ def test_a_killed_worker_is_declared_dead_and_its_job_is_pending_in_the_same_cal
 
 
 def test_an_admin_login_populates_with_and_without_the_job_queue(logins, as_login, session_scans):
+    from jobs.admin import workers
     from schemas.evaluation import ModelScore
-    from schemas.jobs import workers
 
     (key,) = add(long_experiment("iso_admin", session_scans, seeds=(64,), max_iter=2))
     env = as_login(ADMIN_LOGIN)
     before = {w["worker_id"] for w in workers(include_stopped=True)}
-    cli = [sys.executable, "-m", "pipeline.cli", "populate", "--experiment", "iso_admin"]
+    cli = cli_argv("populate", "--experiment", "iso_admin")
     queued = subprocess.run(
         [*cli, "--queue", "gpu", "--reserve-jobs"], env=env, capture_output=True, text=True
     )
@@ -215,14 +218,15 @@ def test_an_admin_login_populates_with_and_without_the_job_queue(logins, as_logi
 
 
 def test_a_worker_login_may_not_install_missing_worker_functions_and_says_what_to_run(logins, as_login):
-    from schemas.workers import API_VERSION, Worker, _register_signature
+    from jobs.isolation import API_VERSION, _register_signature
+    from schemas.workers import Worker
 
     conn, signature = Worker.connection, _register_signature()
     conn.query(f"COMMENT ON FUNCTION {signature} IS NULL")  # what an older roles step leaves
     try:
         env = as_login(OTHER_LOGIN)
         proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "worker", "--idle-exit", "1"],
+            cli_argv("worker", "--idle-exit", "1"),
             env=env,
             capture_output=True,
             text=True,
@@ -240,8 +244,10 @@ def test_a_restarted_worker_under_the_same_host_and_pid_waits_for_the_stale_hear
     import time
 
     import schemas
+    from jobs.heartbeat import Heartbeat, WorkerIdentityError
+    from jobs.queues import jobs_of
     from schemas.training import TrainedModel
-    from schemas.workers import Heartbeat, Worker, WorkerIdentityError, jobs_of
+    from schemas.workers import Worker
 
     settings = schemas.active_settings()
     (key,) = add(long_experiment("iso_restart", session_scans, seeds=(65,), max_iter=1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -11,13 +10,14 @@ import numpy as np
 import pytest
 
 from pipeline.data.synth import SynthConfig, SynthConfigError, min_trials, synthesize, write_synthetic
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 
 
 def _synth(out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "synth", "--out", str(out), *args],
+        cli_argv("synth", "--out", str(out), *args),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -118,9 +118,7 @@ def test_unreachable_database_is_one_error_line(tmp_path, command):
     import os
 
     env = dict(os.environ, DJ_HOST="127.0.0.1", DJ_PORT="1", DJ_USER="nobody", SENSORIUM_HOME=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *command], cwd=REPO, capture_output=True, text=True, env=env
-    )
+    proc = subprocess.run(cli_argv(*command), cwd=REPO, capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stdout.startswith("error: cannot reach the database: ") and proc.stdout.count("\n") == 1
     assert "127.0.0.1" in proc.stdout and "port 1" in proc.stdout
@@ -145,7 +143,7 @@ def test_bad_db_init_argument_is_one_error_line_before_any_connection(tmp_path, 
     # DJ_HOST points nowhere: the arguments are refused before the database is contacted
     env = {"PATH": "/usr/bin:/bin", "DJ_HOST": "127.0.0.1", "DJ_PORT": "9", "SENSORIUM_HOME": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "db", "init", *[a.format(dir=tmp_path) for a in args]],
+        cli_argv("db", "init", *[a.format(dir=tmp_path) for a in args]),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -159,7 +157,7 @@ def test_bad_db_init_argument_is_one_error_line_before_any_connection(tmp_path, 
 
 def test_db_init_login_needs_role_name_and_file():
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "db", "init", "--login", "worker:nofile"],
+        cli_argv("db", "init", "--login", "worker:nofile"),
         cwd=REPO,
         capture_output=True,
         text=True,

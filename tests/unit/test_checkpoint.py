@@ -8,8 +8,8 @@ import torch
 
 from pipeline.configs import BaselineModelConfig, DatasetConfig, TrainerConfig
 from pipeline.data.synth import SynthConfig, synthesize
+from pipeline.run import RunSpec, build_model, build_scans, scan_geometry, start_at_rf_map
 from pipeline.training.checkpoint import Checkpointer
-from pipeline.training.run import RunSpec, build_model, build_scans, scan_geometry, start_at_rf_map
 from pipeline.training.trainer import TrainingInterruptedError, train
 
 RECS = {}
@@ -69,9 +69,9 @@ def _curve(result):
 @pytest.mark.parametrize(
     ("k", "trainer", "model"),
     [
-        (4, TRAINER, MODEL),
-        (8, TRAINER, MODEL),
-        (4, TRAINER.model_copy(update={"channels_last": True}), MODEL),
+        pytest.param(4, TRAINER, MODEL, marks=pytest.mark.slow),  # slow: more than 10 s measured here
+        pytest.param(8, TRAINER, MODEL, marks=pytest.mark.slow),
+        pytest.param(4, TRAINER.model_copy(update={"channels_last": True}), MODEL, marks=pytest.mark.slow),
         # issue-12 options: the per-step schedule's position and the weight average must survive too
         (
             5,

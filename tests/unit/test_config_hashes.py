@@ -1,8 +1,15 @@
-"""Stored configurations keep their hash: every preset hashes as it did before the issue-12 options.
+"""Stored configurations keep their hash: every preset (and sweep trial) hashes as pinned here.
 
-The hashes below were computed by the code of commit 6c4dd16 (before any issue-12 field existed). A
-field added later enters the canonical form only away from its default, at every level of nesting
-(``ADDED_LATER``); if one of these changes, databases filled earlier would see new, untrained configs.
+Every file of ``experiments/`` is pinned. The non-ViT hashes were computed by the code of commit 6c4dd16
+(before any issue-12 field existed) and again, unchanged, before issue 28: a field added later is
+hash-neutral (``pipeline.configs.later``) and enters the hashed form only away from its default, at
+every level of nesting. If one of these changes, databases filled earlier would see new, untrained
+configs.
+
+The ViT presets (``vit_demo``, ``beyond``) moved to their own builder key in issue 28
+(``sensorium.models.modulated_vit_core_full_gauss_readout``; no lab database held ViT models then), so
+their model hashes are new; ``VIT_BEFORE_ISSUE_28`` keeps the hashes they had under the old key, which
+rows stored then still have (``tests/unit/test_config_evolution.py`` loads those rows).
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.configs import config_hash
-from pipeline.experiments import load_experiment
+from pipeline.experiments import ExperimentSpec, load_experiment
 from pipeline.registry import resolve
+from pipeline.sweeps.spec import load_sweep, trial_experiment
 
 EXPERIMENTS = Path(__file__).parents[2] / "experiments"
 
@@ -27,6 +35,24 @@ STORED = {
         "dataset": ["525487edc61825a6dce742d1ef915354"],
         "model": "0f2d86623d9e4e1707c6f99ee8d9c89b",
         "trainer": "e3c21568bad96c59dff9a4de07285967",
+    },
+    "beyond": {
+        "dataset": [
+            "1a749631a47b922390e106f209404f28",
+            "4944d086f7df24d432f24bb9aa4c2250",
+            "30fcba59fa768dbc5f038aebba106f63",
+        ],
+        "model": "6a3cd44d8ff827fc9f984b9f7c4ba770",
+        "trainer": "17673a8ececebb7d899a811b5e46261b",
+    },
+    "beyond_cnn_options": {
+        "dataset": [
+            "98253a5695f8b82941d5d86c5106077f",
+            "1a206f6b0bcb1f7fe0bbf8caee37d35f",
+            "50dce5e58257954e30a255ae3cd22aa4",
+        ],
+        "model": "41f1da9b05641f1c06f0aa5a3eb975c4",
+        "trainer": "4d2cdc0f2f088a2377ed8952f223dcfb",
     },
     "demo": {
         "dataset": ["33a3bcb35329ee4b67b3452da4e849e8"],
@@ -102,6 +128,11 @@ STORED = {
         "model": "0f2d86623d9e4e1707c6f99ee8d9c89b",
         "trainer": "e3c21568bad96c59dff9a4de07285967",
     },
+    "vit_demo": {
+        "dataset": ["e91d89c880e3a5ec1ef70a9dff0c054d"],
+        "model": "ef5cb7fcacc2e1992e808b9a99434f75",
+        "trainer": "8cc5d9be3874c9083901cebc81ef0cba",
+    },
     "winner": {
         "dataset": [
             "1719ea479674618b93e7fca65be032c2",
@@ -120,14 +151,160 @@ STORED = {
     },
 }
 
+#: model hashes of the ViT presets before issue 28, under the old key
+#: sensorium.models.modulated_stacked_core_full_gauss_readout (with core_type: vit)
+VIT_BEFORE_ISSUE_28 = {
+    "beyond": "66cf6e3aad6378cbb3a70f9f5fc7ca9a",
+    "vit_demo": "98671925beccd6608cb1d454bcf534a3",
+}
+
+#: trials of the sweeps (the grid's every point; for TPE the corners of the space), as the sweep makes them
+SWEEP_TRIALS = {
+    "demo_grid": [
+        (
+            {"model.config.hidden_channels": 16, "trainer.config.lr_init": 0.005},
+            {
+                "dataset": ["33a3bcb35329ee4b67b3452da4e849e8"],
+                "model": "c4309704b25dd084ab6a1babe6b2b827",
+                "trainer": "0b3b547c6367830b30f536863b0fbc91",
+            },
+        ),
+        (
+            {"model.config.hidden_channels": 16, "trainer.config.lr_init": 0.009},
+            {
+                "dataset": ["33a3bcb35329ee4b67b3452da4e849e8"],
+                "model": "c4309704b25dd084ab6a1babe6b2b827",
+                "trainer": "8cc5d9be3874c9083901cebc81ef0cba",
+            },
+        ),
+        (
+            {"model.config.hidden_channels": 32, "trainer.config.lr_init": 0.005},
+            {
+                "dataset": ["33a3bcb35329ee4b67b3452da4e849e8"],
+                "model": "1552a031368c2e43179086ba7cfee0d5",
+                "trainer": "0b3b547c6367830b30f536863b0fbc91",
+            },
+        ),
+        (
+            {"model.config.hidden_channels": 32, "trainer.config.lr_init": 0.009},
+            {
+                "dataset": ["33a3bcb35329ee4b67b3452da4e849e8"],
+                "model": "1552a031368c2e43179086ba7cfee0d5",
+                "trainer": "8cc5d9be3874c9083901cebc81ef0cba",
+            },
+        ),
+    ],
+    "vit_demo_tpe": [
+        (
+            {
+                "dataset.config.batch_size": 32,
+                "model.config.gamma_input": 1.0,
+                "model.config.vit.dim": 32,
+                "model.config.vit.dropout": 0.0,
+                "model.config.vit.layers": 2,
+                "model.config.vit.patch_size": 6,
+                "model.config.vit.patch_stride": 3,
+                "trainer.config.lr_init": 0.003,
+            },
+            {
+                "dataset": ["78526dcb1416fd4d67e8375bd21dd5d0"],
+                "model": "8fd0e2b14bff1b21feb04845aa00f9f4",
+                "trainer": "7c2c92db550757cda83c6710223ba385",
+            },
+        ),
+        (
+            {
+                "dataset.config.batch_size": 64,
+                "model.config.gamma_input": 30.0,
+                "model.config.vit.dim": 48,
+                "model.config.vit.dropout": 0.2,
+                "model.config.vit.layers": 4,
+                "model.config.vit.patch_size": 8,
+                "model.config.vit.patch_stride": 4,
+                "trainer.config.lr_init": 0.02,
+            },
+            {
+                "dataset": ["e91d89c880e3a5ec1ef70a9dff0c054d"],
+                "model": "566619a40c9346039896a111e8ecd442",
+                "trainer": "afd8ae5ac75cf1aee6bc7d42d1fb2433",
+            },
+        ),
+    ],
+    "winner_demo_tpe": [
+        (
+            {
+                "model.config.output_nonlinearity": "elu1",
+                "trainer.config.ema_decay": 0.97,
+                "trainer.config.lr_init": 0.003,
+                "trainer.config.lr_schedule": "plateau",
+                "trainer.config.weight_decay": 0.0,
+            },
+            {
+                "dataset": ["e91d89c880e3a5ec1ef70a9dff0c054d"],
+                "model": "83861152c2a4f870545bc397447bdf48",
+                "trainer": "fde30d72e547127c029b3b3c6bb9f76d",
+            },
+        ),
+        (
+            {
+                "model.config.output_nonlinearity": "elu1",
+                "trainer.config.ema_decay": None,
+                "trainer.config.lr_init": 0.003,
+                "trainer.config.lr_schedule": "plateau",
+                "trainer.config.weight_decay": 0.0,
+            },
+            {
+                "dataset": ["e91d89c880e3a5ec1ef70a9dff0c054d"],
+                "model": "83861152c2a4f870545bc397447bdf48",
+                "trainer": "55c6b31590c9abaa2a3d5f9617fb7a24",
+            },
+        ),
+        (
+            {
+                "model.config.output_nonlinearity": "softplus",
+                "trainer.config.ema_decay": 0.9,
+                "trainer.config.lr_init": 0.03,
+                "trainer.config.lr_schedule": "cosine",
+                "trainer.config.weight_decay": 0.1,
+            },
+            {
+                "dataset": ["e91d89c880e3a5ec1ef70a9dff0c054d"],
+                "model": "41f1da9b05641f1c06f0aa5a3eb975c4",
+                "trainer": "2b741bda630e293cf69babbd6147a6e9",
+            },
+        ),
+    ],
+}
+
+
+def hashes(spec: ExperimentSpec) -> dict:
+    """The dataset (one per member), model and trainer hashes of an experiment."""
+    out = {
+        kind: config_hash(
+            getattr(spec, kind).fn, resolve(kind, getattr(spec, kind).fn, getattr(spec, kind).config)
+        )
+        for kind in ("model", "trainer")
+    }
+    out["dataset"] = [
+        config_hash(spec.dataset.fn, resolve("dataset", spec.dataset.fn, c)) for c, _ in spec.member_list()
+    ]
+    return out
+
+
+def test_every_experiment_file_is_pinned():
+    assert sorted(STORED) == sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+    assert sorted(SWEEP_TRIALS) == sorted(p.stem for p in (EXPERIMENTS / "sweeps").glob("*.yaml"))
+
 
 @pytest.mark.parametrize("name", sorted(STORED))
 def test_preset_hashes_are_unchanged(name):
-    spec = load_experiment(EXPERIMENTS / f"{name}.yaml")
-    for kind in ("model", "trainer"):
-        part = getattr(spec, kind)
-        assert config_hash(part.fn, resolve(kind, part.fn, part.config)) == STORED[name][kind], kind
-    datasets = [
-        config_hash(spec.dataset.fn, resolve("dataset", spec.dataset.fn, c)) for c, _ in spec.member_list()
-    ]
-    assert datasets == STORED[name]["dataset"]
+    got = hashes(load_experiment(EXPERIMENTS / f"{name}.yaml"))
+    for kind in ("model", "trainer", "dataset"):
+        assert got[kind] == STORED[name][kind], kind
+
+
+@pytest.mark.parametrize("name", sorted(SWEEP_TRIALS))
+def test_sweep_trial_hashes_are_unchanged(name):
+    sweep = load_sweep(EXPERIMENTS / "sweeps" / f"{name}.yaml")
+    for number, (params, expected) in enumerate(SWEEP_TRIALS[name]):
+        assert hashes(trial_experiment(sweep, number, params)) == expected, params

@@ -56,6 +56,7 @@ def test_compose_file_follows_the_compose_specification(tmp_path):
     assert _compose_check(tmp_path / "docker-compose.yml").returncode != 0, "the validator must catch it"
 
 
+@pytest.mark.external  # the hadolint binary
 def test_dockerfile_passes_hadolint(tmp_path):
     linted = _hadolint(REPO / "Dockerfile")
     assert linted.returncode == 0, linted.stdout + linted.stderr
@@ -176,6 +177,7 @@ def test_state_lives_in_named_volumes(volume):
     assert volume in COMPOSE["volumes"]
 
 
+@pytest.mark.external  # the shellcheck binary
 def test_shell_scripts_pass_shellcheck(tmp_path):
     scripts = sorted(
         str(p)
@@ -243,6 +245,7 @@ def test_make_secrets_writes_the_analysts_spec_with_the_read_only_users_keys(tmp
     assert again["minio_analyst_password"] == minio["minio_analyst_password"], "existing keys are kept"
 
 
+@pytest.mark.external  # the shellcheck binary
 def test_minio_setup_creates_the_analyst_user_with_the_readonly_policy(tmp_path):
     setup = SERVICES["minio-bucket"]
     assert {"minio_analyst_user", "minio_analyst_password"} <= set(_secret_sources(setup))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from pipeline.configs import MAX_CORE_PARAMETERS, BaselineModelConfig, ConfigErr
 from pipeline.experiments import MAX_SEED, apply_overrides, load_experiment, parse_experiment
 from pipeline.registry import resolve
 from pipeline.yaml_io import MAX_BYTES, MAX_DEPTH, MAX_NODES, loads_yaml, read_yaml_file
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 EXPERIMENTS = REPO / "experiments"
@@ -266,7 +266,7 @@ def test_shipped_experiments_are_far_from_the_bounds():
 
 def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *argv],
+        cli_argv(*argv),
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from pipeline.cli.results import out_file_problem
+from cli.results import out_file_problem
 from pipeline.data.cache import load_recording
 from pipeline.data.synth import SynthConfig, folder_name, write_synthetic
 from pipeline.models.import_state import StateDictImportError, read_state_dict
 from pipeline.settings import SettingsError, load_settings
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 
@@ -44,7 +44,7 @@ def test_cli_names_the_variable_in_one_line(tmp_path):
     afile.write_text("x")
     for env, expect in (({"DJ_PORT": "abc"}, "DJ_PORT='abc'"), ({"SENSORIUM_HOME": str(afile)}, "is a file")):
         p = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "db", "status"],
+            cli_argv("db", "status"),
             cwd=REPO,
             env={"PATH": "/usr/bin:/bin", "SENSORIUM_HOME": str(tmp_path / "home"), **env},
             capture_output=True,
@@ -80,8 +80,7 @@ def test_non_finite_state_dict_is_refused_naming_the_first_bad_parameter(tmp_pat
 def test_cli_refuses_an_all_nan_checkpoint_in_one_line(tmp_path):
     torch.save({"core.weight": torch.full((4, 4), float("nan"))}, tmp_path / "nan.pth")
     p = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "import-checkpoint", str(tmp_path / "nan.pth")]
-        + ["--experiment", "any", "--scan", "1-2-3"],
+        cli_argv("import-checkpoint", str(tmp_path / "nan.pth")) + ["--experiment", "any", "--scan", "1-2-3"],
         cwd=REPO,
         capture_output=True,
         text=True,

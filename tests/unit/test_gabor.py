@@ -19,7 +19,7 @@ from pipeline.configs import (
 from pipeline.models.core import Stacked2dCore
 from pipeline.models.gabor import FREQUENCIES, gabor_bank, gabor_init_
 from pipeline.models.vit import ViTCore
-from tests.unit.test_vit import _spec, train_twice
+from tests.factories import train_twice, vit_spec
 
 
 def _dominant(filt: torch.Tensor) -> tuple[float, float]:
@@ -119,7 +119,7 @@ def test_a_gabor_stem_vit_trains_reproducibly():
     vit = ViTConfig(
         dim=8, heads=2, layers=1, patch_size=4, patch_stride=4, stem_channels=4, stem_init="gabor"
     )
-    spec = _spec(
+    spec = vit_spec(
         "sensorium.models.stacked_core_full_gauss_readout", BaselineModelConfig(core_type="vit", vit=vit)
     )
     spec = dataclasses.replace(spec, trainer_config=TrainerConfig(max_iter=2, lr_init=0.005))

@@ -9,7 +9,7 @@ from pipeline.configs import DatasetConfig, ModulatedModelConfig, TrainerConfig
 from pipeline.data.format import parse_timestamps
 from pipeline.data.synth import SynthConfig, synthesize
 from pipeline.regressors.trial_order import trial_order
-from pipeline.training.run import RunSpec, build_model, build_scans
+from pipeline.run import RunSpec, build_model, build_scans
 from pipeline.training.trainer import train
 
 # Measured (6 epochs, seeds 0-3 of this recording): corr(learned gain, planted gain) = 0.92-0.95.

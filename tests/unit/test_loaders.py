@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pipeline.configs import DatasetConfig
+from pipeline.data.behavior import normalize_behavior
 from pipeline.data.loaders import build_scan_tensors, rescaled_images, response_precision
 from pipeline.data.synth import SynthConfig, synthesize
-from pipeline.regressors.behavior import normalize_behavior
 
 REC, _ = synthesize(SynthConfig(n_neurons=12, n_trials=120, seed=3), 0)
 

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.configs import ConfigError, TrainerConfig, canonical_json, validate
 from pipeline.training.losses import gamma_loss, poisson_loss
-from tests.unit.test_trainer import _run
+from tests.factories import train_tiny
 
 
 def test_gamma_loss_formula_and_minimum():
@@ -44,12 +44,12 @@ def test_gamma_loss_option_trains_and_keeps_the_default_hash():
     with pytest.raises(ConfigError, match="loss_function"):
         validate(TrainerConfig, {"loss_function": "MSE"}, "trainer.config")
     fast = dict(max_iter=3, lr_init=0.02, max_batches_per_epoch=2, restore_best=False)
-    gamma = _run(TrainerConfig(**fast, loss_function="GammaLoss"))
-    plain = _run(TrainerConfig(**fast))
+    gamma = train_tiny(TrainerConfig(**fast, loss_function="GammaLoss"))
+    plain = train_tiny(TrainerConfig(**fast))
     losses = [r.train_loss for r in gamma[3]]
     assert all(np.isfinite(losses))
     # a different objective reaches different weights from the same seed
     name = "core.features.layer0.conv.weight"
     assert not torch.equal(gamma[0].state_dict()[name], plain[0].state_dict()[name])
-    again = _run(TrainerConfig(**fast, loss_function="GammaLoss"))
+    again = train_tiny(TrainerConfig(**fast, loss_function="GammaLoss"))
     assert torch.equal(again[0].state_dict()[name], gamma[0].state_dict()[name])

@@ -29,4 +29,5 @@ def test_notebook_defines_nothing_the_package_needs(path):
         "".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"
     )
     assert not re.search(r"^\s*(def|class) ", code, re.M), f"{path.name} defines a function or class"
-    assert "from schemas.notebook import open_database" in code
+    assert re.search(r"^from usecases\.notebook import .*\bopen_database\b", code, re.M), path.name
+    assert "settings = open_database()" in code, f"{path.name} opens the database through the package"

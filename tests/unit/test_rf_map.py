@@ -20,9 +20,9 @@ from pipeline.data.synth import MODEL_SCALE, SynthConfig, synthesize
 from pipeline.models.core import Stacked2dCore
 from pipeline.models.rf_map import _peaks, map_receptive_fields, readout_positions, retinotopic_fit
 from pipeline.models.vit import ViTCore
-from pipeline.training.run import RunSpec, build_model, build_scans, start_at_rf_map
+from pipeline.run import RunSpec, build_model, build_scans, start_at_rf_map
 from pipeline.training.trainer import train
-from tests.unit.test_trainer import RECS
+from tests.factories import RECS
 
 
 def _true_centres_px(truth: dict, h: int, w: int) -> np.ndarray:
@@ -30,6 +30,7 @@ def _true_centres_px(truth: dict, h: int, w: int) -> np.ndarray:
     return np.stack([(rf[:, 0] + 1) / 2 * (w - 1), (rf[:, 1] + 1) / 2 * (h - 1)], axis=1)
 
 
+@pytest.mark.slow  # more than 10 s measured here (2 cores, shared)
 def test_mapping_finds_the_planted_receptive_fields():
     """On a synthetic recording (planted Gabor / energy receptive fields, eye shifts, state, history),
     the mapped centres lie within one or two pixels of the planted ones, much closer than chance."""
@@ -226,6 +227,6 @@ def test_start_is_reproducible_and_training_from_it_too():
 
 
 def _geometry(recs):
-    from pipeline.training.run import scan_geometry
+    from pipeline.run import scan_geometry
 
     return {k: scan_geometry(r) for k, r in recs.items()}

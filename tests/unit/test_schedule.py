@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from pipeline.configs import ConfigError, TrainerConfig, canonical_json, config_hash, validate
+from pipeline.run import build_model, build_scans
 from pipeline.training import speed
 from pipeline.training.losses import poisson_loss
-from pipeline.training.run import build_model, build_scans
 from pipeline.training.schedule import cosine_factor, plateau_scheduler, wsd_factor
 from pipeline.training.trainer import validation_correlation
-from tests.unit.test_trainer import RECS, _run, _spec
+from tests.factories import RECS, train_tiny, trainer_spec
 
 FAST = dict(max_iter=6, lr_init=0.02, max_batches_per_epoch=2)
 
@@ -54,7 +54,7 @@ def test_defaults_keep_the_stored_hash_and_bad_combinations_are_refused():
 
 def test_cosine_runs_every_epoch_on_the_schedule():
     cfg = TrainerConfig(**FAST, lr_schedule="cosine", warmup_epochs=1, min_lr=0.0002, patience=1)
-    _, _, result, records = _run(cfg)
+    _, _, result, records = train_tiny(cfg)
     # all max_iter epochs (patience 1 would have ended plateau rounds earlier); 2 scans x 2 rounds per
     # epoch = 2 optimiser steps: epoch 1 starts at 1/2 of lr_init (warm-up), epoch 2 at the peak
     assert [r.epoch for r in records] == list(range(1, 7))
@@ -84,7 +84,7 @@ def test_wsd_factor_holds_then_falls_in_a_straight_line_to_the_floor():
 
 def test_wsd_runs_every_epoch_and_anneals_in_the_last_ones():
     cfg = TrainerConfig(**FAST, lr_schedule="wsd", decay_epochs=2, min_lr=0.0002, patience=1)
-    _, _, result, records = _run(cfg)
+    _, _, result, records = train_tiny(cfg)
     # 2 optimiser steps per epoch (2 scans x 2 rounds): epochs 1-4 at lr_init, then 4 decay steps
     assert [r.epoch for r in records] == list(range(1, 7)) and result.epochs == 6
     lrs = [r.lr for r in records]  # the rate of each epoch's first step
@@ -92,38 +92,38 @@ def test_wsd_runs_every_epoch_and_anneals_in_the_last_ones():
     assert lrs[:4] == pytest.approx([0.02] * 4)
     assert lrs[4] == pytest.approx(0.02 * (1 - (1 - floor) / 4))
     assert lrs[5] == pytest.approx(0.02 * (1 - 3 * (1 - floor) / 4))
-    again = _run(cfg)[2]
+    again = train_tiny(cfg)[2]
     for k, v in result.state_dict.items():
         assert torch.equal(v, again.state_dict[k]), f"wsd run not reproducible at {k}"
 
 
 def test_ema_weights_are_validated_selected_and_returned():
     cfg = TrainerConfig(**FAST, ema_decay=0.8)
-    model, scans, result, records = _run(cfg)
+    model, scans, result, records = train_tiny(cfg)
     # the model handed back carries the weights whose validation score was the best one
     assert validation_correlation(model, scans) == pytest.approx(result.best_val_corr, abs=1e-12)
     assert result.best_val_corr >= max(r.val_corr for r in records)
-    plain = _run(TrainerConfig(**FAST))[2]
+    plain = train_tiny(TrainerConfig(**FAST))[2]
     differs = [
         not torch.equal(v, plain.state_dict[k]) for k, v in result.state_dict.items() if v.is_floating_point()
     ]
     assert any(differs), "the averaged weights equal the plain run's"
-    again = _run(cfg)[2]
+    again = train_tiny(cfg)[2]
     for k, v in result.state_dict.items():
         assert torch.equal(v, again.state_dict[k]), f"EMA run not reproducible at {k}"
 
 
 def test_adamw_weight_decay_shrinks_the_weights():
     # the final weights (restore_best off): decoupled decay pulls every weight towards 0 at each step
-    decayed = _run(TrainerConfig(**FAST, optimizer="adamw", weight_decay=5.0, restore_best=False))[0]
-    plain = _run(TrainerConfig(**FAST, optimizer="adamw", weight_decay=0.0, restore_best=False))[0]
+    decayed = train_tiny(TrainerConfig(**FAST, optimizer="adamw", weight_decay=5.0, restore_best=False))[0]
+    plain = train_tiny(TrainerConfig(**FAST, optimizer="adamw", weight_decay=0.0, restore_best=False))[0]
     name = "core.features.layer0.conv.weight"
     assert decayed.state_dict()[name].norm() < 0.9 * plain.state_dict()[name].norm()
 
 
 def test_readout_lr_scale_steps_the_parts_outside_the_core_faster():
     cfg = TrainerConfig(lr_init=0.01, readout_lr_scale=4.0)
-    spec = _spec(cfg, 3)
+    spec = trainer_spec(cfg, 3)
     scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
     model = build_model(spec, RECS, scans)
     groups = speed.parameter_groups(model, cfg)

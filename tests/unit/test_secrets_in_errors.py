@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.configs import ConfigError
 from pipeline.settings import SettingsError, load_settings
+from tests.factories import cli_argv
 
 REPO = Path(__file__).parents[2]
 SECRET = "Sup3r-Secret-Key-0042"
@@ -64,7 +64,7 @@ def test_the_cli_prints_one_line_without_the_secret(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "SENSORIUM_"))}
     env |= {"SENSORIUM_HOME": str(tmp_path / "home"), "SENSORIUM_STORE_FILE": str(path)}
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "db", "status"],
+        cli_argv("db", "status"),
         capture_output=True,
         text=True,
         env=env,

@@ -51,7 +51,7 @@ def test_bad_values_are_named(env, fragment):
 
 def test_pipeline_does_not_import_datajoint():
     code = (
-        "import sys, pipeline, pipeline.cli, pipeline.settings, pipeline.database, pipeline.data.format, "
+        "import sys, pipeline, cli, pipeline.settings, pipeline.database, pipeline.data.format, "
         "pipeline.data.cache, pipeline.data.synth, pipeline.regressors.trial_order; "
         "print('datajoint' in sys.modules)"
     )

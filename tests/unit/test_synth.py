@@ -109,3 +109,40 @@ def test_parallel_writing_gives_the_same_files(tmp_path):
         files = sorted(f.relative_to(a) for f in a.rglob("*.npy"))
         assert files == sorted(f.relative_to(b) for f in b.rglob("*.npy"))
         assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_world_holds_what_the_recording_was_generated_from():
+    from scipy import ndimage
+
+    from pipeline.data.images import rescale_bilinear
+    from pipeline.data.synth import MODEL_SCALE, softplus, synthesize_world
+
+    world = synthesize_world(CFG, 0)
+    rec, truth = synthesize(CFG, 0)
+    # synthesize() is the world without its intermediates, bit for bit
+    assert np.array_equal(world.recording.responses, rec.responses)
+    assert all(np.array_equal(world.truth[k], truth[k]) for k in truth)
+    # time order: file i is presentation time_of_file[i]; world.order goes back
+    order = world.order
+    assert np.array_equal(world.time_of_file, truth["time_rank"])
+    assert np.array_equal(world.tiers, rec.tiers[order])
+    assert np.array_equal(world.expected.astype(np.float32), truth["expected"][order])
+    assert np.array_equal(world.responses.astype(np.float32), truth["responses"][order])
+    assert np.allclose(world.rate_scale * softplus(world.pre), world.expected, rtol=1e-12, atol=0)
+    assert np.all(world.gain > 0) and world.base_rate.shape == (CFG.n_neurons,)
+    # the planted drive is the Gabor response to the recorded images, shifted with the eye
+    view = (rescale_bilinear(rec.images[order][:, 0].astype(np.float32), MODEL_SCALE) - 128.0) / 45.0
+    for t in range(len(view)):
+        s = world.eye_shift[t]
+        view[t] = ndimage.shift(view[t], (-s[1], -s[0]), order=1, mode="nearest")
+    flat = view.reshape(len(view), -1)
+    lin, quad = flat @ world.even.T, flat @ world.odd.T
+    drive = world.simple * lin + (1 - world.simple) * np.sqrt(lin**2 + quad**2)
+    assert np.allclose((drive - drive.mean(0)) / (drive.std(0) + 1e-9), world.drive, atol=1e-9)
+    assert np.allclose(world.drive.mean(0), 0, atol=1e-9) and np.allclose(world.drive.std(0), 1, atol=1e-6)
+    # the softplus argument is 0.3 + image weight x drive + the modulators (here none but behaviour,
+    # which has rank 2: pupil and running; the stored image weights are float32)
+    bare = synthesize_world(SynthConfig(**{**CFG.__dict__, "latent_weight": 0.0, "history_fraction": 0.0}), 0)
+    rest = bare.pre - 0.3 - bare.truth["image_weight"] * bare.drive
+    sv = np.linalg.svd(rest, compute_uv=False)
+    assert sv[2] < 1e-6 * sv[0], sv[:4]

@@ -6,52 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.configs import BaselineModelConfig, DatasetConfig, TrainerConfig
-from pipeline.data.synth import SynthConfig, synthesize
-from pipeline.training.run import RunSpec, build_model, build_scans
+from pipeline.configs import TrainerConfig
+from pipeline.run import build_model, build_scans
 from pipeline.training.trainer import TrainingDivergedError, train, validation_correlation
-
-RECS = {}
-for mouse in range(2):
-    rec, _ = synthesize(SynthConfig(n_neurons=10, n_trials=120, seed=4), mouse)
-    RECS[rec.data_key] = rec
-MODEL = BaselineModelConfig(layers=2, hidden_channels=4, input_kern=5, hidden_kern=3)
+from tests.factories import RECS, train_tiny, trainer_spec
 
 
-def _spec(trainer: TrainerConfig, seed: int) -> RunSpec:
-    return RunSpec(
-        "sensorium.datasets.static_loaders",
-        DatasetConfig(batch_size=32),
-        "sensorium.models.stacked_core_full_gauss_readout",
-        MODEL,
-        "sensorium.training.standard_trainer",
-        trainer,
-        seed,
-    )
-
-
-def _run(trainer: TrainerConfig, seed: int = 3):
-    spec = _spec(trainer, seed)
-    scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
-    model = build_model(spec, RECS, scans)
-    records = []
-    result = train(
-        model,
-        scans,
-        trainer,
-        batch_size=32,
-        shuffle_seed=1,
-        seed=seed,
-        on_epoch=records.append,
-        progress=False,
-    )
-    return model, scans, result, records
-
-
+@pytest.mark.slow  # more than 10 s measured here (2 cores, shared)
 def test_reproducible_and_best_weights_restored():
     cfg = TrainerConfig(max_iter=4, patience=2, lr_decay_steps=2)
-    m1, scans, r1, rec1 = _run(cfg)
-    m2, _, r2, _ = _run(cfg)
+    m1, scans, r1, rec1 = train_tiny(cfg)
+    m2, _, r2, _ = train_tiny(cfg)
     assert r1.epochs == r2.epochs == len(rec1) <= 4
     for k, v in r1.state_dict.items():
         assert torch.equal(v, r2.state_dict[k]), k
@@ -62,25 +27,25 @@ def test_reproducible_and_best_weights_restored():
 
 
 def test_other_seed_other_weights():
-    _, _, a, _ = _run(TrainerConfig(max_iter=1), seed=3)
-    _, _, b, _ = _run(TrainerConfig(max_iter=1), seed=4)
+    _, _, a, _ = train_tiny(TrainerConfig(max_iter=1), seed=3)
+    _, _, b, _ = train_tiny(TrainerConfig(max_iter=1), seed=4)
     assert not torch.equal(
         a.state_dict["core.features.layer0.conv.weight"], b.state_dict["core.features.layer0.conv.weight"]
     )
 
 
 def test_max_batches_caps_an_epoch():
-    _, _, result, records = _run(TrainerConfig(max_iter=2, max_batches_per_epoch=1))
+    _, _, result, records = train_tiny(TrainerConfig(max_iter=2, max_batches_per_epoch=1))
     assert result.epochs == 2 and all(np.isfinite(r.train_loss) for r in records)
 
 
 def test_divergence_is_reported_with_its_place():
     with pytest.raises(TrainingDivergedError, match=r"loss is (nan|inf) at epoch \d+, round \d+/\d+, scan"):
-        _run(TrainerConfig(max_iter=3, lr_init=1e12))
+        train_tiny(TrainerConfig(max_iter=3, lr_init=1e12))
 
 
 def test_missing_validation_tier_is_a_clear_error():
-    spec = _spec(TrainerConfig(max_iter=1), 0)
+    spec = trainer_spec(TrainerConfig(max_iter=1), 0)
     scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
     for s in scans.values():
         s.tiers = np.where(s.tiers == "validation", "train", s.tiers)

@@ -1,4 +1,5 @@
-"""The vision-transformer core (core_type: vit): shapes, behaviour in every block, trains, hash-neutral."""
+"""The vision-transformer core (its own key since issue 28; ``core_type: vit`` under the stacked keys
+still loads): shapes, behaviour in every block, trains, hash-neutral."""
 
 from __future__ import annotations
 
@@ -8,18 +9,17 @@ import torch
 from pipeline.configs import (
     BaselineModelConfig,
     ConfigError,
-    DatasetConfig,
-    ModulatedModelConfig,
-    TrainerConfig,
+    ModulatedViTModelConfig,
     ViTConfig,
+    ViTModelConfig,
     canonical_json,
     config_hash,
     validate,
 )
 from pipeline.models.vit import ViTCore
-from pipeline.training.run import RunSpec, build_model, build_scans
+from pipeline.run import build_model, build_scans
 from pipeline.training.trainer import train
-from tests.unit.test_trainer import RECS
+from tests.factories import RECS, train_twice, vit_spec
 
 VIT = ViTConfig(dim=8, heads=2, layers=2, patch_size=4, patch_stride=4)
 
@@ -50,22 +50,10 @@ def test_default_config_keeps_its_hash_and_bad_settings_are_refused():
         validate(BaselineModelConfig, {"vit": {"dim": 8}}, "model.config")
 
 
-def _spec(model_fn: str, cfg) -> RunSpec:
-    trainer = TrainerConfig(max_iter=3, patience=3, lr_decay_steps=1, lr_init=0.005)
-    return RunSpec(
-        "sensorium.datasets.static_loaders",
-        DatasetConfig(batch_size=32),
-        model_fn,
-        cfg,
-        "sensorium.training.standard_trainer",
-        trainer,
-        3,
-    )
-
-
+@pytest.mark.slow  # more than 10 s measured here (2 cores, shared)
 def test_vit_model_trains_reproducibly_under_the_same_readout_and_shifter():
-    cfg = BaselineModelConfig(core_type="vit", vit=VIT)
-    spec = _spec("sensorium.models.stacked_core_full_gauss_readout", cfg)
+    cfg = ViTModelConfig(vit=VIT)
+    spec = vit_spec("sensorium.models.vit_core_full_gauss_readout", cfg)
     results = []
     for _ in range(2):
         scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
@@ -83,12 +71,11 @@ def test_vit_model_trains_reproducibly_under_the_same_readout_and_shifter():
 
 
 def test_vit_core_under_the_winners_modulator():
-    cfg = ModulatedModelConfig(
-        core_type="vit",
+    cfg = ModulatedViTModelConfig(
         vit=VIT,
         modulator_params={"include_gain": False, "include_history": False, "behav_state": False},
     )
-    spec = _spec("sensorium.models.modulated_stacked_core_full_gauss_readout", cfg)
+    spec = vit_spec("sensorium.models.modulated_vit_core_full_gauss_readout", cfg)
     scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
     model = build_model(spec, RECS, scans)
     key = next(iter(scans))
@@ -223,24 +210,10 @@ def test_pixel_energy_pairs_the_filters_and_bad_settings_are_refused():
     assert "pixel" not in canonical_json(ViTConfig())
 
 
-def train_twice(spec: RunSpec) -> list[dict[str, torch.Tensor]]:
-    """Train ``spec`` twice from scratch; each run's training loss must fall. Returns both state dicts."""
-    states = []
-    for _ in range(2):
-        scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
-        model = build_model(spec, RECS, scans)
-        result = train(
-            model, scans, spec.trainer_config, batch_size=32, shuffle_seed=1, seed=3, progress=False
-        )
-        losses = [e.train_loss for e in result.history]
-        assert losses[-1] < losses[0], losses
-        states.append(result.state_dict)
-    return states
-
-
+@pytest.mark.slow  # more than 10 s measured here (2 cores, shared)
 def test_vit_model_with_the_pixel_pathway_trains_reproducibly():
-    cfg = BaselineModelConfig(core_type="vit", vit=VIT.model_copy(update={"pixel_channels": 4}))
-    states = train_twice(_spec("sensorium.models.stacked_core_full_gauss_readout", cfg))
+    cfg = ViTModelConfig(vit=VIT.model_copy(update={"pixel_channels": 4}))
+    states = train_twice(vit_spec("sensorium.models.vit_core_full_gauss_readout", cfg))
     assert any(k.startswith("core.pixel.") for k in states[0])
     for k, v in states[0].items():
         assert torch.equal(v, states[1][k]), k

@@ -1,0 +1,224 @@
+"""One training run from its parts: recordings + dataset / model / trainer configs + seed.
+
+Used by the ``TrainedModel`` table and by the benchmarks; nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.configs import DatasetConfig, ModelConfig, TrainerConfig
+from pipeline.data.loaders import ScanTensors
+from pipeline.data.recording import Recording
+from pipeline.models.build import ScanGeometry
+from pipeline.models.encoder import FiringRateEncoder
+from pipeline.models.rf_map import RFMap, map_receptive_fields, readout_positions
+from pipeline.registry import STATIC_LOADERS, entry, resolve
+from pipeline.training.checkpoint import Checkpointer
+from pipeline.training.trainer import EpochRecord, TrainResult
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is made of: builder keys, their validated configs and the seed."""
+
+    dataset_fn: str
+    dataset_config: DatasetConfig
+    model_fn: str
+    model_config: ModelConfig  # the class of model_fn's registry entry (a modulated subclass, too)
+    trainer_fn: str
+    trainer_config: TrainerConfig
+    seed: int
+
+    @classmethod
+    def from_dicts(cls, dataset_fn, dataset_config, model_fn, model_config, trainer_fn, trainer_config, seed):
+        return cls(
+            dataset_fn,
+            resolve("dataset", dataset_fn, dataset_config),
+            model_fn,
+            resolve("model", model_fn, model_config),
+            trainer_fn,
+            resolve("trainer", trainer_fn, trainer_config),
+            int(seed),
+        )
+
+
+class Lazy(Mapping):
+    """A read-only mapping that computes each value on access and keeps none of them.
+
+    With ``run_training`` this streams the scans: each recording is fetched, turned into tensors and
+    dropped before the next is fetched, so a training process never holds all raw recordings at once
+    (at SENSORIUM+ size 0.4 GB of images and responses per recording, beside the tensors).
+    """
+
+    def __init__(self, keys: list[str], fn: Callable[[str], Any]) -> None:
+        self._keys, self._fn = list(keys), fn
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._fn(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def build_scans(
+    recordings: Mapping[str, Recording],
+    cfg: DatasetConfig,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    regressors: Mapping[str, dict] | None = None,
+) -> dict[str, ScanTensors]:
+    """Tensors of every scan, in the order given, on ``device`` (with each scan's regressors, if given)."""
+    return load_scans(recordings, cfg, device, cache_dir, regressors)[0]
+
+
+def load_scans(
+    recordings: Mapping[str, Recording],
+    cfg: DatasetConfig,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    regressors: Mapping[str, dict] | None = None,
+    *,
+    dataset_fn: str = STATIC_LOADERS,
+) -> tuple[dict[str, ScanTensors], dict[str, ScanGeometry]]:
+    """Tensors and geometry of every scan, one scan at a time: ``recordings[k]`` and ``regressors[k]``
+    are read once each, and nothing of them but the tensors and the geometry is kept (see :class:`Lazy`).
+    Each scan's tensors come from the builder of ``dataset_fn`` (``pipeline.registry.DATASETS``).
+    """
+    regressors = regressors or {}
+    build_scan_tensors = entry("dataset", dataset_fn).build
+    scans, geometry = {}, {}
+    for k in recordings:
+        rec = recordings[k]
+        tensors = build_scan_tensors(rec, cfg, cache_dir, regressors.get(k))
+        scans[k] = tensors.to(device)
+        geometry[k] = scan_geometry(rec)
+        del rec, tensors  # on an accelerator the host copies go here, before the next scan is read
+    return scans, geometry
+
+
+def scan_geometry(rec: Recording) -> ScanGeometry:
+    """What the model builder needs of a recording: neuron count, cortex positions, trial count."""
+    return ScanGeometry(
+        n_neurons=rec.n_neurons,
+        cortex_xy=np.asarray(rec.neurons["cell_motor_coordinates"], dtype=np.float64)[:, :2],
+        n_trials=rec.n_trials,
+    )
+
+
+def build_model(
+    spec: RunSpec,
+    recordings: Mapping[str, Recording | ScanGeometry],
+    scans: Mapping[str, ScanTensors],
+):
+    """The model of ``spec`` for these scans (recordings or their geometry), initialised from
+    ``spec.seed`` (on the CPU), by the builder of ``spec.model_fn`` (``pipeline.registry.MODELS``)."""
+    build = entry("model", spec.model_fn).build
+    geometry = {k: g if isinstance(g, ScanGeometry) else scan_geometry(g) for k, g in recordings.items()}
+    first = next(iter(scans.values()))
+    return build(
+        spec.model_config,
+        geometry,
+        input_channels=first.input_channels,
+        image_size=tuple(first.images.shape[-2:]),
+        seed=spec.seed,
+    )
+
+
+def start_at_rf_map(
+    model: FiringRateEncoder,
+    scans: Mapping[str, ScanTensors],
+    geometry: Mapping[str, ScanGeometry],
+    progress: bool = False,
+) -> dict[str, RFMap]:
+    """Move every scan's free readout positions to receptive-field centres mapped from its training
+    trials (``init_mu: rf_map``, :mod:`pipeline.models.rf_map`), less the untrained shifter's mean shift
+    over those trials (the readout reads at position + shift); returns the maps.
+
+    The map is made from the split's ``train`` tier only, so validation and test trials never shape the
+    start; it draws no random numbers.
+    """
+    if any(model.readout[key]._predicted_grid for key in scans):  # checked before any mapping work
+        raise ValueError("init_mu rf_map needs free readout positions (grid_mean_predictor: null)")
+    maps = {}
+    for key, scan in scans.items():
+        idx = torch.from_numpy(scan.tier_indices("train")).to(scan.images.device)
+        # on the scan's device: the CPU's result is bit-identical run to run; an accelerator maps a
+        # SENSORIUM-size scan in seconds instead of minutes
+        images, responses = scan.images[idx, :1], scan.responses[idx]  # the image channel only
+        maps[key] = rf = map_receptive_fields(images, responses, geometry[key].cortex_xy)
+        readout = model.readout[key]
+        _, map_h, map_w = readout.in_shape  # (c, h, w) of the core's map
+        map_size = (map_h, map_w)
+        origin, stride = model.core.map_geometry()
+        mu = readout_positions(rf.centres, map_size, origin, stride)
+        if model.shifter is not None:
+            # the readout reads at mu + shifter(pupil): take the untrained shifter's mean shift over the
+            # training trials off, so the positions it reads at start on the map on average
+            with torch.no_grad():
+                shift = model.shifter(scan.pupil_center[idx], key).mean(0)
+            mu = np.clip(mu - shift.double().cpu().numpy(), -1.0, 1.0)
+        with torch.no_grad():
+            readout.mu.copy_(torch.as_tensor(mu, dtype=readout.mu.dtype).view_as(readout.mu))
+        if progress:
+            print(
+                f"{key}: readout started at mapped receptive fields ({int(rf.inliers.sum())} of "
+                f"{len(rf.inliers)} peaks on the retinotopic fit)",
+                flush=True,
+            )
+    return maps
+
+
+def run_training(
+    spec: RunSpec,
+    recordings: Mapping[str, Recording],
+    device: torch.device,
+    *,
+    cache_dir: Path | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: bool = True,
+    regressors: Mapping[str, dict] | None = None,
+    checkpoint: Checkpointer | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    should_prune: Callable[[EpochRecord], bool] | None = None,
+) -> tuple[torch.nn.Module, dict[str, ScanTensors], TrainResult]:
+    """Build tensors and model, train, and return (model with best weights, scan tensors, result).
+
+    ``checkpoint``, ``should_stop`` and ``should_prune`` are passed to
+    :func:`pipeline.training.trainer.train` (resume from / save after every epoch; stop between batches;
+    end after an epoch).
+    """
+    scans, geometry = load_scans(
+        recordings, spec.dataset_config, device, cache_dir, regressors, dataset_fn=spec.dataset_fn
+    )
+    model = build_model(spec, geometry, scans).to(device)
+    if spec.model_config.init_mu == "rf_map":
+        # also when resuming: a checkpoint that turns out unusable means training from scratch, which
+        # must start here; a usable one then restores the learned positions over the map
+        start_at_rf_map(model, scans, geometry, progress=progress)
+    train = entry("trainer", spec.trainer_fn).build  # pipeline.training.trainer.train
+    result = train(
+        model,
+        scans,
+        spec.trainer_config,
+        batch_size=spec.dataset_config.batch_size,
+        shuffle_seed=spec.dataset_config.shuffle_seed,
+        seed=spec.seed,
+        on_epoch=on_epoch,
+        progress=progress,
+        checkpoint=checkpoint,
+        should_stop=should_stop,
+        should_prune=should_prune,
+    )
+    return model, scans, result

@@ -1,0 +1,176 @@
+"""The selection rounds behind ``experiments/beyond.yaml`` (issue 12): every candidate row, trained and
+scored side by side with the presets through the product comparison's machinery (``benchmarks.beyond``).
+
+The rows of the first round are each candidate improvement alone on top of ``winner_demo`` (one model
+per seed), the two presets and three ensembles (the winner preset's, the CNN with the first sweeps'
+training options, ``beyond``). ``SECOND_ROUND`` holds the rows of rounds 2-8, variations on
+``beyond.yaml`` as it was before round 8 (``ROUND7_BEYOND``), meant for choosing on validation only:
+``--tier validation --synth-seed 0`` (the recordings the sweeps chose on); they run only when named in
+``--rows``. Row and experiment names (``abl_<row>``) are those of every round in ``research/README.md``,
+so a home of an earlier round is reused.
+
+Run:  .venv/bin/python -m research.selection --home DIR [--seeds 42,45,48] [--epochs 12] [--rows a,b]
+      [--workers 2] [--synth-seed 1] [--tier test|validation] [--json]
+"""
+
+from __future__ import annotations
+
+from benchmarks import beyond
+
+#: readout positions started at receptive fields mapped from the training trials (free positions)
+RF_MAP = ["model.config.grid_mean_predictor=null", "model.config.init_mu=rf_map"]
+#: the first round's single-model rows: (experiment file, --set overrides), each alone on top of the winner
+#: preset, beside the two preset rows of the product comparison
+CANDIDATES: dict[str, tuple[str, list[str]]] = {
+    "winner_demo": beyond.SINGLES["winner_demo"],
+    "+softplus": ("winner_demo.yaml", ["model.config.output_nonlinearity=softplus"]),
+    "+adamw_cosine_ema": (
+        "winner_demo.yaml",
+        [
+            "trainer.config.optimizer=adamw",
+            "trainer.config.weight_decay=0.01",
+            "trainer.config.lr_schedule=cosine",
+            "trainer.config.warmup_epochs=1",
+            "trainer.config.ema_decay=0.9",
+        ],
+    ),
+    "+learned_state": ("winner_demo.yaml", ["model.config.modulator_params.learned_state=true"]),
+    "+exact_order": (
+        "winner_demo.yaml",
+        [
+            "dataset.config.regressors.history.trial_order=exact",
+            "dataset.config.regressors.state.trial_order=exact",
+            "dataset.config.regressors.rank_order=exact",
+        ],
+    ),
+    "+log1p_history": ("winner_demo.yaml", ["dataset.config.regressors.history.transform=log1p"]),
+    "+gamma_loss": ("winner_demo.yaml", ["trainer.config.loss_function=GammaLoss"]),
+    "+gabor_input": ("winner_demo.yaml", ["model.config.input_init=gabor"]),
+    "+rf_map": ("winner_demo.yaml", RF_MAP),
+    "+vit_core": ("vit_demo.yaml", []),
+    # control: is the ViT's gain its 32 output channels (the readout's feature size) or the architecture?
+    "+cnn_32_channels": ("winner_demo.yaml", ["model.config.hidden_channels=32"]),
+    "+sweep_options": ("beyond_cnn_options.yaml", []),
+    "beyond_single": beyond.SINGLES["beyond_single"],
+}
+#: second round, on top of beyond.yaml, for choosing on validation only (run with --rows and
+#: --tier validation --synth-seed 0, the recordings the sweeps chose on); not in the default rows
+SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
+    "beyond+cosine": ("beyond.yaml", ["trainer.config.lr_schedule=cosine", "trainer.config.warmup_epochs=1"]),
+    "beyond+batch_32": ("beyond.yaml", ["dataset.config.batch_size=32"]),
+    "beyond+softplus": ("beyond.yaml", ["model.config.output_nonlinearity=softplus"]),
+    "beyond+vit_48": ("beyond.yaml", ["model.config.vit.dim=48"]),
+    "beyond+lr_0.015": ("beyond.yaml", ["trainer.config.lr_init=0.015"]),
+    "beyond+readout_l1_0.1": ("beyond.yaml", ["model.config.gamma_readout=0.1"]),
+    "beyond+readout_l1_0.02": ("beyond.yaml", ["model.config.gamma_readout=0.02"]),
+    # a population state learned from several past trials (boxcars 1, 2, 5, 10), not the lag-1 trial only
+    "beyond+state_4_lags": (
+        "beyond.yaml",
+        [
+            "model.config.modulator_params.learned_state=true",
+            "model.config.modulator_params.learned_state_lags=4",
+        ],
+    ),
+    "beyond+state_4_lags_rank_3": (
+        "beyond.yaml",
+        [
+            "model.config.modulator_params.learned_state=true",
+            "model.config.modulator_params.learned_state_lags=4",
+            "model.config.modulator_params.learned_state_rank=3",
+        ],
+    ),
+    # a convolutional stem before the ViT's patches, from noise or from a Gabor bank
+    "beyond+stem_16": ("beyond.yaml", ["model.config.vit.stem_channels=16"]),
+    "beyond+stem_16_gabor": (
+        "beyond.yaml",
+        ["model.config.vit.stem_channels=16", "model.config.vit.stem_init=gabor"],
+    ),
+    # the readout: narrower sampling at the start (small receptive fields), free positions (no retinotopy
+    # prior), and a finer token grid
+    "beyond+init_sigma_0.05": ("beyond.yaml", ["model.config.init_sigma=0.05"]),
+    "beyond+free_positions": ("beyond.yaml", ["model.config.grid_mean_predictor=null"]),
+    "beyond+patch_stride_2": ("beyond.yaml", ["model.config.vit.patch_stride=2"]),
+    # smoother end points under the same plateau schedule: an EMA of the weights, a lower rate
+    "beyond+ema_0.9": ("beyond.yaml", ["trainer.config.ema_decay=0.9"]),
+    "beyond+ema_0.97": ("beyond.yaml", ["trainer.config.ema_decay=0.97"]),
+    "beyond+lr_0.006": ("beyond.yaml", ["trainer.config.lr_init=0.006"]),
+    # warm-up / stable / decay: lr_init held, then a linear anneal over the last 2, 3 or 4 of the 12 epochs
+    # (every validation curve of the rows above still rises at epoch 12, with the plateau rate never cut)
+    "beyond+wsd_2": ("beyond.yaml", ["trainer.config.lr_schedule=wsd", "trainer.config.decay_epochs=2"]),
+    "beyond+wsd_3": ("beyond.yaml", ["trainer.config.lr_schedule=wsd", "trainer.config.decay_epochs=3"]),
+    "beyond+wsd_4": ("beyond.yaml", ["trainer.config.lr_schedule=wsd", "trainer.config.decay_epochs=4"]),
+    # a smaller transformer (data-limited image part?) and decoupled weight decay alone (no cosine)
+    "beyond+vit_16": ("beyond.yaml", ["model.config.vit.dim=16"]),
+    "beyond+adamw_0.05": (
+        "beyond.yaml",
+        ["trainer.config.optimizer=adamw", "trainer.config.weight_decay=0.05"],
+    ),
+    # the eye shift is worth 0.13 of the oracle's 0.63 (research.headroom), and the generator's is
+    # linear in the eye position: a one-layer shifter (Linear, Tanh) instead of the 3-layer MLP
+    "beyond+linear_shifter": ("beyond.yaml", ["model.config.shift_layers=1"]),
+    "winner+linear_shifter": ("winner_demo.yaml", ["model.config.shift_layers=1"]),
+    # fourth round: local mixing of the tokens before every block (CPVT's depthwise convolution), the
+    # readout reading every block (the early, near-linear features too), a wider feed-forward part, the
+    # weaker input smoothness the ViT sweep's best trials had
+    "beyond+local_3": ("beyond.yaml", ["model.config.vit.local_kernel=3"]),
+    "beyond+readout_all": ("beyond.yaml", ["model.config.vit.readout_blocks=all"]),
+    "beyond+mlp_4": ("beyond.yaml", ["model.config.vit.mlp_ratio=4"]),
+    "beyond+gamma_input_3": ("beyond.yaml", ["model.config.gamma_input=3.0"]),
+    # fifth round: a full-resolution linear pathway beside the tokens (simple cells' phase)
+    "beyond+pixel_16": ("beyond.yaml", ["model.config.vit.pixel_channels=16"]),
+    "beyond+pixel_16_energy": (
+        "beyond.yaml",
+        ["model.config.vit.pixel_channels=16", "model.config.vit.pixel_energy=true"],
+    ),
+    "beyond+pixel_32": ("beyond.yaml", ["model.config.vit.pixel_channels=32"]),
+    # the readout's training jitter (init_sigma 0.14: ~4 px in x) blurs a phase-sensitive feature
+    "beyond+pixel_16_sigma_0.05": (
+        "beyond.yaml",
+        ["model.config.vit.pixel_channels=16", "model.config.init_sigma=0.05"],
+    ),
+    # sixth round: every validation curve still rises ~0.004 per epoch at epoch 12, so at this budget
+    # the model that learns fastest wins: the per-neuron parts at a higher rate than the core, or one
+    # optimiser step per batch instead of per round of one batch from every scan (2x the steps)
+    "beyond+readout_lr_2": ("beyond.yaml", ["trainer.config.readout_lr_scale=2.0"]),
+    "beyond+readout_lr_4": ("beyond.yaml", ["trainer.config.readout_lr_scale=4.0"]),
+    "beyond+step_per_batch": ("beyond.yaml", ["trainer.config.loss_accum_batch_n=1"]),
+    # seventh round: the readout at a higher rate was worse, so the other way round: the core faster
+    # than the per-neuron parts (which stay at beyond's 0.009)
+    "beyond+core_lr_2": (
+        "beyond.yaml",
+        ["trainer.config.lr_init=0.018", "trainer.config.readout_lr_scale=0.5"],
+    ),
+    "beyond+core_lr_1.5": (
+        "beyond.yaml",
+        ["trainer.config.lr_init=0.0135", "trainer.config.readout_lr_scale=0.6666666666666666"],
+    ),
+    # eighth round: the readout positions start at receptive fields mapped from the training trials
+    # (init_mu rf_map; free positions, as the map replaces the grid-mean predictor's retinotopy)
+    "beyond+rf_map": ("beyond.yaml", RF_MAP),
+}
+# rounds 2-8 varied beyond.yaml as it was before round 8 adopted the receptive-field start: every such
+# row starts from that config (its own overrides come after, so `beyond+rf_map` is beyond.yaml today)
+ROUND7_BEYOND = [
+    "model.config.init_mu=uniform",
+    "model.config.grid_mean_predictor={hidden_layers: 4, hidden_features: 20, nonlinearity: ReLU}",
+]
+SECOND_ROUND = {row: (path, [*ROUND7_BEYOND, *sets]) for row, (path, sets) in SECOND_ROUND.items()}
+SECOND_ROUND["beyond_round7"] = ("beyond.yaml", ROUND7_BEYOND)
+#: the rows run without --rows: the first round and the ensembles
+DEFAULT_ROWS = [*CANDIDATES]
+CANDIDATES.update(SECOND_ROUND)
+#: the product comparison's two ensembles and the CNN with the first sweeps' training options
+ENSEMBLES: dict[str, str] = {
+    "winner_ensemble": beyond.ENSEMBLES["winner_ensemble"],
+    "cnn_options_ensemble": "beyond_cnn_options.yaml",
+    "beyond_ensemble": beyond.ENSEMBLES["beyond_ensemble"],
+}
+DEFAULT_ROWS += [*ENSEMBLES]
+
+
+def main(argv: list[str] | None = None) -> None:
+    beyond.compare(argv, CANDIDATES, ENSEMBLES, DEFAULT_ROWS, __doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()

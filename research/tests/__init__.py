@@ -1,0 +1,1 @@
+"""Unit tests of the research diagnostics (run by ``make test`` through pytest's ``testpaths``)."""
