@@ -1,10 +1,10 @@
 """The ``sensorium`` console script: the composition root.
 
-One module per command group (``data``, ``experiments``, ``sweeps``, ``results``, ``db``, ``worker``,
-``jobs``);
-this entry point only assembles their parsers and turns the errors users can cause into one-line
-messages. Database commands import ``schemas`` (and with it DataJoint) lazily, so that
-``sensorium synth`` and ``--help`` work without a database.
+One module per command group (``data``, ``convert``, ``experiments``, ``sweeps``, ``imports``, ``results``,
+``report``, ``worker``, ``jobs``, ``db``); each command parses its arguments, calls one use case
+(``usecases``) and prints the result. This entry point only assembles their parsers and turns the errors
+users can cause into one-line messages. Database commands import ``usecases`` (and with it DataJoint)
+lazily, so that ``sensorium synth``, ``convert`` and ``--help`` work without a database.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import argparse
 import logging
 import sys
 
-from cli import data, db, experiments, imports, jobs, report, results, sweeps, worker
+from cli import convert, data, db, experiments, imports, jobs, report, results, sweeps, worker
 from cli.common import out
 from pipeline.settings import SettingsError
 
-COMMAND_GROUPS = (data, experiments, sweeps, imports, results, report, worker, jobs, db)
+COMMAND_GROUPS = (data, convert, experiments, sweeps, imports, results, report, worker, jobs, db)
 
 
 def build_parser() -> argparse.ArgumentParser:

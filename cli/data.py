@@ -5,12 +5,26 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.common import out
 from pipeline.settings import Settings, load_settings
 
-# SynthConfig / write_synthetic argument -> the synth flag that sets it, for error messages
-SYNTH_FLAGS = {"n_neurons": "--neurons", "n_trials": "--trials", "seed": "--seed", "n_mice": "--mice"}
+if TYPE_CHECKING:
+    from pipeline.data.synth import StimulusModel
+
+# SynthConfig / write_synthetic / TeacherWorld argument -> the synth flag that sets it, for error messages
+SYNTH_FLAGS = {
+    "n_neurons": "--neurons",
+    "n_trials": "--trials",
+    "seed": "--seed",
+    "n_mice": "--mice",
+    "teacher": "--teacher",
+    "teacher_scans": "--teacher-scan",
+    "rf_jitter": "--rf-jitter",
+}
+# the flags of the teacher world, which --stimulus teacher needs or allows
+TEACHER_FLAGS = (("--teacher", "teacher"), ("--rf-jitter", "rf_jitter"), ("--teacher-scan", "teacher_scan"))
 
 
 def _blocking_file(folder: Path) -> Path | None:
@@ -35,6 +49,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return 2
     if args.jobs < 1:
         out(f"error: --jobs: expected a positive integer, found {args.jobs}")
+        return 2
+    if args.stimulus != "teacher":
+        stray = [flag for flag, name in TEACHER_FLAGS if getattr(args, name) is not None]
+        if stray:
+            out(f"error: {stray[0]}: only with --stimulus teacher (the default stimulus is gabor)")
+            return 2
+    elif args.teacher is None:
+        out("error: --stimulus teacher: needs --teacher FILE.pth (the starter kit's SOTA model)")
         return 2
     sizes = (("--mice", args.mice), ("--neurons", args.neurons), ("--trials", args.trials))
     sized = [flag for flag, value in sizes if value is not None]
@@ -62,7 +84,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
             )
             n_mice = 2 if args.mice is None else args.mice
             configs = mouse_configs(n_mice, cfg)
-        write_configs(args.out, configs, make_zip=not args.no_zip, on_written=written, jobs=args.jobs)
+        stimulus = None
+        if args.stimulus == "teacher":
+            stimulus, error = _teacher_world(args)  # the file is read and checked here, before writing
+            if error is not None:
+                out(error)
+                return 2
+        write_configs(
+            args.out, configs, make_zip=not args.no_zip, on_written=written, jobs=args.jobs, stimulus=stimulus
+        )
     except SynthConfigError as err:
         flag = SYNTH_FLAGS.get(err.field, err.field)
         out(f"error: {flag}: expected {err.expected}, found {err.found!r}")
@@ -72,6 +102,27 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return 2
     out(f"{len(configs)} recording(s) in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _teacher_world(args: argparse.Namespace) -> tuple[StimulusModel | None, str | None]:
+    """(the teacher world of the flags, None), its file read and checked; or (None, the error line) for
+    a file that is not the starter kit's model or an unknown --teacher-scan.
+
+    Raises:
+        SynthConfigError: a bad --rf-jitter.
+    """
+    from pipeline.data.teacher import DEFAULT_RF_JITTER, TeacherError, TeacherWorld
+
+    world = TeacherWorld(
+        args.teacher,
+        rf_jitter=DEFAULT_RF_JITTER if args.rf_jitter is None else args.rf_jitter,
+        scans=tuple(args.teacher_scan or ()),
+    )
+    try:
+        world.load()
+    except TeacherError as err:
+        return None, f"error: {SYNTH_FLAGS.get(err.field, err.field)}: {err}"
+    return world, None
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -113,6 +164,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="make the last recording competition-style "
         "(hashed trial_idx, final_test tier, zeroed test responses)",
+    )
+    p.add_argument(
+        "--stimulus",
+        choices=["gabor", "teacher"],
+        default="gabor",
+        help="where the neurons' image drive comes from: gabor (Gabor / energy filters at a smooth "
+        "retinotopy; default) or teacher (a pretrained starter-kit model of real mouse V1, --teacher; "
+        "see docs/teacher-world.md)",
+    )
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        metavar="FILE.pth",
+        help="with --stimulus teacher: the starter kit's sensorium_p_sota_model.pth (a state_dict, read "
+        "with weights_only)",
+    )
+    p.add_argument(
+        "--rf-jitter",
+        type=float,
+        metavar="PIXELS",
+        help="with --stimulus teacher: std of each neuron's receptive-field jitter around the teacher's "
+        "retinotopic map, pixels per axis at its 36x64 input (default 2.5; 0: the teacher's positions)",
+    )
+    p.add_argument(
+        "--teacher-scan",
+        action="append",
+        metavar="DATA_KEY",
+        help="with --stimulus teacher: draw neurons from this readout of the teacher only (repeatable; "
+        "default: all of its readouts)",
     )
     p.add_argument("--no-zip", action="store_true", help="write folders only")
     p.add_argument("--jobs", type=int, default=1, help="recordings generated at once (processes; default 1)")

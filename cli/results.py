@@ -13,14 +13,18 @@ _TIER_ORDER = {"train": 0, "validation": 1, "test": 2, "final_test": 3}
 
 
 def format_scores(rows: list[dict]) -> str:
-    """The score table: models and ensembles next to the oracle per scan and tier (* = contaminated)."""
+    """The score table: models and ensembles next to the two oracles per scan and tier (* = contaminated).
+
+    ``oracle``: the planted expected response (synthetic scans; '-' elsewhere), ``ratio`` the model's
+    share of it; ``LOO``: the leave-one-out oracle from repeated images (any scan, tiers with repeats).
+    """
 
     def f(x, mark=" "):
         return "     - " if x is None else f"{x:6.3f}{mark}"
 
     lines = [
         f"{'model':<24} {'member':<11} {'scan':<12} {'tier':<11} {'trials':>6}  "
-        f"{'corr':>7} {'oracle':>7} {'ratio':>7}  {'c-avg':>7} {'FEVE':>7} {'oFEVE':>7}"
+        f"{'corr':>7} {'oracle':>7} {'ratio':>7} {'LOO':>7}  {'c-avg':>7} {'FEVE':>7} {'oFEVE':>7}"
     ]
     for r in sorted(rows, key=lambda r: (r["model"], r["member"], r["data_key"], _TIER_ORDER[r["tier"]])):
         o = r["oracle_single_trial_correlation"]
@@ -28,13 +32,19 @@ def format_scores(rows: list[dict]) -> str:
         mark = "*" if r["contaminated"] else " "
         lines.append(
             f"{r['model']:<24} {r['member']:<11} {r['data_key']:<12} {r['tier']:<11} {r['n_trials']:>6}  "
-            f"{f(r['single_trial_correlation'], mark)} {f(o)} {f(ratio)}  "
+            f"{f(r['single_trial_correlation'], mark)} {f(o)} {f(ratio)} "
+            f"{f(r.get('loo_oracle_single_trial_correlation'))}  "
             f"{f(r['correlation_to_average'], mark)} {f(r['feve'], mark)} {f(r['oracle_feve'])}"
         )
     if any(r["contaminated"] for r in rows):
         lines.append(
             "* contaminated: the model (or an ensemble member) trained on trials of this tier; "
             "test tiers are the clean numbers"
+        )
+    if any(r.get("loo_oracle_single_trial_correlation") is not None for r in rows):
+        lines.append(
+            "LOO: leave-one-out oracle (each repeat against the mean of the other repeats of its image), "
+            "the ceiling of a stimulus-only model; models using behaviour, history and state can exceed it"
         )
     return "\n".join(lines)
 
@@ -139,7 +149,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scores", help="model and ensemble scores next to the oracle, per scan and tier")
+    p = sub.add_parser("scores", help="model and ensemble scores next to the oracles, per scan and tier")
     p.add_argument("--experiment", help="only this experiment")
     p.add_argument("--ensemble", help="only this ensemble")
     p.add_argument("--json", action="store_true")

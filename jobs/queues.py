@@ -14,7 +14,14 @@ from typing import Any
 from datajoint.errors import DuplicateError
 
 from schemas.data import ExactTrialOrder, TrialOrder
-from schemas.evaluation import EnsembleScore, ModelScore, OracleScore, Prediction, register_declared_ensembles
+from schemas.evaluation import (
+    EnsembleScore,
+    ModelScore,
+    OracleScore,
+    Prediction,
+    RepeatOracle,
+    register_declared_ensembles,
+)
 from schemas.regressors import BehaviorNormalization, History, NetworkState, SplitSet
 from schemas.training import TrainedModel
 
@@ -22,10 +29,10 @@ REGRESSORS: list[Any] = [TrialOrder, ExactTrialOrder, BehaviorNormalization, His
 
 #: queue name -> tables, in dependency order. GPU workers train and predict; CPU workers do the rest.
 QUEUES: dict[str, list[Any]] = {
-    "all": [*REGRESSORS, TrainedModel, Prediction, ModelScore, OracleScore, EnsembleScore],
+    "all": [*REGRESSORS, TrainedModel, Prediction, ModelScore, OracleScore, RepeatOracle, EnsembleScore],
     # regressors are cheap and must exist before training: a GPU worker computes any that are missing
     "gpu": [*REGRESSORS, TrainedModel, Prediction],
-    "cpu": [*REGRESSORS, ModelScore, OracleScore, EnsembleScore],
+    "cpu": [*REGRESSORS, ModelScore, OracleScore, RepeatOracle, EnsembleScore],
 }
 
 

@@ -1,5 +1,6 @@
 """Predictions and scores: ``Prediction`` (every trial, once per model), ``ModelScore`` per trained model x
-scan x tier, ``OracleScore`` per synthetic scan x tier (the planted expected response as the prediction)."""
+scan x tier, ``OracleScore`` per synthetic scan x tier (the planted expected response as the prediction),
+``RepeatOracle`` per scan x tier with repeated images (the leave-one-out oracle, from the data alone)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from pipeline.data.loaders import response_precision
 from pipeline.scoring.evaluate import TierScore, score_tier
+from pipeline.scoring.metrics import leave_one_out_score
 from pipeline.scoring.predict import predict_all
 from pipeline.training.seeding import resolve_device
 from schemas.binding import bound_settings
@@ -224,6 +226,62 @@ class OracleScore(dj.Computed):
         row = (Scan & key).fetch1("statistics")
         expected = np.asarray((GroundTruth & key).fetch1("expected"), dtype=np.float32)
         _insert_scores(self, key, expected * response_precision(row["responses"]["all"]["std"])[None])
+
+
+@schema
+class RepeatOracle(dj.Computed):
+    definition = """
+    # leave-one-out oracle: each repeat of an image against the mean of its other repeats (any scan)
+    -> Scan.TierInfo
+    ---
+    n_trials            : int32           # trials of images shown at least twice (the trials correlated)
+    n_images            : int32           # images shown at least twice
+    single_trial_correlation : float64    # mean over neurons of the per-neuron leave-one-out correlation
+    fev = null          : float64         # mean over neurons of the fraction of explainable variance
+    n_neurons_fev       : int32           # neurons with FEV >= 0.15 (those FEVE averages over)
+    """
+
+    class Neuron(dj.Part):
+        definition = """
+        # per-neuron leave-one-out oracle
+        -> master
+        -> Scan.Neuron
+        ---
+        correlation     : float64         # leave-one-out correlation over the trials of repeated images
+        fev = null      : float64         # fraction of explainable variance (null: constant on them)
+        """
+
+    @property
+    def key_source(self):
+        # known responses, and at least one image shown twice (more trials than distinct images)
+        return (Scan.TierInfo & {"responses_withheld": False} & "n_trials > n_images").proj()
+
+    def make(self, key: dict) -> None:
+        targets, tiers, image_ids = scan_targets(key["data_key"])
+        mask = tiers == key["tier"]
+        score = leave_one_out_score(targets[mask], image_ids[mask])
+        self.insert1(
+            dict(
+                key,
+                n_trials=score.n_trials,
+                n_images=score.n_images,
+                single_trial_correlation=score.correlation,
+                fev=score.fev,
+                n_neurons_fev=score.n_neurons_fev,
+            )
+        )
+        fev = score.per_neuron_fev
+        self.Neuron.insert(
+            [
+                dict(
+                    key,
+                    neuron_idx=i,
+                    correlation=float(c),
+                    fev=float(fev[i]) if np.isfinite(fev[i]) else None,
+                )
+                for i, c in enumerate(score.per_neuron_correlation)
+            ]
+        )
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,16 @@ def assert_one_clean_run(key: dict) -> dict:
     assert job_status(key) is None, "the finished job is removed from the queue"
     assert checkpoint_epoch(key) == 0 and not list(TrainedModel.checkpoint_dir().glob("*.pt.*tmp"))
     return row
+
+
+# -- the competition's starter-kit checkpoints (the team's shared fixtures) -------------------------------
+
+#: where the starter kit's files are looked for: $SENSORIUM_STARTER_KIT, beside the checkout (../shared)
+KIT_PLACES = [
+    Path(p)
+    for p in (os.environ.get("SENSORIUM_STARTER_KIT"), REPO.parent / "shared" / "fixtures" / "starter_kit")
+    if p
+] + [Path("/work/shared/fixtures/starter_kit")]
+#: the first place holding the SOTA checkpoint (else the first place: the tests that need it skip)
+KIT = next((p for p in KIT_PLACES if (p / "sensorium_p_sota_model.pth").exists()), KIT_PLACES[0])
+SOTA, LN = KIT / "sensorium_p_sota_model.pth", KIT / "sensorium_p_ln_model.pth"

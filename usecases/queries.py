@@ -13,6 +13,7 @@ from schemas.evaluation import (
     ModelScore,
     OracleScore,
     Prediction,
+    RepeatOracle,
     ensemble_predictions,
     scan_targets,
     tier_ids,
@@ -20,8 +21,11 @@ from schemas.evaluation import (
 from schemas.fabrik import experiment_models
 
 
-def _score_row(label: str, member: str, r: dict, oracle: dict, contaminated: bool) -> dict:
+def _score_row(
+    label: str, member: str, r: dict, oracle: dict, repeat_oracle: dict, contaminated: bool
+) -> dict:
     o = oracle.get((r["data_key"], r["tier"]))
+    loo = repeat_oracle.get((r["data_key"], r["tier"]))
     return {
         "model": label,
         "member": member,
@@ -34,16 +38,24 @@ def _score_row(label: str, member: str, r: dict, oracle: dict, contaminated: boo
         "contaminated": contaminated,
         "oracle_single_trial_correlation": o["single_trial_correlation"] if o else None,
         "oracle_feve": o["feve"] if o else None,
+        "loo_oracle_single_trial_correlation": loo["single_trial_correlation"] if loo else None,
+        "loo_oracle_n_images": loo["n_images"] if loo else None,
     }
 
 
 def score_rows(experiment: str | None = None, ensemble: str | None = None) -> list[dict]:
-    """Score rows of experiments' models and of ensembles, with the oracle beside them.
+    """Score rows of experiments' models and of ensembles, with the oracles beside them.
 
     ``contaminated`` marks a tier whose trials the model (or a member) trained on: the train tier, and
     the validation tier of re-split ensemble members (SPEC 3g). Test tiers are the headline.
+
+    Two oracles, each None where it does not exist: ``oracle_*`` is the planted expected response
+    (``OracleScore``: synthetic scans only); ``loo_oracle_*`` the leave-one-out oracle from the repeats
+    (``RepeatOracle``: every tier with repeated images), the ceiling of a stimulus-only model, which a
+    model that uses behaviour, history and state may exceed.
     """
     oracle = {(r["data_key"], r["tier"]): r for r in OracleScore.to_dicts()}
+    repeat = {(r["data_key"], r["tier"]): r for r in RepeatOracle.to_dicts()}
     out = []
     if ensemble is None:
         # a trained model belongs to an experiment through all of its configs (model, trainer, dataset, seed)
@@ -51,7 +63,9 @@ def score_rows(experiment: str | None = None, ensemble: str | None = None) -> li
             order_by=("experiment_name", "seed", "data_key")
         ):
             out.append(
-                _score_row(r["experiment_name"], f"seed {r['seed']}", r, oracle, r["trained_fraction"] > 0)
+                _score_row(
+                    r["experiment_name"], f"seed {r['seed']}", r, oracle, repeat, r["trained_fraction"] > 0
+                )
             )
     if experiment is None or ensemble is not None:
         ens = EnsembleScore * Ensemble.proj("n_members")
@@ -59,7 +73,9 @@ def score_rows(experiment: str | None = None, ensemble: str | None = None) -> li
             ens = ens & {"ensemble_name": ensemble}
         for r in ens.to_dicts(order_by=("ensemble_name", "data_key")):
             label = f"{r['ensemble_name']} [ens]"
-            out.append(_score_row(label, f"{r['n_members']} members", r, oracle, bool(r["contaminated"])))
+            out.append(
+                _score_row(label, f"{r['n_members']} members", r, oracle, repeat, bool(r["contaminated"]))
+            )
     return out
 
 

@@ -1,8 +1,12 @@
 """The data of ``sensorium report``, read from the tables (stored scores and predictions; nothing is
-trained or predicted here). Returns :class:`pipeline.report.data.ReportData`."""
+trained or predicted here). Returns :class:`pipeline.report.data.ReportData`.
+
+Two oracles, each shown where it exists: the planted one (``OracleScore``, synthetic scans) and the
+leave-one-out one (``RepeatOracle``, any scan whose tier repeats images)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import groupby
 
 import numpy as np
@@ -15,6 +19,7 @@ from schemas.evaluation import (
     ModelScore,
     OracleScore,
     Prediction,
+    RepeatOracle,
     declared_ensemble,
     scan_targets,
 )
@@ -54,7 +59,10 @@ def gather(requested: list[str] | None = None, tier: str = "test") -> ReportData
     """Scores, learning curves, per-neuron scores, ensemble gains and provenance of the experiments."""
     names = experiment_names(requested)
     ensembles = _ensembles_of(names) if names else []
-    oracle = {r["data_key"]: r for r in (OracleScore & {"tier": tier}).to_dicts()}
+    oracle = _Oracles(
+        {r["data_key"]: r["single_trial_correlation"] for r in (OracleScore & {"tier": tier}).to_dicts()},
+        {r["data_key"]: r["single_trial_correlation"] for r in (RepeatOracle & {"tier": tier}).to_dicts()},
+    )
     title = "sensorium report: " + (", ".join(names) if names else "no scored experiments yet")
     return ReportData(
         title=title,
@@ -67,7 +75,18 @@ def gather(requested: list[str] | None = None, tier: str = "test") -> ReportData
     )
 
 
-def _bars(names, ensembles, oracle, tier) -> list[ScoreBar]:
+@dataclass(frozen=True)
+class _Oracles:
+    """{data_key: mean correlation} of the tier's planted and leave-one-out oracles."""
+
+    planted: dict[str, float]
+    repeat: dict[str, float]
+
+    def of(self, data_key: str) -> tuple[float | None, float | None]:
+        return self.planted.get(data_key), self.repeat.get(data_key)
+
+
+def _bars(names, ensembles, oracle: _Oracles, tier) -> list[ScoreBar]:
     bars = []
     for name in names:
         rows = ((ModelScore & {"tier": tier}) * experiment_models(name)).to_dicts(
@@ -75,17 +94,12 @@ def _bars(names, ensembles, oracle, tier) -> list[ScoreBar]:
         )
         for data_key, group in groupby(rows, key=lambda r: r["data_key"]):
             values = [r["single_trial_correlation"] for r in group]
-            o = oracle.get(data_key)
-            bars.append(ScoreBar(name, data_key, values, o["single_trial_correlation"] if o else None))
+            bars.append(ScoreBar(name, data_key, values, *oracle.of(data_key)))
     for ens in ensembles:
         for r in (EnsembleScore & {"ensemble_name": ens, "tier": tier}).to_dicts(order_by="data_key"):
-            o = oracle.get(r["data_key"])
             bars.append(
                 ScoreBar(
-                    f"{ens} [ens]",
-                    r["data_key"],
-                    [r["single_trial_correlation"]],
-                    o["single_trial_correlation"] if o else None,
+                    f"{ens} [ens]", r["data_key"], [r["single_trial_correlation"]], *oracle.of(r["data_key"])
                 )
             )
     return bars
@@ -112,9 +126,16 @@ def _neuron_values(query) -> dict[str, np.ndarray]:
 
 
 def _scatters(names, ensembles, tier) -> list[NeuronScatter]:
-    oracle = _neuron_values(OracleScore.Neuron & {"tier": tier})
-    if not oracle:
+    planted = _neuron_values(OracleScore.Neuron & {"tier": tier})
+    repeat = _neuron_values(RepeatOracle.Neuron & {"tier": tier})
+    if not planted and not repeat:
         return []
+
+    def scatter(label: str, data_key: str, values: np.ndarray) -> NeuronScatter | None:
+        if data_key not in planted and data_key not in repeat:
+            return None
+        return NeuronScatter(label, data_key, values, planted.get(data_key), repeat.get(data_key))
+
     out = []
     for name in names:
         models = (TrainedModel & experiment_models(name)).keys()
@@ -122,20 +143,16 @@ def _scatters(names, ensembles, tier) -> list[NeuronScatter]:
             continue
         first = min(models, key=lambda k: (k["seed"], k["dataset_hash"]))
         for data_key, values in _neuron_values(ModelScore.Neuron & first & {"tier": tier}).items():
-            if data_key in oracle:
-                out.append(
-                    NeuronScatter(f"{name} (seed {first['seed']})", data_key, values, oracle[data_key])
-                )
+            out.append(scatter(f"{name} (seed {first['seed']})", data_key, values))
     for ens in ensembles:
         for data_key, values in _neuron_values(
             EnsembleScore.Neuron & {"ensemble_name": ens, "tier": tier}
         ).items():
-            if data_key in oracle:
-                out.append(NeuronScatter(f"{ens} [ens]", data_key, values, oracle[data_key]))
-    return out[:MAX_SCATTERS]
+            out.append(scatter(f"{ens} [ens]", data_key, values))
+    return [s for s in out if s is not None][:MAX_SCATTERS]
 
 
-def _gains(ensemble: str, oracle, tier) -> list[EnsembleGain]:
+def _gains(ensemble: str, oracle: _Oracles, tier) -> list[EnsembleGain]:
     """Correlation of the mean of the first k members' stored predictions (members by seed)."""
     members = sorted(
         (Ensemble.Member & {"ensemble_name": ensemble}).keys(), key=lambda k: (k["seed"], k["dataset_hash"])
@@ -154,15 +171,8 @@ def _gains(ensemble: str, oracle, tier) -> list[EnsembleGain]:
             total = p if total is None else total + p
             mean = (total / k).astype(np.float32)
             corr.append(score_tier(targets[mask], mean[mask], image_ids[mask]).single_trial_correlation)
-        o = oracle.get(data_key)
         out.append(
-            EnsembleGain(
-                ensemble,
-                data_key,
-                list(range(1, len(members) + 1)),
-                corr,
-                o["single_trial_correlation"] if o else None,
-            )
+            EnsembleGain(ensemble, data_key, list(range(1, len(members) + 1)), corr, *oracle.of(data_key))
         )
     return out
 

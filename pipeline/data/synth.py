@@ -21,6 +21,11 @@ the real data (file names carry no time information).
 :func:`synthesize` returns the recording and its ground truth; :func:`synthesize_world` also returns the
 generator's intermediates in time order (:class:`SyntheticWorld`: the planted image drive and its Gabor
 filters, the softplus argument, the gains), for analyses that rebuild the rate with one thing changed.
+
+The receptive fields above are the default *Gabor world*. A :class:`StimulusModel` passed as ``stimulus``
+replaces the image drive (and the eye shift) with its own, everything else staying as it is: the
+*teacher world* (:mod:`pipeline.data.teacher`, ``sensorium synth --stimulus teacher``) takes it from a
+pretrained model of real mouse V1.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from numbers import Integral, Real
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -239,14 +245,12 @@ def _ar1(rng: np.random.Generator, T: int, rho: float, size: int = 1) -> np.ndar
     return x
 
 
-def _gabors(rng, centers_px: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def _gabors(params: _GaborDraws, centers_px: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Even and odd Gabor filters, (N, h*w) each, unit norm, centred at ``centers_px`` (N, 2) = (x, y)."""
     N = len(centers_px)
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
-    sigma = rng.uniform(2.0, 3.5, N)[:, None, None]
-    freq = rng.uniform(0.08, 0.16, N)[:, None, None]  # cycles per pixel
-    theta = rng.uniform(0, np.pi, N)[:, None, None]
-    phase = rng.uniform(0, 2 * np.pi, N)[:, None, None]
+    sigma, freq = params.sigma[:, None, None], params.freq[:, None, None]  # freq: cycles per pixel
+    theta, phase = params.theta[:, None, None], params.phase[:, None, None]
     dx = xx[None] - centers_px[:, 0, None, None]
     dy = yy[None] - centers_px[:, 1, None, None]
     u = dx * np.cos(theta) + dy * np.sin(theta)
@@ -296,6 +300,8 @@ class SyntheticWorld:
         base_rate: (N,) each neuron's base rate.
         expected: (T, N) the oracle, float64 (``truth["expected"]`` is its float32 copy in file order).
         responses: (T, N) the realised responses before zeroing, float64.
+        stimulus: where the image drive came from: ``gabor``, or the stimulus model's name (e.g.
+            ``teacher``; ``even`` and ``odd`` are then (N, 0) and ``simple`` NaN: no Gabor filters).
     """
 
     recording: Recording
@@ -312,6 +318,7 @@ class SyntheticWorld:
     base_rate: np.ndarray
     expected: np.ndarray
     responses: np.ndarray
+    stimulus: str = "gabor"
 
     @property
     def rate_scale(self) -> np.ndarray:
@@ -329,12 +336,16 @@ def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
 
 
-def synthesize(cfg: SynthConfig, mouse: int = 0) -> tuple[Recording, dict[str, np.ndarray]]:
+def synthesize(
+    cfg: SynthConfig, mouse: int = 0, stimulus: StimulusModel | None = None
+) -> tuple[Recording, dict[str, np.ndarray]]:
     """Generate one recording and its ground truth (:func:`synthesize_world` without the intermediates).
 
     Args:
         cfg: sizes and effect strengths.
         mouse: index of the mouse (0-based); with ``cfg.seed`` it fixes the random stream and the data key.
+        stimulus: where the image drive comes from: None for the Gabor / energy neurons (the default
+            world), or a :class:`StimulusModel` such as :class:`pipeline.data.teacher.TeacherWorld`.
 
     Returns:
         (recording, truth). Per-trial truth arrays are in file-index order, like the recording:
@@ -342,20 +353,31 @@ def synthesize(cfg: SynthConfig, mouse: int = 0) -> tuple[Recording, dict[str, n
         responses before zeroing; ``time_rank`` (T,) presentation position; ``latents`` (T, K);
         ``gain`` (T,) session drift factor; ``gain_coupling`` (N,); ``history_weight`` (N,);
         ``rf_center`` (N, 2) in normalised [-1, 1] image coordinates; ``eye_shift`` (T, 2) pixels at 36x64.
+        With a ``stimulus`` model, ``drive`` (T, N) the planted standardised image drive and the model's
+        own entries (:attr:`PlantedDrive.truth`, :attr:`PlantedDrive.trial_truth`) besides.
     """
-    world = synthesize_world(cfg, mouse)
+    world = synthesize_world(cfg, mouse, stimulus)
     return world.recording, world.truth
 
 
-def synthesize_world(cfg: SynthConfig, mouse: int = 0) -> SyntheticWorld:
+def synthesize_world(
+    cfg: SynthConfig, mouse: int = 0, stimulus: StimulusModel | None = None
+) -> SyntheticWorld:
     """Generate one recording, its ground truth and the generator's intermediates (:class:`SyntheticWorld`).
 
     Every step draws from one random stream seeded by (``cfg.seed``, ``mouse``), in a fixed order: the
     same arguments give the same bits, and each step below must keep its place in that order (a new
     draw goes at the end, or every recording generated so far changes).
 
+    With a ``stimulus`` model the image drive (and the eye shift) is the model's (:class:`StimulusModel`)
+    instead of the Gabor / energy neurons'. The neurons' random numbers are drawn all the same, so every
+    other step gets the same stream: the images, behaviour, network state, drift, noise draws, trial
+    times and file order are those of the Gabor world with the same arguments; only the drive, and with
+    it the rates and responses, differ.
+
     Raises:
         SynthConfigError: ``mouse`` is not a non-negative integer.
+        ValueError: the stimulus model returned arrays of the wrong shapes.
     """
     if not isinstance(mouse, Integral) or isinstance(mouse, bool) or mouse < 0:
         raise SynthConfigError("mouse", "a non-negative integer", mouse)
@@ -364,18 +386,35 @@ def synthesize_world(cfg: SynthConfig, mouse: int = 0) -> SyntheticWorld:
     shown = _presentations(cfg, rng)
     images_t, view = _stimulus(cfg, rng, shown)
     behavior = _behavior(cfg, rng)
-    _follow_the_eye(view, behavior.eye_shift)
-    cells = _receptive_fields(rng, cfg.n_neurons, *view.shape[1:])  # (h, w): the model's image size
-    drive = _image_drive(view, cells)
+    draws = _cell_draws(rng, cfg.n_neurons)
+    if stimulus is None:  # the Gabor world
+        _follow_the_eye(view, behavior.eye_shift)
+        cells = _receptive_fields(draws, *view.shape[1:])  # (h, w): the model's image size
+        drive = _image_drive(view, cells)
+        own: PlantedDrive | None = None
+    else:
+        del view  # the stimulus model reads the images as shown
+        own = stimulus.plant(
+            StimulusInput(cfg, mouse, images_t, behavior.behavior, behavior.eye, draws.coords[:, 2])
+        )
+        own.check(cfg.n_trials, cfg.n_neurons)
+        behavior = replace(behavior, eye_shift=own.eye_shift)
+        N = cfg.n_neurons
+        cells = _Cells(own.coords, own.rf_center, np.empty((N, 0)), np.empty((N, 0)), np.full(N, np.nan))
+        drive = own.drive
     mod = _modulators(cfg, rng, behavior)
     rates = _generate(cfg, rng, drive, mod)
     stamps, flips = _trial_times(rng, cfg.n_trials)
     time_of_file = rng.permutation(cfg.n_trials)  # file i holds presentation position time_of_file[i]
     planted = _Planted(shown, images_t, behavior, cells, mod, rates, stamps, flips, time_of_file)
     rec = _recording(cfg, mouse, rng, planted)
+    truth = _truth(cfg, planted)
+    if own is not None:
+        truth["drive"] = planted.in_files(drive).astype(np.float32)
+        truth |= {k: planted.in_files(v) for k, v in own.trial_truth.items()} | own.truth
     return SyntheticWorld(
         recording=rec,
-        truth=_truth(cfg, planted),
+        truth=truth,
         time_of_file=time_of_file,
         tiers=shown.tiers,
         eye_shift=behavior.eye_shift,
@@ -388,7 +427,74 @@ def synthesize_world(cfg: SynthConfig, mouse: int = 0) -> SyntheticWorld:
         base_rate=mod.base_rate,
         expected=rates.expected,
         responses=rates.responses,
+        stimulus="gabor" if stimulus is None else stimulus.name,
     )
+
+
+# -- the plug of another stimulus model (the teacher world: pipeline.data.teacher) ---------------------
+
+
+@dataclass(frozen=True)
+class StimulusInput:
+    """What a stimulus model is given of the recording being generated, trials in presentation (time)
+    order: ``cfg`` and ``mouse`` (which seed its own random stream), ``images`` (T, 1, H, W) uint8 as
+    shown, ``behavior`` (T, 3) = (pupil, its derivative, running speed) and ``pupil_center`` (T, 2) raw,
+    as the recording stores them, and ``depth`` (N,) the cortical depth drawn for each neuron (um)."""
+
+    cfg: SynthConfig
+    mouse: int
+    images: np.ndarray
+    behavior: np.ndarray
+    pupil_center: np.ndarray
+    depth: np.ndarray
+
+
+@dataclass(frozen=True)
+class PlantedDrive:
+    """What a stimulus model plants in place of the Gabor neurons (T trials in time order, N neurons).
+
+    Attributes:
+        coords: (N, 3) cortex position (``meta/neurons/cell_motor_coordinates``).
+        rf_center: (N, 2) receptive-field centre, normalised [-1, 1] image coordinates (x, y).
+        drive: (T, N) the image drive, standardised per neuron (mean 0, std 1).
+        eye_shift: (T, 2) the receptive-field shift caused by the eye position, (x, y) pixels at the
+            model's image scale.
+        trial_truth: further per-trial sidecar entries, (T, ...) in time order (written in file order).
+        truth: further sidecar entries of any other shape (written as they are).
+    """
+
+    coords: np.ndarray
+    rf_center: np.ndarray
+    drive: np.ndarray
+    eye_shift: np.ndarray
+    trial_truth: dict[str, np.ndarray] = field(default_factory=dict)
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def check(self, T: int, N: int) -> None:
+        """Raise ValueError unless the shapes are those of T trials and N neurons."""
+        shapes = {
+            "coords": (self.coords.shape, (N, 3)),
+            "rf_center": (self.rf_center.shape, (N, 2)),
+            "drive": (self.drive.shape, (T, N)),
+            "eye_shift": (self.eye_shift.shape, (T, 2)),
+        } | {f"trial_truth[{k!r}]": (v.shape[:1], (T,)) for k, v in self.trial_truth.items()}
+        bad = [f"{name} {got} (expected {want})" for name, (got, want) in shapes.items() if got != want]
+        if bad:
+            raise ValueError(f"the stimulus model planted arrays of the wrong shape: {', '.join(bad)}")
+
+
+class StimulusModel(Protocol):
+    """Where the image drive comes from, instead of the Gabor / energy neurons (:func:`synthesize_world`).
+
+    ``name`` labels the world (:attr:`SyntheticWorld.stimulus`); ``plant`` must be deterministic for its
+    input (draw from its own random stream seeded by ``inp.cfg.seed`` and ``inp.mouse``, never from the
+    generator's) and picklable (:func:`write_configs` with ``jobs`` > 1 sends it to worker processes).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def plant(self, inp: StimulusInput) -> PlantedDrive: ...
 
 
 # -- the generator's steps, in the order they draw from the random stream --------------------------------
@@ -478,21 +584,57 @@ class _Cells:
     simple: np.ndarray
 
 
-def _receptive_fields(rng: np.random.Generator, N: int, h: int, w: int) -> _Cells:
+@dataclass(frozen=True)
+class _GaborDraws:
+    """Each neuron's Gabor shape, (N,) each: envelope ``sigma`` (pixels), ``freq`` (cycles per pixel),
+    orientation ``theta``, ``phase``."""
+
+    sigma: np.ndarray
+    freq: np.ndarray
+    theta: np.ndarray
+    phase: np.ndarray
+
+
+@dataclass(frozen=True)
+class _CellDraws:
+    """The random numbers of the neurons, in the order they are drawn: ``coords`` (N, 3) cortex position,
+    ``scatter`` (N, 2) of the receptive-field centres, the Gabor shapes, ``simple`` (N,)."""
+
+    coords: np.ndarray
+    scatter: np.ndarray
+    gabor: _GaborDraws
+    simple: np.ndarray
+
+
+def _cell_draws(rng: np.random.Generator, N: int) -> _CellDraws:
+    """Draw the neurons' random numbers (every world draws them, so that the steps after this one get the
+    same stream whatever the stimulus model)."""
+    coords = np.stack([rng.uniform(0, 800, N), rng.uniform(0, 800, N), rng.uniform(150, 350, N)], axis=1)
+    scatter = rng.standard_normal((N, 2))
+    gabor = _GaborDraws(
+        sigma=rng.uniform(2.0, 3.5, N),
+        freq=rng.uniform(0.08, 0.16, N),
+        theta=rng.uniform(0, np.pi, N),
+        phase=rng.uniform(0, 2 * np.pi, N),
+    )
+    simple = rng.uniform(0, 1, N)  # 1: simple cell (linear), 0: complex cell (energy)
+    return _CellDraws(coords, scatter, gabor, simple)
+
+
+def _receptive_fields(draws: _CellDraws, h: int, w: int) -> _Cells:
     """Neurons spread over cortex, their receptive-field centres a smooth function of that position
     (retinotopy, with a little scatter), a Gabor pair at each centre and a simple/complex mix."""
-    coords = np.stack([rng.uniform(0, 800, N), rng.uniform(0, 800, N), rng.uniform(150, 350, N)], axis=1)
+    coords = draws.coords
     c = coords[:, :2] - coords[:, :2].mean(0)
     c = c / np.abs(c).max()
     rf_center = np.stack(
         [0.7 * np.sin(1.3 * c[:, 0]) + 0.1 * c[:, 1], 0.55 * c[:, 1] + 0.15 * c[:, 0] ** 2], axis=1
     )
-    rf_center += 0.03 * rng.standard_normal((N, 2))
+    rf_center += 0.03 * draws.scatter
     rf_center = np.clip(rf_center, -0.85, 0.85)
     centers_px = np.stack([(rf_center[:, 0] + 1) / 2 * (w - 1), (rf_center[:, 1] + 1) / 2 * (h - 1)], axis=1)
-    even, odd = _gabors(rng, centers_px, h, w)
-    simple = rng.uniform(0, 1, N)  # 1: simple cell (linear), 0: complex cell (energy)
-    return _Cells(coords, rf_center, even, odd, simple)
+    even, odd = _gabors(draws.gabor, centers_px, h, w)
+    return _Cells(coords, rf_center, even, odd, draws.simple)
 
 
 def _image_drive(view: np.ndarray, cells: _Cells) -> np.ndarray:
@@ -813,8 +955,14 @@ def write_configs(
     make_zip: bool = True,
     on_written: Callable[[Path], None] | None = None,
     jobs: int = 1,
+    stimulus: StimulusModel | None = None,
 ) -> list[Path]:
     """Write mouse ``i`` of ``configs[i]`` (folder, zip, truth sidecar) to ``out``.
+
+    ``stimulus``: where the image drive comes from (None: the Gabor world; see :func:`synthesize`). With
+    a stimulus model and ``jobs`` > 1 the worker processes are spawned, not forked (torch's threads do
+    not survive a fork): a script that calls this must then guard its entry point
+    (``if __name__ == "__main__":``), as ``multiprocessing`` requires.
 
     ``jobs`` > 1 writes that many mice at once in worker processes (each mouse has its own random
     stream, so the files are the same either way; a full-size mouse needs ~8 GB while it is generated).
@@ -825,15 +973,21 @@ def write_configs(
     if jobs <= 1 or len(configs) <= 1:
         folders = []
         for mouse, cfg in enumerate(configs):
-            folders.append(_write_mouse(out, cfg, mouse, make_zip))
+            folders.append(_write_mouse(out, cfg, mouse, make_zip, stimulus))
             if on_written is not None:
                 on_written(folders[-1])
         return folders
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    # a stimulus model may run torch, whose OpenMP threads do not survive a fork (the child hangs once
+    # the parent has used them): its workers start afresh; the Gabor world's are forked, as always
+    context = multiprocessing.get_context("spawn") if stimulus is not None else None
     by_mouse: dict[int, Path] = {}
-    with ProcessPoolExecutor(max_workers=min(jobs, len(configs))) as pool:
-        futures = {pool.submit(_write_mouse, out, cfg, m, make_zip): m for m, cfg in enumerate(configs)}
+    with ProcessPoolExecutor(max_workers=min(jobs, len(configs)), mp_context=context) as pool:
+        futures = {
+            pool.submit(_write_mouse, out, cfg, m, make_zip, stimulus): m for m, cfg in enumerate(configs)
+        }
         for future in as_completed(futures):
             by_mouse[futures[future]] = future.result()
             if on_written is not None:
@@ -841,9 +995,11 @@ def write_configs(
     return [by_mouse[m] for m in range(len(configs))]
 
 
-def _write_mouse(out: Path, cfg: SynthConfig, mouse: int, make_zip: bool) -> Path:
+def _write_mouse(
+    out: Path, cfg: SynthConfig, mouse: int, make_zip: bool, stimulus: StimulusModel | None = None
+) -> Path:
     """Generate and write one mouse; the truth sidecar last, so its presence means the mouse is complete."""
-    rec, truth = synthesize(cfg, mouse)
+    rec, truth = synthesize(cfg, mouse, stimulus)
     folder, _ = write_recording(rec, out / folder_name(rec.data_key), make_zip=make_zip)
     del rec  # a full-size recording holds ~0.5 GB: free it before the sidecar is compressed
     sidecar = truth_path(folder)

@@ -15,6 +15,7 @@ class ScoreBar:
     data_key: str
     values: list[float]  # one per seed / member model (an ensemble: its one score)
     oracle: float | None  # the planted expected response's score on the same trials (synthetic scans)
+    repeat_oracle: float | None = None  # the leave-one-out oracle of the same trials (repeated images)
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,13 @@ class Curve:
 
 @dataclass(frozen=True)
 class NeuronScatter:
-    """Per-neuron test correlations of a model next to the oracle's, on one scan."""
+    """Per-neuron test correlations of a model next to the oracles', on one scan (at least one oracle)."""
 
     label: str
     data_key: str
     model: np.ndarray  # (N,)
-    oracle: np.ndarray  # (N,)
+    oracle: np.ndarray | None  # (N,) the planted oracle (synthetic scans)
+    repeat_oracle: np.ndarray | None = None  # (N,) the leave-one-out oracle
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class EnsembleGain:
     data_key: str
     n_members: list[int]
     corr: list[float]
-    oracle: float | None
+    oracle: float | None  # planted
+    repeat_oracle: float | None = None  # leave-one-out
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,18 @@ class _LineStyle(TypedDict):
     linewidth: float
 
 
-ORACLE_STYLE = _LineStyle(color="0.3", linestyle="--", linewidth=1.2)
+ORACLE_STYLE = _LineStyle(color="0.3", linestyle="--", linewidth=1.2)  # the planted oracle
+REPEAT_ORACLE_STYLE = _LineStyle(color="tab:red", linestyle=":", linewidth=1.4)  # the leave-one-out oracle
+PLANTED_LABEL = "planted oracle"
+REPEAT_LABEL = "leave-one-out oracle"
+
+
+def _oracle_lines(ax, planted: float | None, repeat: float | None) -> None:
+    """The oracles of one panel as horizontal lines, each labelled with its kind and value."""
+    if planted is not None:
+        ax.axhline(planted, **ORACLE_STYLE, label=f"{PLANTED_LABEL} {planted:.3f}")
+    if repeat is not None:
+        ax.axhline(repeat, **REPEAT_ORACLE_STYLE, label=f"{REPEAT_LABEL} {repeat:.3f}")
 
 
 def png(fig: Figure) -> bytes:
@@ -41,7 +52,8 @@ def _by_scan(items, key=lambda x: x.data_key) -> list[tuple[str, list]]:
 
 def score_bars(bars: list[ScoreBar], tier: str) -> Figure | None:
     """One panel per scan: mean over seeds as a bar, the range of seeds as an error bar, each seed a dot,
-    the oracle as a dashed line."""
+    the planted oracle as a dashed line and the leave-one-out oracle as a dotted one (each where it
+    exists)."""
     if not bars:
         return None
     scans = _by_scan(bars)
@@ -64,13 +76,15 @@ def score_bars(bars: list[ScoreBar], tier: str) -> Figure | None:
         )
         for i, b in enumerate(group):
             ax.plot([i] * len(b.values), b.values, "o", color="black", markersize=3)
-        oracle = next((b.oracle for b in group if b.oracle is not None), None)
-        if oracle is not None:
-            ax.axhline(oracle, **ORACLE_STYLE, label=f"oracle {oracle:.3f}")
+        _oracle_lines(
+            ax,
+            next((b.oracle for b in group if b.oracle is not None), None),
+            next((b.repeat_oracle for b in group if b.repeat_oracle is not None), None),
+        )
         ax.set_xticks(x, [b.label for b in group], rotation=30, ha="right")
         ax.set_ylabel(f"{tier} single-trial correlation")
         ax.set_title(f"scan {data_key}: models against the oracle")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     return fig
 
 
@@ -96,7 +110,8 @@ def learning_curves(curves: list[Curve]) -> Figure | None:
 
 
 def neuron_scatters(scatters: list[NeuronScatter], tier: str) -> Figure | None:
-    """Per neuron: the model's correlation against the oracle's, with the diagonal (model = oracle)."""
+    """Per neuron: the model's correlation against each oracle's (planted and leave-one-out, in two
+    colours, each where it exists), with the diagonal (model = oracle)."""
     if not scatters:
         return None
     n = len(scatters)
@@ -105,10 +120,20 @@ def neuron_scatters(scatters: list[NeuronScatter], tier: str) -> Figure | None:
     fig = Figure(figsize=(3.6 * cols, 3.5 * rows), layout="constrained")
     for i, s in enumerate(scatters):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.scatter(s.oracle, s.model, s=6, alpha=0.6)
-        lo = float(np.nanmin([np.nanmin(s.oracle), np.nanmin(s.model), 0.0]))
-        hi = float(np.nanmax([np.nanmax(s.oracle), np.nanmax(s.model)]))
+        shown = [
+            (values, label, colour)
+            for values, label, colour in (
+                (s.oracle, PLANTED_LABEL, "tab:blue"),
+                (s.repeat_oracle, REPEAT_LABEL, "tab:red"),
+            )
+            if values is not None
+        ]
+        for values, label, colour in shown:
+            ax.scatter(values, s.model, s=6, alpha=0.6, color=colour, label=label)
+        lo = float(np.nanmin([np.nanmin(s.model), 0.0, *(np.nanmin(v) for v, _, _ in shown)]))
+        hi = float(np.nanmax([np.nanmax(s.model), *(np.nanmax(v) for v, _, _ in shown)]))
         ax.plot([lo, hi], [lo, hi], **ORACLE_STYLE)
+        ax.legend(loc="lower right", fontsize=7)
         ax.set_xlabel(f"oracle {tier} correlation (per neuron)")
         ax.set_ylabel(f"model {tier} correlation")
         ax.set_title(f"{s.label}\nscan {s.data_key}", fontsize=9)
@@ -116,16 +141,18 @@ def neuron_scatters(scatters: list[NeuronScatter], tier: str) -> Figure | None:
 
 
 def ensemble_gains(gains: list[EnsembleGain], tier: str) -> Figure | None:
-    """Test correlation of the mean of the first k members against k, the oracle as a dashed line."""
+    """Test correlation of the mean of the first k members against k, the planted oracle as a dashed
+    line, the leave-one-out oracle as a dotted one."""
     if not gains:
         return None
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     for g in gains:
         ax.plot(g.n_members, g.corr, "o-", label=f"{g.name} (scan {g.data_key})")
-    oracles = {g.oracle for g in gains if g.oracle is not None}
-    for value in sorted(oracles):
-        ax.axhline(value, **ORACLE_STYLE, label=f"oracle {value:.3f}")
+    for value in sorted({g.oracle for g in gains if g.oracle is not None}):
+        ax.axhline(value, **ORACLE_STYLE, label=f"{PLANTED_LABEL} {value:.3f}")
+    for value in sorted({g.repeat_oracle for g in gains if g.repeat_oracle is not None}):
+        ax.axhline(value, **REPEAT_ORACLE_STYLE, label=f"{REPEAT_LABEL} {value:.3f}")
     ax.set_xlabel("members averaged")
     ax.set_ylabel(f"{tier} single-trial correlation")
     ax.set_xticks(sorted({k for g in gains for k in g.n_members}))

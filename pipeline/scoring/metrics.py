@@ -6,6 +6,8 @@ normalised responses the model sees) and return one value per neuron; average wi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 FEV_THRESHOLD = 0.15  # neurons with a smaller fraction of explainable variance are left out of FEVE
@@ -83,3 +85,100 @@ def mean_feve(fev: np.ndarray, feve: np.ndarray, threshold: float = FEV_THRESHOL
     """Mean FEVE over neurons with FEV >= threshold, and how many there are (NaN, 0 if none)."""
     keep = np.nan_to_num(fev, nan=-np.inf) >= threshold
     return (float(np.mean(feve[keep])) if keep.any() else float("nan")), int(keep.sum())
+
+
+# ------------------------------------------------------------------------------------------------------
+# the leave-one-out oracle: the data-derived ceiling of a stimulus-only model (issue 29)
+# ------------------------------------------------------------------------------------------------------
+
+
+def repeated_trials(image_ids: np.ndarray) -> np.ndarray:
+    """(T,) True for the trials of an image shown at least twice (the trials the oracle can use)."""
+    _, inverse, counts = np.unique(np.asarray(image_ids), return_inverse=True, return_counts=True)
+    return np.asarray(counts[inverse.reshape(-1)] >= 2)
+
+
+def leave_one_out_means(responses: np.ndarray, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The leave-one-out predictor: for each trial of a repeated image, the mean of the OTHER repeats.
+
+    Returns:
+        ``(mask, others)``: ``mask`` (T,) the trials of images shown at least twice, ``others``
+        (mask.sum(), N) the mean response of the other repeats of each such trial's image.
+    """
+    y = np.asarray(responses, dtype=np.float64)
+    means, inverse, counts = _image_means(y, image_ids)
+    inverse = inverse.reshape(-1)
+    mask = counts[inverse] >= 2
+    n = counts[inverse[mask]][:, None].astype(np.float64)
+    others = (means[inverse[mask]] * n - y[mask]) / (n - 1)
+    return mask, others
+
+
+def leave_one_out_oracle(responses: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
+    """(N,) the competition's oracle correlation: each trial of an image shown at least twice against the
+    mean of the other repeats of that image, correlated per neuron over those trials (:func:`corr`; a
+    neuron constant on those trials gives 0). Images shown once are left out.
+
+    Raises:
+        ValueError: no image is shown at least twice.
+    """
+    mask, others = leave_one_out_means(responses, image_ids)
+    if not mask.any():
+        raise ValueError(
+            "the leave-one-out oracle needs images shown at least twice; every image here was shown once"
+        )
+    y = np.asarray(responses, dtype=np.float64)[mask]
+    return np.nan_to_num(corr(y, others, axis=0))
+
+
+def explainable_variance(responses: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
+    """(N,) fraction of explainable variance (FEV, as :func:`fev_and_feve` computes it) over the trials of
+    repeated images; NaN for a neuron that is constant on them.
+
+    Raises:
+        ValueError: no image is shown at least twice.
+    """
+    y = np.asarray(responses, dtype=np.float64)
+    fev, _ = fev_and_feve(y, y, image_ids)
+    return fev
+
+
+@dataclass(frozen=True)
+class LeaveOneOutOracle:
+    """The leave-one-out oracle of one tier: per-neuron arrays are (N,) over the trials of repeated images."""
+
+    n_trials: int  # trials of images shown at least twice (the trials correlated)
+    n_images: int  # images shown at least twice
+    per_neuron_correlation: np.ndarray  # leave-one-out correlation (0 for a constant neuron)
+    per_neuron_fev: np.ndarray  # fraction of explainable variance (NaN for a constant neuron)
+
+    @property
+    def correlation(self) -> float:
+        """Mean over neurons of the leave-one-out correlation."""
+        return float(self.per_neuron_correlation.mean())
+
+    @property
+    def fev(self) -> float | None:
+        """Mean FEV over the neurons that have one (None: none has)."""
+        finite = self.per_neuron_fev[np.isfinite(self.per_neuron_fev)]
+        return float(finite.mean()) if finite.size else None
+
+    @property
+    def n_neurons_fev(self) -> int:
+        """Neurons with FEV >= :data:`FEV_THRESHOLD` (those that FEVE averages over)."""
+        return int((np.nan_to_num(self.per_neuron_fev, nan=-np.inf) >= FEV_THRESHOLD).sum())
+
+
+def leave_one_out_score(responses: np.ndarray, image_ids: np.ndarray) -> LeaveOneOutOracle:
+    """The leave-one-out oracle of one tier's responses (T, N) with their image ids (T,).
+
+    Raises:
+        ValueError: no image is shown at least twice.
+    """
+    mask = repeated_trials(image_ids)
+    return LeaveOneOutOracle(
+        n_trials=int(mask.sum()),
+        n_images=len(np.unique(np.asarray(image_ids)[mask])),
+        per_neuron_correlation=leave_one_out_oracle(responses, image_ids),
+        per_neuron_fev=explainable_variance(responses, image_ids),
+    )

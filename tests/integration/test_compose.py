@@ -165,6 +165,7 @@ def _wait_for_score(conn, prefix: str, experiment: str, workers: list[Worker], t
             time.sleep(1)
 
 
+@pytest.mark.slow
 def test_compose_roles_train_a_tiny_experiment_that_the_analyst_sees_and_no_secret_leaks(
     deployment, tmp_path
 ):
@@ -278,6 +279,7 @@ _TLS_PROBE = (
 )
 
 
+@pytest.mark.slow
 def test_workers_on_other_hosts_connect_over_tls_and_check_the_server_certificate(
     tmp_path_factory, synth_dir
 ):

@@ -66,6 +66,7 @@ def _store_files(store: Path) -> int:
     return sum(1 for p in store.rglob("*") if p.is_file()) if store.exists() else 0
 
 
+@pytest.mark.slow
 def test_two_db_status_at_once_on_a_fresh_home(fresh_home):
     env = _env(fresh_home, f"fc{os.getpid()}a_")
     for code, output in _together(env, "db", "status"):
@@ -73,6 +74,7 @@ def test_two_db_status_at_once_on_a_fresh_home(fresh_home):
         assert f"fc{os.getpid()}a_data" in output
 
 
+@pytest.mark.slow
 def test_two_ingests_of_one_recording_at_once_on_a_fresh_home(fresh_home, synth_dir):
     import json
 
@@ -89,6 +91,7 @@ def test_two_ingests_of_one_recording_at_once_on_a_fresh_home(fresh_home, synth_
     assert json.loads(status.stdout)["tables"][f"{prefix}data"]["scan"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="pgserver chmods only as root")
 def test_embedded_server_keeps_the_modes_of_folders_above_the_home(tmp_path):
     """As root pgserver would widen every folder above its data folder: the data lives under the

@@ -21,17 +21,9 @@ import torch
 
 from pipeline.data.format import write_recording
 from pipeline.data.synth import SynthConfig, folder_name, synthesize
-from tests.factories import cli_argv
+from tests.factories import KIT_PLACES, LN, SOTA, cli_argv
 
 REPO = Path(__file__).parents[2]
-# the team's shared fixtures: beside the checkout (../shared), or where SENSORIUM_STARTER_KIT says
-KIT_PLACES = [
-    Path(p)
-    for p in (os.environ.get("SENSORIUM_STARTER_KIT"), REPO.parent / "shared" / "fixtures" / "starter_kit")
-    if p
-] + [Path("/work/shared/fixtures/starter_kit")]
-KIT = next((p for p in KIT_PLACES if (p / "sensorium_p_sota_model.pth").exists()), KIT_PLACES[0])
-SOTA, LN = KIT / "sensorium_p_sota_model.pth", KIT / "sensorium_p_ln_model.pth"
 DATA_KEY = "27204-5-13"
 
 pytestmark = pytest.mark.skipif(
@@ -84,6 +76,7 @@ def kit_scan(db, tmp_path_factory) -> str:
     return DATA_KEY
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("experiment", "path"), [("starter_kit_sota", SOTA), ("starter_kit_ln", LN)])
 def test_starter_kit_checkpoint_imports_strictly_and_is_scored_like_a_trained_model(
     kit_scan, experiment, path, tmp_path
@@ -125,6 +118,7 @@ def test_starter_kit_checkpoint_imports_strictly_and_is_scored_like_a_trained_mo
     )
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_lists_missing_unexpected_and_misshaped_keys(kit_scan, tmp_path):
     from schemas.training import TrainedModel
 
@@ -181,6 +175,7 @@ def test_a_checkpoint_of_another_model_lists_missing_unexpected_and_misshaped_ke
     assert len(TrainedModel()) == before, "nothing stored"
 
 
+@pytest.mark.slow
 def test_other_neurons_and_foreign_files_are_refused_with_the_reason(kit_scan, tmp_path):
     state = torch.load(SOTA, map_location="cpu", weights_only=True)
     grid = state[f"readout.{DATA_KEY}.source_grid"]

@@ -57,6 +57,7 @@ def _execute(path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_every_notebook_runs_top_to_bottom_as_owner_then_as_read_only_analyst(demo_like, db, monkeypatch):
     from schemas.evaluation import Submission
 

@@ -112,6 +112,7 @@ def test_verifier_is_rfc5802_scram_sha_256(db):
     assert base64.b64decode(m.group(4)) == server_key
 
 
+@pytest.mark.slow
 def test_no_password_in_logs_outputs_or_rows_and_the_logins_work(db, logged, tmp_path):
     log, start = logged
     outputs = []

@@ -108,6 +108,7 @@ def test_analyst_reads_but_changes_nothing(logins):
         assert cur.fetchone()[0] >= 2
 
 
+@pytest.mark.slow
 def test_worker_trains_and_scores_as_itself_but_cannot_change_data_or_configs(logins, session_scans):
     from schemas.data import Scan
     from schemas.evaluation import ModelScore

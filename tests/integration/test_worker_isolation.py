@@ -81,6 +81,7 @@ def _worker_row(pid: int) -> dict:
     return rows[0]
 
 
+@pytest.mark.slow
 def test_another_worker_of_the_same_login_cannot_stop_a_live_worker_or_touch_its_job(
     logins, as_login, session_scans, spawn_worker, wait_until
 ):
@@ -165,6 +166,7 @@ def test_another_worker_of_the_same_login_cannot_stop_a_live_worker_or_touch_its
     (jobs & waiting).delete_quick()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_declared_dead_and_its_job_is_pending_in_the_same_call(
     logins, as_login, session_scans, spawn_worker, wait_until
 ):
@@ -197,6 +199,7 @@ def test_a_killed_worker_is_declared_dead_and_its_job_is_pending_in_the_same_cal
     assert assert_one_clean_run(key)["resumed_from_epoch"] == killed_at >= 2
 
 
+@pytest.mark.slow
 def test_an_admin_login_populates_with_and_without_the_job_queue(logins, as_login, session_scans):
     from jobs.admin import workers
     from schemas.evaluation import ModelScore

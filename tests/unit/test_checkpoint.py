@@ -66,12 +66,13 @@ def _curve(result):
 
 
 # before and after the learning-rate decay at epoch 7; and with the channels_last layout of the demo presets
+@pytest.mark.slow  # more than 10 s measured here (2 cores, shared)
 @pytest.mark.parametrize(
     ("k", "trainer", "model"),
     [
-        pytest.param(4, TRAINER, MODEL, marks=pytest.mark.slow),  # slow: more than 10 s measured here
-        pytest.param(8, TRAINER, MODEL, marks=pytest.mark.slow),
-        pytest.param(4, TRAINER.model_copy(update={"channels_last": True}), MODEL, marks=pytest.mark.slow),
+        (4, TRAINER, MODEL),
+        (8, TRAINER, MODEL),
+        (4, TRAINER.model_copy(update={"channels_last": True}), MODEL),
         # issue-12 options: the per-step schedule's position and the weight average must survive too
         (
             5,
@@ -117,6 +118,7 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path, k, trainer, model):
         assert torch.equal(value, resumed.state_dict[name]), name
 
 
+@pytest.mark.slow  # more than 10 s measured here (2 cores, shared)
 def test_checkpoint_of_another_run_or_corrupt_file_is_not_used(tmp_path, caplog):
     path = tmp_path / "run.pt"
     with pytest.raises(TrainingInterruptedError):

@@ -39,7 +39,7 @@ from pipeline.models.build import ScanGeometry
 from pipeline.models.vit import ViTCore
 from pipeline.registry import MODELS, MODULATED_STACKED, MODULATED_VIT, STACKED, VIT, current_form, resolve
 from pipeline.run import RunSpec, build_model
-from tests.unit.test_config_hashes import STORED, VIT_BEFORE_ISSUE_28
+from tests.stored_hashes import STORED, VIT_BEFORE_ISSUE_28
 
 EXPERIMENTS = Path(__file__).parents[2] / "experiments"
 LEGACY = json.loads(Path(__file__).with_name("legacy_vit_rows.json").read_text())["rows"]

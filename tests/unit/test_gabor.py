@@ -115,6 +115,7 @@ def test_vit_stem_shapes_regulariser_and_gabor_start():
     assert even(x).shape[-2:] == even.grid == (9, 16)
 
 
+@pytest.mark.slow  # more than 10 s measured here (2 cores, shared)
 def test_a_gabor_stem_vit_trains_reproducibly():
     vit = ViTConfig(
         dim=8, heads=2, layers=1, patch_size=4, patch_stride=4, stem_channels=4, stem_init="gabor"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.configs import DatasetConfig, ModulatedModelConfig, TrainerConfig
@@ -17,6 +18,7 @@ from pipeline.training.trainer import train
 MIN_CORR = 0.7
 
 
+@pytest.mark.slow  # more than 10 s measured here (2 cores, shared)
 def test_learned_gain_tracks_planted_drift():
     rec, truth = synthesize(SynthConfig(n_neurons=40, n_trials=600, seed=0, gain_drift=0.5), 0)
     order = trial_order(parse_timestamps(rec.trials["frame_trial_ts"]), rec.trials["trial_idx"])

@@ -91,6 +91,7 @@ def test_each_option_trains_the_same_model(reference, name):
         assert result.best_val_corr == pytest.approx(ref.best_val_corr, abs=0.05)
 
 
+@pytest.mark.slow  # more than 10 s measured here (2 cores, shared)
 def test_compile_core_trains_and_keeps_state_dict_names(reference):
     _, ref = reference
     model, result = _train(compile_core=True)

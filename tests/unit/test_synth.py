@@ -146,3 +146,68 @@ def test_world_holds_what_the_recording_was_generated_from():
     rest = bare.pre - 0.3 - bare.truth["image_weight"] * bare.drive
     sv = np.linalg.svd(rest, compute_uv=False)
     assert sv[2] < 1e-6 * sv[0], sv[:4]
+
+
+class _Flat:
+    """A stimulus model without torch: every neuron's drive is a fixed mix of the images' mean
+    brightness and the raw eye position, neurons at fixed places (the plug of another stimulus model)."""
+
+    name = "flat"
+
+    def __init__(self, wrong_shape: bool = False) -> None:
+        self.wrong_shape = wrong_shape
+
+    def plant(self, inp):
+        from pipeline.data.synth import PlantedDrive
+
+        T, N = len(inp.images), inp.cfg.n_neurons
+        brightness = inp.images.reshape(T, -1).mean(1)
+        mix = np.linspace(-1, 1, N)
+        raw = np.outer(brightness, mix) + np.outer(inp.pupil_center[:, 0], 1 - np.abs(mix))
+        drive = (raw - raw.mean(0)) / raw.std(0)
+        return PlantedDrive(
+            coords=np.column_stack([np.arange(N), np.arange(N), inp.depth]),
+            rf_center=np.zeros((N, 2)),
+            drive=drive[:, : N - 1] if self.wrong_shape else drive,
+            eye_shift=np.zeros((T, 2)),
+            trial_truth={"brightness": brightness},
+            truth={"mix": mix},
+        )
+
+
+def test_another_stimulus_model_replaces_the_drive_and_nothing_else():
+    from pipeline.data.synth import softplus, synthesize_world
+
+    gabor = synthesize_world(CFG, 1)
+    flat = synthesize_world(CFG, 1, _Flat())
+    assert gabor.stimulus == "gabor" and flat.stimulus == "flat"
+    assert flat.even.shape == (CFG.n_neurons, 0) and np.isnan(flat.simple).all()
+    order = flat.order
+    # the model's drive, planted; its entries in the sidecar (per-trial ones in file order)
+    assert np.array_equal(flat.truth["drive"], flat.drive[flat.time_of_file].astype(np.float32))
+    brightness = flat.recording.images.reshape(CFG.n_trials, -1).mean(1)
+    assert np.array_equal(flat.truth["brightness"], brightness)
+    assert np.array_equal(flat.truth["mix"], np.linspace(-1, 1, CFG.n_neurons))
+    assert np.array_equal(flat.truth["eye_shift"], np.zeros((CFG.n_trials, 2), np.float32))
+    assert np.array_equal(flat.recording.neurons["cell_motor_coordinates"][:, 0], np.arange(CFG.n_neurons))
+    # the same stream for everything else: images, behaviour, eye, latents, drift, file order, depths
+    same = ("images", "behavior", "pupil_center")
+    assert all(np.array_equal(getattr(flat.recording, k), getattr(gabor.recording, k)) for k in same)
+    for key in ("latents", "latent_loadings", "gain", "gain_coupling", "history_weight", "time_rank"):
+        assert np.array_equal(flat.truth[key], gabor.truth[key]), key
+    depth = flat.recording.neurons["cell_motor_coordinates"][:, 2]
+    assert np.array_equal(depth, gabor.recording.neurons["cell_motor_coordinates"][:, 2])
+    assert np.array_equal(flat.recording.neurons["unit_ids"], gabor.recording.neurons["unit_ids"])
+    assert not np.array_equal(flat.recording.responses, gabor.recording.responses)
+    # and the rate is built from the planted drive as in the Gabor world
+    assert np.allclose(flat.rate_scale * softplus(flat.pre), flat.expected, rtol=1e-12, atol=0)
+    assert np.array_equal(flat.expected.astype(np.float32), flat.truth["expected"][order])
+    # the Gabor world has none of the stimulus model's entries
+    assert "drive" not in gabor.truth and "mix" not in gabor.truth
+
+
+def test_a_stimulus_model_with_wrong_shapes_is_refused():
+    from pipeline.data.synth import synthesize_world
+
+    with pytest.raises(ValueError, match=r"drive \(150, 19\) \(expected \(150, 20\)\)"):
+        synthesize_world(CFG, 0, _Flat(wrong_shape=True))
