@@ -5,7 +5,7 @@ What it measures:
     recordings; ``--scale full``: ``baseline.yaml`` and ``winner.yaml`` on the six SENSORIUM+-size
     recordings; or any ``--experiment FILE``), the scans' tensors are built on the device (everything
     resident there: images, responses, regressors), the model is built from the preset's seed, and the
-    trainer's own epoch function (``pipeline.training.trainer._train_epoch``: one batch of every scan per
+    trainer's own epoch function (``pipeline.training.trainer.train_epoch``: one batch of every scan per
     optimiser step, the trainer's loss, regularisers and options) runs ``--warmup`` untimed rounds (they
     also pay ``torch.compile``'s compile time), then ``--repeats`` timed passes of ``--rounds`` rounds
     (default: a whole epoch), then one timed validation pass (the trainer's early-stopping score).
@@ -55,7 +55,7 @@ from pipeline.regressors.compute import compute_regressors
 from pipeline.run import RunSpec, build_model, build_scans
 from pipeline.training import speed
 from pipeline.training.seeding import resolve_device, set_seed
-from pipeline.training.trainer import BatchStream, _train_epoch, train, validation_correlation
+from pipeline.training.trainer import BatchStream, train, train_epoch, validation_correlation
 
 PRESETS = {
     "demo": ("demo.yaml", "winner_demo.yaml"),
@@ -192,14 +192,14 @@ def bench(
     model.train()
     t0 = time.perf_counter()
     if args.warmup:
-        _train_epoch(model, scans, streams, optimizer, cfg, args.warmup, 0)
+        train_epoch(model, scans, streams, optimizer, cfg, args.warmup, 0)
     _sync(device)
     warmup_s = time.perf_counter() - t0
     pass_s = []
     for _ in range(args.repeats):
         _sync(device)
         t0 = time.perf_counter()
-        _train_epoch(model, scans, streams, optimizer, cfg, rounds, 1)
+        train_epoch(model, scans, streams, optimizer, cfg, rounds, 1)
         _sync(device)
         pass_s.append(time.perf_counter() - t0)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""``python -m pipeline.cli`` runs the console script."""
+"""``python -m cli`` runs the console script."""
 
 import sys
 

@@ -72,6 +72,8 @@ def cmd_populate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.experiments import load_experiment
 
+    if args.device:  # before the first activation: the schemas keep the settings they were bound with
+        os.environ["SENSORIUM_DEVICE"] = args.device
     code = cmd_experiment_add(args)
     if code:
         return code

@@ -1,4 +1,4 @@
-"""``sensorium jobs``: queue counts, errors, retry and priority (see ``schemas.jobs``)."""
+"""``sensorium jobs``: queue counts, errors, retry and priority (see ``jobs.admin``)."""
 
 from __future__ import annotations
 

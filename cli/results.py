@@ -6,8 +6,12 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.common import activate, out
+
+if TYPE_CHECKING:
+    from usecases.submissions import SubmissionFile
 
 _TIER_ORDER = {"train": 0, "validation": 1, "test": 2, "final_test": 3}
 
@@ -130,22 +134,28 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.ensemble or not args.out:
         out("error: give --ensemble NAME --out DIR (or --check FILE --scan KEY)")
         return 2
+    invalid = 0
     try:
-        files = submit_ensemble(args.ensemble, args.out, record=not args.no_record)
+        for f in submit_ensemble(args.ensemble, args.out, record=not args.no_record):
+            invalid += bool(f.problems)
+            _show_submission_file(f)
     except (LookupError, SubmissionError) as err:
         out(f"error: {err}")
         return 1
-    for f in files:
-        for p in f.problems:
-            out(f"problem: {p}")
-        if f.problems:
-            out(f"{f.path}: INVALID, not recorded")
-        elif not f.recorded:
-            note = "(not recorded: --no-record)"
-            out(f"{f.path}: {f.n_trials} trials, valid, sha256 {f.checksum[:12]}... {note}")
-        else:
-            out(f"{f.path}: {f.n_trials} trials, valid, recorded, sha256 {f.checksum[:12]}...")
-    return 1 if any(f.problems for f in files) else 0
+    return 1 if invalid else 0
+
+
+def _show_submission_file(f: SubmissionFile) -> None:
+    """One written file: its problems, or its trials, checksum and whether it was recorded."""
+    for p in f.problems:
+        out(f"problem: {p}")
+    if f.problems:
+        out(f"{f.path}: INVALID, not recorded")
+    elif not f.recorded:
+        note = "(not recorded: --no-record)"
+        out(f"{f.path}: {f.n_trials} trials, valid, sha256 {f.checksum[:12]}... {note}")
+    else:
+        out(f"{f.path}: {f.n_trials} trials, valid, recorded, sha256 {f.checksum[:12]}...")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""``sensorium worker``: a long-running loop over a queue's job tables (see ``schemas.runner``)."""
+"""``sensorium worker``: a long-running loop over a queue's job tables (see ``jobs.runner``)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _worker(args: argparse.Namespace) -> int:
     handler.setFormatter(
         logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     )
-    for name in ("sensorium.worker", "schemas.workers", "schemas.resilience", "pipeline.training"):
+    for name in ("sensorium.worker", "jobs", "schemas.dj_compat", "pipeline.training"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         logger.addHandler(handler)

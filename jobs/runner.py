@@ -366,9 +366,13 @@ def run_jobs(policy: WorkerPolicy | DrainPolicy, source: JobSource, runner: Runn
             outcome = runner.take_and_run(source, policy.tables(source))
         except Stopped:
             break
-        except Abandoned:
+        except Abandoned:  # another worker took the job over: register again and go on
             outcome = None
             policy.abandoned()
+            if heartbeat.declared_dead.is_set():
+                lifecycle.clear_abandon()
+                heartbeat.reregister()
+            continue
         except LostConnectionError as err:
             if lifecycle.stop_requested():
                 log.warning("stopping without the database: %s", err)

@@ -7,7 +7,7 @@ training options, ``beyond``). ``SECOND_ROUND`` holds the rows of rounds 2-8, va
 ``beyond.yaml`` as it was before round 8 (``ROUND7_BEYOND``), meant for choosing on validation only:
 ``--tier validation --synth-seed 0`` (the recordings the sweeps chose on); they run only when named in
 ``--rows``. Row and experiment names (``abl_<row>``) are those of every round in ``research/README.md``,
-so a home of an earlier round is reused.
+so a home of an earlier round is reused (not for rows on the ViT presets, whose hashes changed in issue 28).
 
 Run:  .venv/bin/python -m research.selection --home DIR [--seeds 42,45,48] [--epochs 12] [--rows a,b]
       [--workers 2] [--synth-seed 1] [--tier test|validation] [--json]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,12 +42,13 @@ def check_submission(path: Path, data_key: str, tier: str | None = None) -> tupl
     return tier, validate_submission(path, ids)
 
 
-def submit_ensemble(ensemble: str, out_dir: Path, *, record: bool = True) -> list[SubmissionFile]:
+def submit_ensemble(ensemble: str, out_dir: Path, *, record: bool = True) -> Iterator[SubmissionFile]:
     """Write one file per scan and competition tier of ``ensemble``'s mean predictions, validate each,
     and record the valid ones in ``Submission`` (replacing an earlier row of the same file), unless
     ``record`` is False (read-only logins).
 
-    Everything is prepared and checked before the first file is written.
+    Everything is prepared and checked before the first file is written; each file is yielded once it
+    is written (and recorded), so a caller shows what was done even when a later file fails.
 
     Raises:
         LookupError: no ensemble of that name, or its predictions are not computed.
@@ -64,7 +66,6 @@ def submit_ensemble(ensemble: str, out_dir: Path, *, record: bool = True) -> lis
                     f"{ensemble!r} predicts non-finite values for {data_key} {tier}; nothing written"
                 )
             planned.append((data_key, tier, idx, ids, values))
-    written = []
     for data_key, tier, idx, ids, values in planned:
         path = Path(out_dir) / file_name(data_key, tier)
         checksum = write_submission(path, ids, values)
@@ -76,5 +77,4 @@ def submit_ensemble(ensemble: str, out_dir: Path, *, record: bool = True) -> lis
             with Submission.connection.transaction:
                 (Submission & key).delete_quick()
                 Submission.insert1(row)
-        written.append(SubmissionFile(path, data_key, tier, len(idx), checksum, problems, recorded))
-    return written
+        yield SubmissionFile(path, data_key, tier, len(idx), checksum, problems, recorded)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import zipfile
 import zlib
@@ -345,6 +346,10 @@ def _tiers(value: ArrayLike, T: int) -> np.ndarray:
     return tiers
 
 
+#: a time zone at the end of an ISO time: Z, +02:00, -0500
+_UTC_OFFSET = re.compile(r"(Z|[+-]\d{2}:?\d{2})'?\)?$")
+
+
 def _timestamps(value: ArrayLike, T: int) -> np.ndarray:
     """(T,) datetime64[us] from datetime64 or text; NaT refused."""
     arr = _array("frame_trial_ts", value)
@@ -354,6 +359,11 @@ def _timestamps(value: ArrayLike, T: int) -> np.ndarray:
         )
     if arr.dtype.kind != "M":
         arr = _text("frame_trial_ts", arr, (T,))
+        # a UTC offset would be silently converted to UTC (numpy only warns): the stored clock time would
+        # no longer be the lab's; local times without an offset are what the format holds
+        offset = next((str(s) for s in arr if _UTC_OFFSET.search(str(s))), None)
+        if offset is not None:
+            raise ConvertError("frame_trial_ts", "local times without a UTC offset", repr(offset))
     try:
         stamps = parse_timestamps(arr)
     except RecordingFormatError as err:

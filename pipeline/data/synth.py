@@ -52,6 +52,8 @@ MODEL_SCALE = 0.25  # the image scale every training run uses (SPEC 1.5)
 MIN_TRAIN_TRIALS = 10  # fewer leaves nothing to fit; synthesize() has always refused them
 MIN_TEST_IMAGES = 2  # distinct test images per test tier, whatever the fractions
 ANIMAL_BASE = 90000  # mouse m's animal_id (the first part of its data key) is ANIMAL_BASE + m
+#: session numbers of a stimulus model's scans (the Gabor world's are 1 + seed % 1000)
+TEACHER_SESSION_BASE = 1001
 
 
 class SynthConfigError(ValueError):
@@ -407,9 +409,13 @@ def synthesize_world(
     stamps, flips = _trial_times(rng, cfg.n_trials)
     time_of_file = rng.permutation(cfg.n_trials)  # file i holds presentation position time_of_file[i]
     planted = _Planted(shown, images_t, behavior, cells, mod, rates, stamps, flips, time_of_file)
-    rec = _recording(cfg, mouse, rng, planted)
+    # another world gets other session numbers, so its scans never share a data key (and a folder) with
+    # the Gabor scans of the same seed
+    rec = _recording(cfg, mouse, rng, planted, session_base=1 if stimulus is None else TEACHER_SESSION_BASE)
     truth = _truth(cfg, planted)
     if own is not None:
+        # the stored generator config (GroundTruth.generator_config) says which world it is
+        truth["config"] = np.array(json.dumps({**asdict(cfg), "stimulus": stimulus.name}))
         truth["drive"] = planted.in_files(drive).astype(np.float32)
         truth |= {k: planted.in_files(v) for k, v in own.trial_truth.items()} | own.truth
     return SyntheticWorld(
@@ -763,14 +769,16 @@ class _Planted:
         return a[self.time_of_file]
 
 
-def _recording(cfg: SynthConfig, mouse: int, rng: np.random.Generator, p: _Planted) -> Recording:
+def _recording(
+    cfg: SynthConfig, mouse: int, rng: np.random.Generator, p: _Planted, session_base: int = 1
+) -> Recording:
     """The recording in file order (its unit ids are the stream's last draw); with ``cfg.competition``
     the test tiers' responses are zeroed, as in the competition's data."""
     f = p.in_files
     responses = f(p.rates.responses).astype(np.float32)
     if cfg.competition:
         responses[np.isin(f(p.shown.tiers), ["test", "final_test"])] = 0.0
-    animal, session, scan = ANIMAL_BASE + mouse, 1 + cfg.seed % 1000, 1
+    animal, session, scan = ANIMAL_BASE + mouse, session_base + cfg.seed % 1000, 1
     trials = _trial_table(cfg, mouse, p, (animal, session, scan))
     neurons = _neuron_table(rng, p.cells, (animal, session, scan))
     arrays = {

@@ -216,7 +216,8 @@ class TeacherWorld:
         ):
             raise SynthConfigError("rf_jitter", "a finite number of pixels >= 0", jitter)
         object.__setattr__(self, "rf_jitter", float(jitter))
-        object.__setattr__(self, "scans", tuple(str(s) for s in self.scans))
+        # a scan named twice counts once (its neurons would otherwise be drawn twice as often)
+        object.__setattr__(self, "scans", tuple(dict.fromkeys(str(s) for s in self.scans)))
         size = self.batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise SynthConfigError("batch_size", "a positive integer", size)

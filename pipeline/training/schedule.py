@@ -94,7 +94,7 @@ def step_scheduler(
 
 def steps_per_epoch(n_batches: int, accumulate: int) -> int:
     """Optimiser steps in an epoch of ``n_batches`` batches, one step per ``accumulate`` (and one for a
-    remainder), as :func:`pipeline.training.trainer._train_epoch` takes them."""
+    remainder), as :func:`pipeline.training.trainer.train_epoch` takes them."""
     return -(-n_batches // accumulate)
 
 

@@ -298,7 +298,7 @@ def _run_epoch(run: _Run, loop: LoopState, should_stop: Callable[[], bool] | Non
     loop.epoch += 1
     lr = run.optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
-    loss, data_s = _train_epoch(
+    loss, data_s = train_epoch(
         run.model,
         run.scans,
         run.streams,
@@ -366,7 +366,7 @@ def _final_weights(run: _Run) -> None:
         run.model.load_state_dict(run.ema.module.state_dict())
 
 
-def _train_epoch(
+def train_epoch(
     model: FiringRateEncoder,
     scans: dict[str, ScanTensors],
     streams: dict[str, BatchStream],

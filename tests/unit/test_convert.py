@@ -166,6 +166,13 @@ BAD = [
     ("one timestamp fewer", "frame_trial_ts", lambda a: {"frame_trial_ts": a["frame_trial_ts"][1:]}),
     ("timestamp text", "frame_trial_ts", lambda a: {"frame_trial_ts": np.full(T, "yesterday")}),
     (
+        "timestamps with a UTC offset",
+        "frame_trial_ts",
+        lambda a: {
+            "frame_trial_ts": np.array([f"2023-05-01T10:{i // 60:02d}:{i % 60:02d}+02:00" for i in range(T)])
+        },
+    ),
+    (
         "a NaT timestamp",
         "frame_trial_ts",
         lambda a: {"frame_trial_ts": np.where(np.arange(T) == 4, np.datetime64("NaT"), a["frame_trial_ts"])},
