@@ -12,15 +12,12 @@ validation scores to the study when the sweep prunes.
 
 from __future__ import annotations
 
-import logging
-
 import datajoint as dj
 
 from pipeline.sweeps.spec import SweepSpec
 from schemas.binding import bound_settings
 from schemas.fabrik import Experiment, Trainer, experiment_models  # noqa: F401 - Experiment: in a definition
 
-log = logging.getLogger(__name__)
 schema = dj.Schema()
 
 

@@ -6,6 +6,7 @@ files. Every input is checked (:func:`check_inputs`) before the database is touc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,6 @@ def init_deployment(settings: Settings, inputs: InitInputs) -> Iterator[Step]:
 
 def ingest_one(settings: Settings, path: Path, progress: bool) -> Step:
     """Ingest one recording; a bad one is a failed step (nothing stored), not an exception."""
-    import time
-
     start = time.perf_counter()
     try:
         result = ingest(path, cache_dir=settings.cache_dir, data_root=settings.data_root, progress=progress)
