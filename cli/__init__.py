@@ -13,11 +13,11 @@ import argparse
 import logging
 import sys
 
-from cli import convert, data, db, experiments, imports, jobs, report, results, sweeps, worker
+from cli import convert, data, db, experiments, imports, jobs, report, results, sweeps, training, worker
 from cli.common import out
 from pipeline.settings import SettingsError
 
-COMMAND_GROUPS = (data, convert, experiments, sweeps, imports, results, report, worker, jobs, db)
+COMMAND_GROUPS = (data, convert, experiments, training, sweeps, imports, results, report, worker, jobs, db)
 
 
 def build_parser() -> argparse.ArgumentParser:
