@@ -35,7 +35,9 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import CLI, REPO, command_line, sensorium
 
@@ -65,9 +67,13 @@ def declare(
     seeds: list[int],
     epochs: int,
     singles: dict[str, tuple[str, list[str]]] = SINGLES,
-    ensembles: dict[str, str] = ENSEMBLES,
+    ensembles: Mapping[str, str | tuple[str, list[str]]] = ENSEMBLES,
 ) -> dict[str, tuple[str, list[str]]]:
-    """Add every row's experiments; returns {row: (kind, [experiment or ensemble names])}."""
+    """Add every row's experiments; returns {row: (kind, [experiment or ensemble names])}.
+
+    An ensemble row is an experiment file, or a file and its own ``--set`` overrides (applied after the
+    row's members and budget, so a row may give itself another ``trainer.config.max_iter``).
+    """
     declared = {}
     for row in rows:
         if row in singles:
@@ -82,6 +88,8 @@ def declare(
             sensorium(env, "experiment", "add", str(EXPERIMENTS / path), *args)
             declared[row] = ("single", [name])
         else:
+            entry = ensembles[row]
+            path, own = entry if isinstance(entry, tuple) else (entry, [])
             names = []
             for s in seeds:
                 name = f"abl_{row}_s{s}"
@@ -93,12 +101,13 @@ def declare(
                     f"ensemble.name={name}",
                     "dataset.config.split.n_splits=3",
                     f"trainer.config.max_iter={epochs}",
+                    *own,
                 ]
                 sensorium(
                     env,
                     "experiment",
                     "add",
-                    str(EXPERIMENTS / ensembles[row]),
+                    str(EXPERIMENTS / path),
                     *[x for v in sets for x in ("--set", v)],
                 )
                 names.append(name)
@@ -112,7 +121,7 @@ def summarise(
     """One summary per declared row from ``sensorium scores --json`` rows: mean over seeds of the per-seed
     mean over scans, the seed range, the oracle and the ratio to the kind's reference row."""
     of_tier = [r for r in scores if r["tier"] == tier]
-    out = []
+    out: list[dict[str, Any]] = []
     for row, (kind, names) in declared.items():
         per_seed: dict[str, list[float]] = {}
         oracle = []
@@ -149,7 +158,7 @@ def summarise(
 def compare(
     argv: list[str] | None = None,
     singles: dict[str, tuple[str, list[str]]] = SINGLES,
-    ensembles: dict[str, str] = ENSEMBLES,
+    ensembles: Mapping[str, str | tuple[str, list[str]]] = ENSEMBLES,
     default_rows: list[str] | None = None,
     description: str | None = None,
 ) -> None:
@@ -172,6 +181,13 @@ def compare(
         help="seed of the synthetic recordings (default 1: not the seed-0 demo data the sweeps chose on)",
     )
     parser.add_argument(
+        "--stimulus",
+        choices=["gabor", "teacher"],
+        default="gabor",
+        help="image drive of the recordings (teacher: a pretrained model of real V1; docs/teacher-world.md)",
+    )
+    parser.add_argument("--teacher", type=Path, help="the teacher's state_dict (with --stimulus teacher)")
+    parser.add_argument(
         "--workers", type=int, default=1, help="populate processes of one torch thread each (default 1)"
     )
     parser.add_argument(
@@ -188,19 +204,26 @@ def compare(
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; choose from {[*singles, *ensembles]}")
 
+    if (args.stimulus == "teacher") != (args.teacher is not None):
+        raise SystemExit("--teacher FILE goes with --stimulus teacher, and only with it")
     env = dict(os.environ, SENSORIUM_HOME=str(args.home))
     t0 = time.perf_counter()
     data = args.home / "data"
     seed_file = data / "SYNTH_SEED"  # a reused home must hold the recordings this run asks for
-    if seed_file.exists() and seed_file.read_text().strip() != str(args.synth_seed):
+    # the Gabor world's homes of earlier runs hold the seed alone
+    wanted = str(args.synth_seed) + ("" if args.stimulus == "gabor" else f" {args.stimulus}")
+    if seed_file.exists() and seed_file.read_text().strip() != wanted:
         raise SystemExit(
-            f"{args.home} holds synth seed {seed_file.read_text().strip()} recordings, not "
-            f"--synth-seed {args.synth_seed}: use another --home"
+            f"{args.home} holds recordings of synth seed / world {seed_file.read_text().strip()!r}, not "
+            f"{wanted!r}: use another --home"
         )
     if not any(data.glob("*.zip")):
-        sensorium(env, "synth", "--out", str(data), "--mice", str(args.mice), "--seed", str(args.synth_seed))
+        world = [] if args.stimulus == "gabor" else ["--stimulus", "teacher", "--teacher", str(args.teacher)]
+        sensorium(
+            env, "synth", "--out", str(data), "--mice", str(args.mice), "--seed", str(args.synth_seed), *world
+        )
         sensorium(env, "ingest", "-q", *sorted(str(p) for p in data.glob("*.zip")))
-        seed_file.write_text(f"{args.synth_seed}\n")
+        seed_file.write_text(f"{wanted}\n")
     declared = declare(env, rows, seeds, args.epochs, singles, ensembles)
     names = [n for _, ns in declared.values() for n in ns]
     print(
@@ -229,7 +252,7 @@ def compare(
         "command": command_line(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "data": f"{args.mice} synthetic pre-training-style mice (150 neurons, 1000 trials, "
-        f"synth seed {args.synth_seed})",
+        f"synth seed {args.synth_seed}, {args.stimulus} world)",
         "budget": f"{args.epochs} epochs per model; seeds {seeds}; {args.workers} populate process(es)",
         "wall_seconds": time.perf_counter() - t0,
     }

@@ -160,10 +160,20 @@ SECOND_ROUND["beyond_round7"] = ("beyond.yaml", ROUND7_BEYOND)
 DEFAULT_ROWS = [*CANDIDATES]
 CANDIDATES.update(SECOND_ROUND)
 #: the product comparison's two ensembles and the CNN with the first sweeps' training options
-ENSEMBLES: dict[str, str] = {
+ENSEMBLES: dict[str, str | tuple[str, list[str]]] = {
     "winner_ensemble": beyond.ENSEMBLES["winner_ensemble"],
     "cnn_options_ensemble": "beyond_cnn_options.yaml",
     "beyond_ensemble": beyond.ENSEMBLES["beyond_ensemble"],
+    # the cheaper form of beyond: the winner's CNN (a winner epoch's cost) with the receptive-field start
+    # and the compressed history, no ViT
+    "cnn_rf_ensemble": ("ensemble_demo.yaml", [*RF_MAP, "dataset.config.regressors.history.transform=log1p"]),
+    # converged comparison: both trained until validation stops improving (the plateau schedule's
+    # patience and decay steps end the run; 60 epochs is a ceiling that is not reached at this size)
+    "winner_ensemble_converged": ("ensemble_demo.yaml", ["trainer.config.max_iter=60"]),
+    "cnn_rf_ensemble_converged": (
+        "ensemble_demo.yaml",
+        [*RF_MAP, "dataset.config.regressors.history.transform=log1p", "trainer.config.max_iter=60"],
+    ),
 }
 DEFAULT_ROWS += [*ENSEMBLES]
 
