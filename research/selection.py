@@ -148,6 +148,21 @@ SECOND_ROUND: dict[str, tuple[str, list[str]]] = {
     # (init_mu rf_map; free positions, as the map replaces the grid-mean predictor's retinotopy)
     "beyond+rf_map": ("beyond.yaml", RF_MAP),
 }
+#: the teacher-world round (validation of synth seed 0 teacher recordings): the CNN with the receptive-field
+#: start and the compressed history (the cheaper form of beyond), and cores closer to the teacher's own
+#: (4 depth-separable layers of 32 / 64 channels, 9x9 then 7x7 kernels: the starter kit's SOTA core)
+CNN_RF = [*RF_MAP, "dataset.config.regressors.history.transform=log1p"]
+TEACHER_CORE = [
+    "model.config.layers=4",
+    "model.config.depth_separable=true",
+    "model.config.hidden_kern=7",
+]
+TEACHER_ROUND: dict[str, tuple[str, list[str]]] = {
+    "cnn_rf": ("winner_demo.yaml", CNN_RF),
+    "winner+sep_core_64": ("winner_demo.yaml", [*TEACHER_CORE, "model.config.hidden_channels=64"]),
+    "cnn_rf+sep_core_32": ("winner_demo.yaml", [*CNN_RF, *TEACHER_CORE, "model.config.hidden_channels=32"]),
+    "cnn_rf+sep_core_64": ("winner_demo.yaml", [*CNN_RF, *TEACHER_CORE, "model.config.hidden_channels=64"]),
+}
 # rounds 2-8 varied beyond.yaml as it was before round 8 adopted the receptive-field start: every such
 # row starts from that config (its own overrides come after, so `beyond+rf_map` is beyond.yaml today)
 ROUND7_BEYOND = [
@@ -156,6 +171,7 @@ ROUND7_BEYOND = [
 ]
 SECOND_ROUND = {row: (path, [*ROUND7_BEYOND, *sets]) for row, (path, sets) in SECOND_ROUND.items()}
 SECOND_ROUND["beyond_round7"] = ("beyond.yaml", ROUND7_BEYOND)
+SECOND_ROUND.update(TEACHER_ROUND)
 #: the rows run without --rows: the first round and the ensembles
 DEFAULT_ROWS = [*CANDIDATES]
 CANDIDATES.update(SECOND_ROUND)
@@ -166,13 +182,13 @@ ENSEMBLES: dict[str, str | tuple[str, list[str]]] = {
     "beyond_ensemble": beyond.ENSEMBLES["beyond_ensemble"],
     # the cheaper form of beyond: the winner's CNN (a winner epoch's cost) with the receptive-field start
     # and the compressed history, no ViT
-    "cnn_rf_ensemble": ("ensemble_demo.yaml", [*RF_MAP, "dataset.config.regressors.history.transform=log1p"]),
+    "cnn_rf_ensemble": ("ensemble_demo.yaml", CNN_RF),
     # converged comparison: both trained until validation stops improving (the plateau schedule's
     # patience and decay steps end the run; 60 epochs is a ceiling that is not reached at this size)
     "winner_ensemble_converged": ("ensemble_demo.yaml", ["trainer.config.max_iter=60"]),
     "cnn_rf_ensemble_converged": (
         "ensemble_demo.yaml",
-        [*RF_MAP, "dataset.config.regressors.history.transform=log1p", "trainer.config.max_iter=60"],
+        [*CNN_RF, "trainer.config.max_iter=60"],
     ),
 }
 DEFAULT_ROWS += [*ENSEMBLES]
