@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint install clean deploy-check
+.PHONY: demo test test-fast lint install clean deploy-check docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,14 +14,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the checkout's own world, even where a folder above it holds another .sensorium (found like git)
 demo: $(STAMP)
-	$(BIN)/python -m cli.demo
+	SENSORIUM_HOME=$${SENSORIUM_HOME:-$(CURDIR)/.sensorium} $(BIN)/python -m cli.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(MAKE) docs
 	$(BIN)/python -m pytest -q
+
+# The docs site (mkdocs.yml) into site/ (git-ignored). --strict: a broken link or anchor, or a page missing
+# from the nav, fails the build; the configuration reference is generated from the code at build time.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # The quick tier (under 2 minutes on 2 cores): no PostgreSQL, GPU, program from outside the venv, slow or
 # soak test (the markers: pyproject.toml, applied in tests/conftest.py). `make test` runs everything.
@@ -46,4 +53,4 @@ lint: $(STAMP)
 # the next start once no server uses them
 clean:
 	-test ! -x $(BIN)/sensorium || SENSORIUM_HOME=.sensorium DJ_HOST= $(BIN)/sensorium db stop
-	rm -rf .sensorium demo-data
+	rm -rf .sensorium demo-data site

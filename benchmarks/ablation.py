@@ -1,10 +1,11 @@
-"""Ablation of the winning additions on fixed synthetic recordings (SPEC 5.3), through the real pipeline.
+"""Ablation of the winning additions on fixed synthetic recordings, through the real pipeline
+(docs/model.md#ablation).
 
 Each demo-size preset (``experiments/demo.yaml`` and its ``*_demo`` variants, which differ from it only in
 one winning addition, plus ``winner_demo.yaml`` with all of them) is trained through ``sensorium train``
 on the same synthetic recordings in a throwaway ``SENSORIUM_HOME``. The script prints each model's test
 single-trial correlation next to the oracle (the planted expected response) and its relative change
-against the baseline, beside the relative changes the winning entry reported (SPEC 5.3).
+against the baseline, beside the relative changes the winning entry reported (docs/model.md#ablation).
 
 Run:  .venv/bin/python -m benchmarks.ablation [--mice 2] [--neurons 150] [--trials 1000] [--seed 0]
       [--presets demo,only_history_demo,...] [--home DIR] [--json]
@@ -24,7 +25,8 @@ from benchmarks.common import REPO, command_line, sensorium
 
 EXPERIMENTS = REPO / "experiments"
 
-# relative change of test single-trial correlation vs the 6-mouse baseline, reported by the winner (SPEC 5.3)
+# relative change of test single-trial correlation vs the 6-mouse baseline, reported by the winner
+# (docs/model.md#ablation)
 REPORTED = {
     "demo": None,
     "only_adjnorm_demo": +2.5,

@@ -7,7 +7,9 @@
 #      throughput option (bf16 autocast, channels_last, fused Adam, torch.compile of the core), and the
 #      validation correlation after 3 epochs without and with autocast (train_throughput.py);
 #   3. the demo-scale presets on CUDA and CPU for the same table at demo size;
-#   4. tests/gpu (training, prediction, resume and a worker process on CUDA).
+#   4. tests/gpu (training, prediction, resume and a worker process on CUDA);
+#   5. last, on the CPU: the FLOPs of a training step, epoch and ensemble of winner.yaml and
+#      beyond_full.yaml (benchmarks/flops.py), to set the measured seconds per epoch against.
 # Usage: benchmarks/gpu_check.sh [OUT_DIR]     (figures also go to OUT_DIR, default ./gpu-check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +34,7 @@ timeout 60 $py -m benchmarks.train_throughput --scale demo --device cuda --optio
 
 step "4. tests/gpu"
 timeout 150 $py -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$out/tests.txt" | tail -5
+
+step "5. FLOPs of winner and beyond_full (counted on the CPU)"
+timeout 60 $py -m benchmarks.flops | tee "$out/flops.txt" || echo "flops: exit $?"
 step "done"

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.common import out
-from pipeline.settings import Settings, load_settings
+from cli.common import UsageError, activate, check_path, out
+from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from pipeline.data.synth import StimulusModel
@@ -125,11 +125,38 @@ def _teacher_world(args: argparse.Namespace) -> tuple[StimulusModel | None, str 
     return world, None
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    import schemas
+def check_recording_path(path: Path) -> None:
+    """Refuse, before the database is started, a path that cannot be a recording: nothing there, an
+    unreadable one, or a file that is not a .zip archive (the full format check comes with the ingest).
 
-    settings = load_settings()
-    schemas.activate(settings=settings)
+    Raises:
+        UsageError: naming the path.
+    """
+    import zipfile  # standard library; reads only the archive's directory record at its end
+
+    if not path.exists():
+        raise UsageError(f"{path}: expected a recording folder or .zip file, found nothing at this path")
+    check_path(path, "recording", kind="any")  # readable (a folder: also listable)
+    if path.is_dir():
+        return
+    if path.suffix != ".zip":
+        raise UsageError(
+            f"{path}: expected a recording folder or .zip file, found a file with suffix {path.suffix!r}"
+        )
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the file ({err.strerror or err})") from None
+    if not is_zip:
+        raise UsageError(f"{path}: expected a .zip archive, found a file that is not one")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Ingest the recordings; every path is checked first, so a typo stops the command before it
+    starts the database (a recording whose content is wrong is reported and skipped)."""
+    for path in args.paths:
+        check_recording_path(path)
+    settings = activate()
     return 1 if ingest_each(settings, args.paths, progress=not args.quiet) else 0
 
 
@@ -199,6 +226,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", help="validate recordings (folders or .zip) and store them")
-    p.add_argument("paths", nargs="+", type=Path)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    # -q (no progress bars) is the global option, which every command takes
+    p.add_argument("paths", nargs="+", type=Path, help="recording folders or .zip files")
     p.set_defaults(func=cmd_ingest)

@@ -1,4 +1,4 @@
-"""``sensorium db status|stop``: the database itself."""
+"""``sensorium db status|stop|roles|views|user``: the database itself (``db init``: ``cli/deploy.py``)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ from pipeline.settings import load_settings, public_store_spec
 
 def cmd_db_status(args: argparse.Namespace) -> int:
     import schemas
+    from schemas.views import VIEWS_VERSION, installed_version, views_schema
 
     settings = load_settings()
     conn = schemas.activate(settings=settings)
     counts = schemas.table_counts(conn, settings.db_prefix)
+    # how the home was found (a variable, a file, a default): settings may not say in every version
+    home_source = getattr(settings, "home_source", None)
+    views = installed_version(conn, settings.db_prefix)
     status = {
         "backend": "postgresql",
         "embedded": settings.database.embedded,
@@ -26,23 +30,64 @@ def cmd_db_status(args: argparse.Namespace) -> int:
         "port": settings.database.port,
         "prefix": settings.db_prefix,
         "home": str(settings.home),
+        "home_source": home_source,
         "user": settings.database.user,
         "store": public_store_spec(settings.store_spec),
+        "views": {"schema": views_schema(settings.db_prefix), "version": views, "current": VIEWS_VERSION},
         "tables": counts,
     }
     if args.json:
         out(json.dumps(status, indent=2))
         return 0
     where = "embedded pgserver" if settings.database.embedded else "external server"
+    out(f"home      {settings.home}" + (f" ({home_source})" if home_source else ""))
     out(f"backend   postgresql ({where})")
     out(f"host      {settings.database.host}:{settings.database.port}")
     out(f"user      {settings.database.user}")
     out(f"prefix    {settings.db_prefix}")
     out(f"store     {status['store']}")
+    out(f"views     {_views_line(settings.db_prefix, views)}")
     for schema, tables in counts.items():
         out(f"\n{schema}")
         for table, n in tables.items():
             out(f"  {table:<40} {n:>10}")
+    return 0
+
+
+def _views_line(prefix: str, version: int | None) -> str:
+    """Where the SQL views stand, in words."""
+    from schemas.views import VIEWS_VERSION, views_schema
+
+    schema = views_schema(prefix)
+    if version is None:
+        return f"{schema}: not created, or not readable by this login (`sensorium db init` creates them)"
+    if version != VIEWS_VERSION:
+        return (
+            f"{schema}: version {version}; this code makes version {VIEWS_VERSION} (run `sensorium db views`)"
+        )
+    return f"{schema}: version {version} (docs/sql.md)"
+
+
+def cmd_db_views(args: argparse.Namespace) -> int:
+    import schemas
+    from schemas.views import ViewsError, views_schema, views_sql
+    from usecases.deployment import install_views
+    from usecases.roles import views_grants_sql
+
+    settings = load_settings()
+    conn = schemas.activate(settings=settings)
+    if args.sql:
+        out("BEGIN;")
+        for statement in [*views_sql(settings.db_prefix), views_grants_sql(settings.db_prefix)]:
+            out(statement + ";")
+        out("COMMIT;")
+        return 0
+    try:
+        names = install_views(conn, settings)
+    except ViewsError as err:
+        out(f"error: {err}")
+        return 2
+    out(f"{views_schema(settings.db_prefix)}: {len(names)} views ({', '.join(names)})")
     return 0
 
 
@@ -161,9 +206,17 @@ def cmd_db_user_add(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)
-    p = db.add_parser("status", help="backend, host, prefix and row counts")
+    p = db.add_parser("status", help="home, backend, host, prefix, views and row counts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_db_status)
+    p = db.add_parser(
+        "views",
+        help="(re)create the plain-SQL views of the results in <prefix>views (db init does it too)",
+        description="Drop and recreate the views of the schema <prefix>views in one transaction, owned by "
+        "sensorium_admin and readable by workers and analysts where those roles exist. See docs/sql.md.",
+    )
+    p.add_argument("--sql", action="store_true", help="print the statements instead of running them")
+    p.set_defaults(func=cmd_db_views)
     p = db.add_parser("stop", help="stop the embedded PostgreSQL server")
     p.set_defaults(func=cmd_db_stop)
     deploy.register(db)

@@ -8,7 +8,8 @@ expected response) per tier with contaminated numbers marked, write and validate
 and end with the HTML report (figures embedded) and its path.
 Every number printed is a row of ``ModelScore`` / ``OracleScore`` (see the SQL printed at the end).
 
-Run with ``python -m cli.demo``; state goes to ``$SENSORIUM_HOME`` (default ``./.sensorium``).
+Run with ``python -m cli.demo``; state goes to ``$SENSORIUM_HOME`` (default: the ``.sensorium`` world in
+the current folder or above it, else a new ``./.sensorium``).
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ each step is idempotent, so running it again changes only what is new.
 
 1. declare the schemas, tables and job tables;
 2. create or update the roles ``sensorium_admin`` / ``_worker`` / ``_analyst`` and their grants;
-3. create or update the service logins (``--login ROLE:NAME:PASSWORD_FILE``);
-4. ingest the recordings found in ``--recordings`` folders (already stored ones are skipped);
-5. add the experiment files (``--experiments``: files or folders of ``*.yaml``).
+3. (re)create the plain-SQL views of ``<prefix>views`` (docs/sql.md), readable by the analyst;
+4. create or update the service logins (``--login ROLE:NAME:PASSWORD_FILE``);
+5. ingest the recordings found in ``--recordings`` folders (already stored ones are skipped);
+6. add the experiment files (``--experiments``: files or folders of ``*.yaml``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import argparse
 import time
 from pathlib import Path
 
-from cli.common import out
-from pipeline.init_inputs import InitError, Login
+from cli.common import announce_new_world, out
+from pipeline.init_inputs import InitError, Login, experiment_files, read_password_file, recording_paths
 from pipeline.settings import load_settings
 
 
@@ -33,16 +34,24 @@ def parse_login(text: str) -> Login:
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
-    from usecases.deployment import check_inputs, init_deployment
-
     try:
+        # the same checks as the use case's, done first here: they need neither DataJoint nor torch,
+        # which importing the use case loads, so a missing password file is refused at once
+        for login in args.login:
+            read_password_file(login.password_file, f"--login {login.role}:{login.name} password file")
+        recording_paths(args.recordings)
+        experiment_files(args.experiments)
+        settings = load_settings()
+        from usecases.deployment import check_inputs, init_deployment
+
         inputs = check_inputs(args.login, args.recordings, args.experiments)
     except InitError as err:
         out(f"error: {err}")
         return 2
     start, failures = time.perf_counter(), 0
+    announce_new_world(settings)
     try:
-        for step in init_deployment(load_settings(), inputs):
+        for step in init_deployment(settings, inputs):
             out(step.text)
             failures += not step.ok
     except InitError as err:
@@ -57,7 +66,7 @@ def cmd_db_init(args: argparse.Namespace) -> int:
 def register(db_sub: argparse._SubParsersAction) -> None:
     p = db_sub.add_parser(
         "init",
-        help="deployment set-up, idempotent: schemas, roles, logins, recordings, experiments",
+        help="deployment set-up, idempotent: schemas, roles, views, logins, recordings, experiments",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.common import activate, out
+from cli.common import UsageError, activate, check_device, out
+from pipeline.settings import load_settings
 
 
 def cmd_import_checkpoint(args: argparse.Namespace) -> int:
+    # cheap checks first (no torch yet): the file is there and readable, the device exists
+    try:
+        with open(args.file, "rb"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{args.file}: cannot read the file ({err.strerror or err})") from None
+    settings = load_settings()
+    device_name = check_device(args.device or settings.device)
     from pipeline.models.import_state import StateDictImportError, read_state_dict
 
     try:
@@ -16,12 +25,12 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> int:
     except StateDictImportError as err:
         out(f"error: {err}")
         return 2
-    settings = activate()
+    activate(settings)
     from pipeline.training.seeding import resolve_device
     from usecases.checkpoints import import_checkpoint
 
     try:
-        device = str(resolve_device(args.device or settings.device))
+        device = str(resolve_device(device_name))
         key, val_corr = import_checkpoint(args.file, args.experiment, args.scan, args.seed, device)
     except (StateDictImportError, LookupError, RuntimeError) as err:
         out(f"error: {err}")
@@ -44,5 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", required=True, help="experiment whose model the weights must fit")
     p.add_argument("--scan", required=True, metavar="DATA_KEY", help="the ingested scan the readout is for")
     p.add_argument("--seed", type=int, help="which member (default: the experiment's only one)")
-    p.add_argument("--device", help="device for the check on the validation tier (default: SENSORIUM_DEVICE)")
+    p.add_argument(
+        "--device",
+        help="device for the check on the validation tier: auto, cpu, cuda, cuda:N or mps "
+        "(default: SENSORIUM_DEVICE)",
+    )
     p.set_defaults(func=cmd_import_checkpoint)

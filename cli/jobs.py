@@ -8,16 +8,29 @@ import json
 from cli.common import activate, out
 
 
+def _priority(text: str) -> int:
+    """argparse type: a job priority, 0 to 127 (DataJoint's range, within the job table's column)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 127:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 0 to 127 (lower runs first), found {text}"
+        )
+    return value
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
-    activate()
     from jobs import admin as jobs
 
-    if args.table is not None:
+    if args.table is not None:  # the table classes are known before the schemas are bound
         try:
             jobs.job_tables(args.table)
         except LookupError as err:
             out(f"error: --table: {err}")
             return 2
+    activate()
     if args.errors:
         rows = jobs.errors(args.table)
         if args.json:
@@ -25,7 +38,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         elif not rows:
             out("no jobs in error")
         for r in [] if args.json else rows:
-            key = ", ".join(f"{k}={v}" for k, v in r["key"].items())
+            # the model by experiment and seed where the key is a model's; else the key itself
+            key = r.get("model") or ", ".join(f"{k}={v}" for k, v in r["key"].items())
             out(f"{r['table']:<22} {r['time'][:19]}  {r['host']}:{r['pid']}  {key}")
             out(f"    {r['message']}")
         return 0
@@ -52,9 +66,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
-    activate()
     from jobs import admin as jobs
 
+    if args.table is not None:  # a misspelt table is refused before the database starts
+        try:
+            jobs.job_tables(args.table)
+        except LookupError as err:
+            out(f"error: --table: {err}")
+            return 2
+    activate()
     try:
         done = jobs.retry(args.table)
     except LookupError as err:
@@ -68,14 +88,12 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
 def cmd_jobs_priority(args: argparse.Namespace) -> int:
     activate()
     from jobs import admin as jobs
-    from schemas.fabrik import Experiment
+    from usecases.queries import require_names
 
-    if not Experiment & {"experiment_name": args.experiment}:
-        out(f"error: no experiment named {args.experiment!r}")
-        return 2
     try:
+        require_names("experiment", args.experiment)
         n = jobs.set_priority(args.experiment, args.priority)
-    except ValueError as err:
+    except (LookupError, ValueError) as err:
         out(f"error: {err}")
         return 2
     out(f"{n} pending training job(s) of {args.experiment!r} now at priority {args.priority}")
@@ -94,5 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_jobs_retry)
     r = jobs_sub.add_parser("priority", help="reprioritise an experiment's pending training jobs")
     r.add_argument("experiment")
-    r.add_argument("priority", type=int, help="lower runs first (DataJoint's convention)")
+    r.add_argument(
+        "priority", type=_priority, help="0 to 127, lower runs first (DataJoint's convention; default 5)"
+    )
     r.set_defaults(func=cmd_jobs_priority)

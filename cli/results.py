@@ -55,8 +55,14 @@ def format_scores(rows: list[dict]) -> str:
 
 def cmd_scores(args: argparse.Namespace) -> int:
     activate()
-    from usecases.queries import score_rows
+    from usecases.queries import UnknownNameError, require_names, score_rows
 
+    try:
+        require_names("experiment", args.experiment)
+        require_names("ensemble", args.ensemble)
+    except UnknownNameError as err:
+        out(f"error: {err}")
+        return 2
     rows = score_rows(args.experiment, args.ensemble)
     if args.json:
         out(json.dumps(rows, indent=2))
@@ -118,14 +124,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.check is not None:  # one line before the database, not a problem line naming the file twice
+        try:
+            args.check.open("rb").close()
+        except OSError as err:
+            out(f"error: --check {args.check}: cannot read the file ({err.strerror or type(err).__name__})")
+            return 2
     activate()
+    from usecases.queries import UnknownNameError
     from usecases.submissions import SubmissionError, check_submission, submit_ensemble
 
     if args.check is not None:
         if not args.scan:
             out("error: --check needs --scan DATA_KEY")
             return 2
-        tier, problems = check_submission(args.check, args.scan, args.tier)
+        try:
+            tier, problems = check_submission(args.check, args.scan, args.tier)
+        except UnknownNameError as err:  # one line, not one problem per line of the file
+            out(f"error: {err}")
+            return 2
         for p in problems:
             out(f"problem: {p}")
         verdict = "valid" if not problems else f"{len(problems)} problem(s)"
@@ -139,6 +156,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         for f in submit_ensemble(args.ensemble, args.out, record=not args.no_record):
             invalid += bool(f.problems)
             _show_submission_file(f)
+    except UnknownNameError as err:
+        out(f"error: {err}")
+        return 2
     except (LookupError, SubmissionError) as err:
         out(f"error: {err}")
         return 1

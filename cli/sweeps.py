@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-from cli.common import activate, out
+from cli.common import activate, out, positive_float, positive_int, use_device, writable_parent
 
 
 def _counts(name: str, c: dict[str, int]) -> str:
@@ -24,7 +23,7 @@ def cmd_sweep_add(args: argparse.Namespace) -> int:
     try:
         spec = load_sweep(args.file, args.set)
     except ConfigError as err:
-        out(f"error: {args.file}: {err}")
+        out(f"error: {err.located(args.file)}")
         return 2
     activate()
     from usecases.sweeps import add_sweep
@@ -53,8 +52,7 @@ def cmd_sweep_step(args: argparse.Namespace) -> int:
 
 def cmd_sweep_run(args: argparse.Namespace) -> int:
     """Advance until the budget is spent; with ``--train`` this process also trains and scores the trials."""
-    if args.device:
-        os.environ["SENSORIUM_DEVICE"] = args.device
+    use_device(args.device)  # checked before the database starts; sets SENSORIUM_DEVICE for the schemas
     settings = activate()
     from jobs.runner import populate
     from usecases.sweeps import advance, sweep_experiments
@@ -96,6 +94,10 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_report(args: argparse.Namespace) -> int:
+    # the figure goes to the current folder by default, like any output a command is asked to write
+    figure_path = None if args.figure == "none" else Path(args.figure or f"sweep-{args.name}.png")
+    if figure_path is not None:
+        writable_parent(figure_path, "--figure")
     activate()
     from pipeline.sweeps.report import figure, table
     from schemas.sweeps import study
@@ -109,8 +111,8 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     trials = trial_states(args.name, {t.number: t for t in st.get_trials(deepcopy=False)})
     for line in table(spec, trials, args.top):
         out(line)
-    if args.figure != "none":
-        path = figure(spec, trials, Path(args.figure or f"sweep-{args.name}.png"))
+    if figure_path is not None:
+        path = figure(spec, trials, figure_path)
         out(f"figure: {path}")
     return 0
 
@@ -144,14 +146,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--train", action="store_true", help="also train and score the trials in this process")
     p.add_argument("--queue", default="all", choices=["all", "gpu"], help="with --train: which tables")
-    p.add_argument("--device", help="torch device (default: SENSORIUM_DEVICE or auto)")
-    p.add_argument("--poll", type=float, default=30.0, help="seconds between steps without --train")
+    p.add_argument(
+        "--device", help="torch device: auto, cpu, cuda, cuda:N or mps (default: SENSORIUM_DEVICE or auto)"
+    )
+    p.add_argument("--poll", type=positive_float, default=30.0, help="seconds between steps without --train")
     p.add_argument("--fabrikant", help="who adds the trial configs (default: the login name)")
     p.set_defaults(func=cmd_sweep_run)
 
     p = sweep.add_parser("report", help="rank the trials by validation score; figure of score vs parameter")
     p.add_argument("name")
-    p.add_argument("--top", type=int, help="only the best N")
+    p.add_argument("--top", type=positive_int, help="only the best N")
     p.add_argument("--figure", help="PNG path (default sweep-NAME.png; 'none': no figure)")
     p.set_defaults(func=cmd_sweep_report)
 

@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-from cli.common import activate, out
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, found {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text}")
-    return value
+from cli.common import activate, out, positive_float, positive_int, use_device
+from pipeline.settings import load_settings
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -33,19 +19,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    if args.device:
-        os.environ["SENSORIUM_DEVICE"] = args.device
+    # a device that is not there stops the worker before the database is started: with `cuda` and no
+    # GPU in the container it would otherwise train on the CPU or fail each job in turn
+    use_device(args.device)
+    settings = load_settings()
     # one line per job on stderr, whatever the global level (workers run unattended; logs are their record)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     )
-    for name in ("sensorium.worker", "jobs", "schemas.dj_compat", "pipeline.training"):
+    # the epoch lines come from the progress logger, timestamped here like every other worker line (and
+    # not also as plain lines on stdout); the trainer's own per-epoch line would repeat them: -v only
+    for name in ("sensorium.worker", "jobs", "schemas.dj_compat", "pipeline.progress", "pipeline.training"):
         logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
+        quiet = name == "pipeline.training" and not args.verbose
+        logger.setLevel(logging.WARNING if quiet else logging.DEBUG if args.verbose else logging.INFO)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
         logger.addHandler(handler)
         logger.propagate = False
-    settings = activate()
+    activate(settings)
     from jobs.runner import WorkerOptions, run_worker
     from pipeline.training.seeding import resolve_device
     from usecases.experiments import experiment_restriction
@@ -57,7 +50,7 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        device = str(resolve_device(settings.device))
+        device = str(resolve_device(settings.device))  # auto -> cuda or cpu; checked above
     except RuntimeError as err:
         out(f"error: {err}")
         return 2
@@ -78,16 +71,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run jobs from the queue until stopped (SIGTERM / SIGINT: give the job back, exit 0)",
     )
     p.add_argument("--queue", default="gpu", choices=["gpu", "cpu", "all"], help="which tables (default gpu)")
-    p.add_argument("--device", help="torch device, e.g. cuda:1 (default: SENSORIUM_DEVICE or auto)")
+    p.add_argument(
+        "--device",
+        help="torch device: auto, cpu, cuda, cuda:N or mps, checked to exist "
+        "(default: SENSORIUM_DEVICE or auto)",
+    )
     p.add_argument(
         "--experiment", action="append", help="only this experiment's jobs (repeat for several; default: all)"
     )
-    p.add_argument("--max-jobs", type=_count, help="exit after this many jobs")
+    p.add_argument("--max-jobs", type=positive_int, help="exit after this many jobs")
     p.add_argument(
-        "--idle-exit", type=_positive, metavar="SECONDS", help="exit when the queue has been empty this long"
+        "--idle-exit",
+        type=positive_float,
+        metavar="SECONDS",
+        help="exit when the queue has been empty this long",
     )
     p.add_argument(
-        "--poll", type=_positive, default=10.0, metavar="SECONDS", help="sleep when idle (default 10)"
+        "--poll", type=positive_float, default=10.0, metavar="SECONDS", help="sleep when idle (default 10)"
     )
     p.add_argument(
         "--priority", type=int, help="only jobs of this priority or more urgent (DataJoint: lower runs first)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.labels import model_of
 from jobs.queues import QUEUES, jobs_of
 from schemas.fabrik import experiment_models
 from schemas.training import TrainedModel
@@ -42,15 +43,18 @@ def summary() -> list[dict[str, Any]]:
 
 
 def errors(table: str | None = None) -> list[dict[str, Any]]:
-    """Jobs in error: table, key, host, pid, time and the first line of the message."""
+    """Jobs in error: table, key, ``model`` (the key's model by experiment and seed, ``tiny (seed 1)``;
+    None for a key that is not a model's), host, pid, time and the first line of the message."""
     out = []
     for t in job_tables(table):
         for job in jobs_of(t).errors.to_dicts(order_by="completed_time"):
             message = job["error_message"] or ""
+            key = {k: job[k] for k in jobs_of(t).primary_key}
             out.append(
                 {
                     "table": t.__name__,
-                    "key": {k: job[k] for k in jobs_of(t).primary_key},
+                    "key": key,
+                    "model": model_of(key),
                     "host": job["host"],
                     "pid": job["pid"],
                     "time": str(job["completed_time"]),

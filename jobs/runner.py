@@ -23,6 +23,7 @@ from typing import Any
 from datajoint.errors import DuplicateError, LostConnectionError
 
 from jobs.heartbeat import Heartbeat
+from jobs.labels import key_label, short_key
 from jobs.queues import hooks, jobs_of, queue_tables
 from jobs.reservations import complete_job, fail_job, release_dead_reservations, requeue
 from pipeline import lifecycle
@@ -69,12 +70,6 @@ class Tally:
             r["success_count"] += 1
         elif outcome.status == "error":
             r["error_list"].append((outcome.key, outcome.message))
-
-
-def short_key(key: dict) -> str:
-    """A key for log lines: builder names left out (the hash beside them says it), hashes cut to 8."""
-    parts = [f"{k}={str(v)[:8] if len(str(v)) > 16 else v}" for k, v in key.items() if not k.endswith("_fn")]
-    return "{" + ", ".join(parts) + "}"
 
 
 def release_gpu_memory() -> None:
@@ -177,10 +172,14 @@ class JobSource:
 
 
 class Runner:
-    """Runs reserved jobs one at a time under a heartbeat; see the module docstring."""
+    """Runs reserved jobs one at a time under a heartbeat; see the module docstring.
 
-    def __init__(self, heartbeat: Heartbeat, device: str):
-        self.heartbeat, self.device = heartbeat, device
+    ``error_level``: the level of the log line of a failed job (a worker's log is where its errors are
+    read; ``populate`` returns them to its caller, which shows each one, so there it is INFO).
+    """
+
+    def __init__(self, heartbeat: Heartbeat, device: str, error_level: int = logging.ERROR):
+        self.heartbeat, self.device, self.error_level = heartbeat, device, error_level
         self._cycle_start: float | None = None
         self.busy_s = 0.0  # from the queue scan that found a job to the end of its bookkeeping
         self.populate_s = 0.0  # inside DataJoint's populate (fetch, make, insert) of those jobs
@@ -259,7 +258,8 @@ class Runner:
         return Outcome(name, key, "success", seconds)
 
     def _failed(self, table, key: dict, err: Exception, start: float) -> Outcome:
-        """Record the error in the job table (message and stack) and log one line."""
+        """Record the error in the job table (message and stack) and log one line, which names a model
+        by its experiment and seed (:func:`jobs.labels.key_label`)."""
         seconds = time.perf_counter() - start
         message = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
         if not fail_job(table, key, message, traceback.format_exc()):
@@ -268,7 +268,14 @@ class Runner:
             )
         self.heartbeat.failed += 1
         name = table.__name__
-        log.error("FAILED %s %s after %.1f s: %s", name, short_key(key), seconds, message.splitlines()[0])
+        log.log(
+            self.error_level,
+            "FAILED %s %s after %.1f s: %s",
+            name,
+            key_label(key),
+            seconds,
+            message.splitlines()[0],
+        )
         return Outcome(name, key, "error", seconds, message)
 
     @staticmethod
@@ -346,7 +353,7 @@ class DrainPolicy:
 
     def after_job(self, outcome: Outcome, tally: Tally) -> bool:
         if outcome.status == "error" and not self.suppress_errors:
-            raise RuntimeError(f"{outcome.table} {outcome.key}: {outcome.message}")
+            raise RuntimeError(f"{outcome.table} {key_label(outcome.key)}: {outcome.message}")
         return False
 
     def abandoned(self) -> None:
@@ -442,7 +449,9 @@ def drain(
     policy = DrainPolicy(max_calls, suppress_errors)
     with lifecycle.graceful_signals(), Heartbeat(settings, queue, settings.device) as heartbeat:
         source = JobSource(queue, restriction, settings, None, poll_s=policy.poll_s, heartbeat=heartbeat)
-        tally = run_jobs(policy, source, Runner(heartbeat, str(resolve_device(settings.device))))
+        # the errors are returned (or the first raised): the caller shows them, the log need not
+        runner = Runner(heartbeat, str(resolve_device(settings.device)), error_level=logging.INFO)
+        tally = run_jobs(policy, source, runner)
     empty = {"success_count": 0, "error_list": []}
     return {t.__name__: tally.results.get(t.__name__, dict(empty, error_list=[])) for t in source.tables}
 
@@ -467,14 +476,32 @@ def populate(
     if reserve_jobs:
         return drain(queue, restriction, settings, suppress_errors=suppress_errors, max_calls=max_calls)
     results = {}
-    for table in tables:
-        args = [] if restriction is None else [restriction]
-        table_hooks = hooks(table)
-        if table_hooks.before_refresh is not None:
-            table_hooks.before_refresh()
-        results[table.__name__] = table.populate(
-            *args, suppress_errors=suppress_errors, max_calls=max_calls, display_progress=False
-        )
-        if table_hooks.after_pass is not None:
-            table_hooks.after_pass()
+    # with suppress_errors DataJoint logs each error itself, and its logger prints twice (its own
+    # handler and the root's); the errors are returned here, and the caller shows each one once
+    quiet = _ReturnedErrors() if suppress_errors else None
+    dj_log = logging.getLogger("datajoint")
+    if quiet is not None:
+        dj_log.addFilter(quiet)
+    try:
+        for table in tables:
+            args = [] if restriction is None else [restriction]
+            table_hooks = hooks(table)
+            if table_hooks.before_refresh is not None:
+                table_hooks.before_refresh()
+            results[table.__name__] = table.populate(
+                *args, suppress_errors=suppress_errors, max_calls=max_calls, display_progress=False
+            )
+            if table_hooks.after_pass is not None:
+                table_hooks.after_pass()
+    finally:
+        if quiet is not None:
+            dj_log.removeFilter(quiet)
     return results
+
+
+class _ReturnedErrors(logging.Filter):
+    """Drops DataJoint's log record of a make error that ``populate(suppress_errors=True)`` returns in
+    its ``error_list`` (logged with the exception itself as the message); everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and isinstance(record.msg, BaseException))

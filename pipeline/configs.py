@@ -129,7 +129,36 @@ def config_hash(fn: str, config: BaseModel | dict) -> str:
 
 
 class ConfigError(ValueError):
-    """A configuration is invalid; the message names each offending key."""
+    """A configuration is invalid; the message names each offending key.
+
+    Besides the message, an error may say where it is, for callers that point into the file it came from:
+    ``problems`` holds (dotted path, what is wrong) of each refused key or value (``validate`` fills it),
+    ``line`` / ``column`` (1-based) the place in the text for an error of the YAML itself; ``detail`` is
+    then the message without that place. :meth:`located` writes the one line a user sees.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problems: tuple[tuple[str, str], ...] = (),
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.detail = message
+        self.problems = tuple(problems)
+        self.line, self.column = line, column
+        if line is not None:  # the place stays in the message for callers that only prefix a name
+            message = f"line {line}{f', column {column}' if column else ''}: {message}"
+        super().__init__(message)
+
+    def located(self, source: object) -> str:
+        """One line naming ``source`` (a file name): ``FILE:LINE:COLUMN: what`` where the error has a
+        place in the text, else ``FILE: what``."""
+        if self.line is None:
+            return f"{source}: {self}"
+        place = f"{self.line}:{self.column}" if self.column else f"{self.line}"
+        return f"{source}:{place}: {self.detail}"
 
 
 ConfigT = TypeVar("ConfigT", bound=FrozenConfig)
@@ -140,19 +169,20 @@ def validate(cls: type[ConfigT], data: dict[str, Any], where: str = "") -> Confi
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        problems = []
+        problems: list[tuple[str, str]] = []
         for e in err.errors():
             path = ".".join(str(p) for p in (where, *e["loc"]) if p != "")
             value = e.get("input")
             if e["type"] == "extra_forbidden":
-                problems.append(f"{path}: unknown key")
+                problems.append((path, "unknown key"))
             elif e["type"] == "missing" or isinstance(value, dict | list):
                 # not the value: a mapping may be a whole file given by mistake (a store spec and its key)
-                problems.append(f"{path or 'the top level'}: {e['msg']}")
+                problems.append((path, e["msg"]))
             else:
                 shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-                problems.append(f"{path}: {e['msg']} (got {shown})")
-        raise ConfigError("; ".join(problems)) from None
+                problems.append((path, f"{e['msg']} (got {shown})"))
+        message = "; ".join(f"{path or 'the top level'}: {what}" for path, what in problems)
+        raise ConfigError(message, problems=tuple(problems)) from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -161,7 +191,7 @@ def validate(cls: type[ConfigT], data: dict[str, Any], where: str = "") -> Confi
 
 
 class DatasetConfig(FrozenConfig):
-    """Which scans and how the loaders present them (SPEC 1.4-1.5, 2.1)."""
+    """Which scans and how the loaders present them (see docs/model.md#input-pipeline)."""
 
     scans: list[str] | Literal["all"] = "all"  # data keys, or every ingested scan
     batch_size: int = Field(128, gt=0, le=MAX_BATCH)
@@ -169,11 +199,11 @@ class DatasetConfig(FrozenConfig):
     normalize: bool = True
     include_behavior: bool = True  # behaviour as 3 constant image channels
     include_eye_position: bool = True  # pupil centre delivered to the shifter
-    behavior_normalization: Literal["std", "minmax01"] = "std"  # SPEC 1.4 / 3a
-    # seed of the training-loader generator (SPEC 3g)
+    behavior_normalization: Literal["std", "minmax01"] = "std"  # docs/model.md#behaviour-normalisation
+    # seed of the training-loader generator (docs/model.md#ensembles)
     shuffle_seed: int = Field(8654, ge=0, le=MAX_CONFIG_SEED)
-    regressors: RegressorsConfig | None = None  # history / state / rank for the modulated model (SPEC 3)
-    split: SplitConfig | None = None  # train/validation re-split for ensemble members (SPEC 3g)
+    regressors: RegressorsConfig | None = None  # history / state / rank (docs/model.md#winner)
+    split: SplitConfig | None = None  # re-split for ensemble members (docs/model.md#ensembles)
 
     @field_validator("scans")
     @classmethod
@@ -189,7 +219,7 @@ class DatasetConfig(FrozenConfig):
 
 
 class GridMeanPredictorConfig(FrozenConfig):
-    """MLP from cortex coordinates to readout positions (SPEC 2.3)."""
+    """MLP from cortex coordinates to readout positions (docs/model.md#readout)."""
 
     type: Literal["cortex"] = "cortex"
     input_dimensions: int = Field(2, gt=0, le=16)
@@ -262,9 +292,9 @@ class ViTConfig(FrozenConfig):
 
 
 class StackedCoreFields(FrozenConfig):
-    """The fields of the SENSORIUM+ stacked 2-D CNN core (``pipeline.models.core.Stacked2dCore``, SPEC
-    2.2): ``StackedCoreConfig``, and the top level of ``BaselineModelConfig``, where they always sat
-    (stored configs keep their hash)."""
+    """The fields of the SENSORIUM+ stacked 2-D CNN core (``pipeline.models.core.Stacked2dCore``,
+    docs/model.md#core): ``StackedCoreConfig``, and the top level of ``BaselineModelConfig``, where
+    they always sat (stored configs keep their hash)."""
 
     hidden_channels: int = Field(64, gt=0, le=MAX_CHANNELS)
     input_kern: int = Field(9, gt=0, le=MAX_KERNEL)
@@ -317,8 +347,8 @@ CoreConfig = StackedCoreConfig | ViTConfig
 
 
 class ModelConfigBase(FrozenConfig):
-    """What every model shares, whatever its core (SPEC 2.3-2.5): the smoothness of the first filters
-    the image meets, the full-Gaussian readout, the output nonlinearity and the shifter.
+    """What every model shares, whatever its core (docs/model.md#baseline): the smoothness of
+    the first filters the image meets, the full-Gaussian readout, the output nonlinearity and the shifter.
 
     Subclasses add the core's fields and say which core they build (``core()``).
     """
@@ -373,7 +403,7 @@ class ModelConfigBase(FrozenConfig):
 
 
 class BaselineModelConfig(ModelConfigBase, StackedCoreFields):
-    """``stacked_core_full_gauss_readout`` (SPEC 2.1-2.5). Defaults: the SENSORIUM+ baseline notebook.
+    """``stacked_core_full_gauss_readout`` (docs/model.md#baseline). Defaults: the SENSORIUM+ baseline.
 
     The stacked CNN core's fields (``StackedCoreFields``) at the top level, beside the shared ones.
 
@@ -430,7 +460,7 @@ class ViTModelConfig(ModelConfigBase):
 
 
 class TrainerConfig(FrozenConfig):
-    """``standard_trainer`` (SPEC 2.5-2.6). Defaults: the SENSORIUM+ baseline notebook.
+    """``standard_trainer`` (docs/model.md#trainer). Defaults: the SENSORIUM+ baseline notebook.
 
     The throughput options (``autocast`` .. ``compile_core``, see ``pipeline.training.speed``) and the
     schedule options came later (hash-neutral, :func:`later`): at their defaults they stay out of the
@@ -501,12 +531,12 @@ class TrainerConfig(FrozenConfig):
 
 
 # ----------------------------------------------------------------------------------------------------
-# the winning model (SPEC section 3)
+# the winning model (docs/model.md#winner)
 # ----------------------------------------------------------------------------------------------------
 
 
 class ModulatorParams(FrozenConfig):
-    """``HistoryStateGain`` modulator (SPEC 3e-3f). Defaults: Model 4 of the winning entry.
+    """``HistoryStateGain`` modulator (docs/model.md#modulator). Defaults: Model 4 of the winning entry.
 
     ``learned_state`` (issue 12, off by default): a network state learned end to end, a rank-r linear map
     from the population's history features (every neuron's mean known response over the first
@@ -541,7 +571,7 @@ class ModulatorParams(FrozenConfig):
 
 
 class ModulatorSettings(FrozenConfig):
-    """The winner's modulator (SPEC 3e-3f), added to a model of any core by the modulated keys."""
+    """The winner's modulator (docs/model.md#modulator), added to any core by the modulated keys."""
 
     with_modulator: bool = True
     modulator_type: Literal["HistoryStateGain"] = "HistoryStateGain"
@@ -578,7 +608,7 @@ TrialOrderRule = Literal["timestamp", "exact"]
 
 
 class HistoryConfig(FrozenConfig):
-    """History filter bank (SPEC 3c): boxcar means of each neuron's own known responses."""
+    """History filter bank (docs/model.md#history): boxcar means of each neuron's own known responses."""
 
     # trials (a recording has about 7000); at most 64 lags
     lags: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 30], min_length=1, max_length=64)
@@ -598,7 +628,7 @@ class HistoryConfig(FrozenConfig):
 
 
 class StateConfig(FrozenConfig):
-    """Network state (SPEC 3d): sqrt -> PCA -> reduced-rank VAR(1) -> NMF, fitted on known trial pairs."""
+    """Network state (docs/model.md#network-state): sqrt, PCA, reduced-rank VAR(1), NMF; known pairs."""
 
     n_pca: int = Field(500, gt=0, le=MAX_FEATURES)  # PCA components (fewer when the data is smaller)
     rank: int = Field(20, gt=0, le=MAX_FEATURES)  # rank of the VAR(1) transition
@@ -612,7 +642,7 @@ class StateConfig(FrozenConfig):
 
 
 class SplitConfig(FrozenConfig):
-    """Ensemble re-splits of the train/validation labels (SPEC 3g)."""
+    """Ensemble re-splits of the train/validation labels (docs/model.md#ensembles)."""
 
     n_splits: int = Field(5, gt=0, le=1000)
     seed: int = Field(35382, ge=0, le=MAX_CONFIG_SEED)

@@ -8,9 +8,10 @@ here, never imported dynamically: no import strings, no eval.
 The builders import their modules when called, so that reading and validating experiment files (this
 module) never imports torch.
 
-Model keys: one per core kind (``pipeline.configs.CoreConfig``). Until issue 28 a ViT was built under the
-stacked keys with ``core_type: vit``; such rows still validate and build the same model under their old
-key, and :func:`current_form` gives their equivalent under the ViT keys (``docs/config-evolution.md``).
+Model keys: one per core kind (``pipeline.configs.CoreConfig``). Before the ViT had keys of its own, a
+ViT was built under the stacked keys with ``core_type: vit``; such rows still validate and build the same
+model under their old key, and :func:`current_form` gives their equivalent under the ViT keys
+(``docs/config-evolution.md``).
 """
 
 from __future__ import annotations
@@ -98,13 +99,13 @@ MODELS: dict[str, Entry] = {
     STACKED: Entry(
         BaselineModelConfig,
         _stacked,
-        "baseline: stacked 2-D core, full-Gaussian readout, MLP shifter (SPEC 2)",
+        "baseline: stacked 2-D core, full-Gaussian readout, MLP shifter (see docs/model.md#baseline)",
         vit_key=VIT,
     ),
     MODULATED_STACKED: Entry(
         ModulatedModelConfig,
         _modulated,
-        "winner: the baseline + HistoryStateGain modulator (SPEC 3e-3f)",
+        "winner: the baseline + HistoryStateGain modulator (see docs/model.md#modulator)",
         vit_key=MODULATED_VIT,
     ),
     VIT: Entry(
@@ -116,7 +117,7 @@ MODELS: dict[str, Entry] = {
 }
 TRAINERS: dict[str, Entry] = {
     STANDARD_TRAINER: Entry(
-        TrainerConfig, _standard_trainer, "Poisson loss, Adam, early stopping (SPEC 2.6)"
+        TrainerConfig, _standard_trainer, "Poisson loss, Adam, early stopping (see docs/model.md#trainer)"
     ),
 }
 KINDS = {"dataset": DATASETS, "model": MODELS, "trainer": TRAINERS}

@@ -5,6 +5,7 @@ Used by the ``TrainedModel`` table and by the benchmarks; nothing here touches t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.configs import DatasetConfig, ModelConfig, TrainerConfig
+from pipeline.configs import DatasetConfig, ModelConfig, TrainerConfig, config_hash
 from pipeline.data.loaders import ScanTensors
 from pipeline.data.recording import Recording
 from pipeline.models.build import ScanGeometry
@@ -21,7 +22,10 @@ from pipeline.models.encoder import FiringRateEncoder
 from pipeline.models.rf_map import RFMap, map_receptive_fields, readout_positions
 from pipeline.registry import STATIC_LOADERS, entry, resolve
 from pipeline.training.checkpoint import Checkpointer
+from pipeline.training.progress import PROGRESS_LOGGER, model_label
 from pipeline.training.trainer import EpochRecord, TrainResult
+
+progress_log = logging.getLogger(PROGRESS_LOGGER)
 
 
 @dataclass(frozen=True)
@@ -141,13 +145,15 @@ def start_at_rf_map(
     scans: Mapping[str, ScanTensors],
     geometry: Mapping[str, ScanGeometry],
     progress: bool = False,
+    label: str = "training",
 ) -> dict[str, RFMap]:
     """Move every scan's free readout positions to receptive-field centres mapped from its training
     trials (``init_mu: rf_map``, :mod:`pipeline.models.rf_map`), less the untrained shifter's mean shift
     over those trials (the readout reads at position + shift); returns the maps.
 
     The map is made from the split's ``train`` tier only, so validation and test trials never shape the
-    start; it draws no random numbers.
+    start; it draws no random numbers. ``progress``: one line per scan on the ``pipeline.progress`` logger
+    at INFO (else at DEBUG), starting with ``label``.
     """
     if any(model.readout[key]._predicted_grid for key in scans):  # checked before any mapping work
         raise ValueError("init_mu rf_map needs free readout positions (grid_mean_predictor: null)")
@@ -171,12 +177,14 @@ def start_at_rf_map(
             mu = np.clip(mu - shift.double().cpu().numpy(), -1.0, 1.0)
         with torch.no_grad():
             readout.mu.copy_(torch.as_tensor(mu, dtype=readout.mu.dtype).view_as(readout.mu))
-        if progress:
-            print(
-                f"{key}: readout started at mapped receptive fields ({int(rf.inliers.sum())} of "
-                f"{len(rf.inliers)} peaks on the retinotopic fit)",
-                flush=True,
-            )
+        progress_log.log(
+            logging.INFO if progress else logging.DEBUG,
+            "%s: %s: readout started at mapped receptive fields (%d of %d peaks on the retinotopic fit)",
+            label,
+            key,
+            int(rf.inliers.sum()),
+            len(rf.inliers),
+        )
     return maps
 
 
@@ -192,13 +200,18 @@ def run_training(
     checkpoint: Checkpointer | None = None,
     should_stop: Callable[[], bool] | None = None,
     should_prune: Callable[[EpochRecord], bool] | None = None,
+    label: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, ScanTensors], TrainResult]:
     """Build tensors and model, train, and return (model with best weights, scan tensors, result).
 
     ``checkpoint``, ``should_stop`` and ``should_prune`` are passed to
     :func:`pipeline.training.trainer.train` (resume from / save after every epoch; stop between batches;
-    end after an epoch).
+    end after an epoch). ``progress``: one line per epoch on the ``pipeline.progress`` logger at INFO
+    (else at DEBUG), each starting with ``label``, which names the run for the person reading it (its
+    experiment and seed, which only the caller knows); without one, the model's short hash and the seed.
     """
+    if label is None:
+        label = run_label(spec)
     scans, geometry = load_scans(
         recordings, spec.dataset_config, device, cache_dir, regressors, dataset_fn=spec.dataset_fn
     )
@@ -206,7 +219,7 @@ def run_training(
     if spec.model_config.init_mu == "rf_map":
         # also when resuming: a checkpoint that turns out unusable means training from scratch, which
         # must start here; a usable one then restores the learned positions over the map
-        start_at_rf_map(model, scans, geometry, progress=progress)
+        start_at_rf_map(model, scans, geometry, progress=progress, label=label)
     train = entry("trainer", spec.trainer_fn).build  # pipeline.training.trainer.train
     result = train(
         model,
@@ -220,5 +233,12 @@ def run_training(
         checkpoint=checkpoint,
         should_stop=should_stop,
         should_prune=should_prune,
+        label=label,
     )
     return model, scans, result
+
+
+def run_label(spec: RunSpec) -> str:
+    """A run's name in progress lines when its experiment is not known: the short hash of its model
+    config (as stored in the ``model_hash`` column) and its seed."""
+    return model_label(config_hash(spec.model_fn, spec.model_config), spec.seed)

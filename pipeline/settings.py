@@ -5,12 +5,14 @@ object built here, so that a new ``SENSORIUM_HOME`` is a fresh world (database, 
 
 Variables
 ---------
-SENSORIUM_HOME       root of local state (default ``./.sensorium``): ``db/`` (embedded PostgreSQL),
-                     ``store/`` (DataJoint object store), ``cache/`` (merged recordings), ``data/``.
+SENSORIUM_HOME       root of local state, the "world": ``db/`` (embedded PostgreSQL), ``store/``
+                     (DataJoint object store), ``cache/`` (merged recordings), ``data/``. Unset: the
+                     first ``.sensorium`` folder in the current directory or above it (as git finds
+                     its repository), else a new ``./.sensorium`` (see :func:`find_home`).
 SENSORIUM_DB_PREFIX  schema-name prefix (default ``sensorium_``).
 SENSORIUM_DATA       root that recordings are referenced from (default ``$SENSORIUM_HOME/data``).
 SENSORIUM_DEVICE     torch device for training and prediction: auto (default: CUDA when available), cpu,
-                     cuda, cuda:1, ...
+                     cuda, cuda:N (e.g. cuda:1) or mps.
 SENSORIUM_STORE      JSON object: a DataJoint store spec replacing the local file store, e.g.
                      ``{"protocol": "s3", "endpoint": "...", "bucket": "...", "location": "...",
                      "access_key": "...", "secret_key": "..."}``.
@@ -48,6 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STORE_NAME = "sensorium"  # name of the DataJoint store every `<npy@...>` attribute uses
+WORLD_DIR = ".sensorium"  # the folder name of a world, looked for in the current folder and above
+
+# the device names the pipeline accepts; whether the device exists is checked where torch is loaded
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 class SettingsError(ValueError):
@@ -90,6 +96,14 @@ class Settings:
     tls: bool | None = None  # DJ_TLS: None = TLS if the server offers it
     create_tables: bool = True  # SENSORIUM_CREATE_TABLES: false for workers of a deployment (no DDL)
     lock_timeout_s: float = 60.0  # SENSORIUM_LOCK_TIMEOUT_S: longest wait for a pipeline lock
+    # how `home` was found: "SENSORIUM_HOME", "found in <folder>" (a world in the current folder or
+    # above) or "new in <folder>" (none found: a world is created in the current folder)
+    home_source: str = "SENSORIUM_HOME"
+
+    @property
+    def home_is_new(self) -> bool:
+        """True when no world was found and none was named: using the settings creates one here."""
+        return self.home_source.startswith("new in ")
 
     @property
     def db_dir(self) -> Path:
@@ -119,8 +133,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         SettingsError: a variable is malformed (the message names it).
     """
     env = os.environ if env is None else env
-    home = Path(env.get("SENSORIUM_HOME") or ".sensorium").expanduser().resolve()
-    _check_home(home)
+    home, home_source = find_home(env)
+    _check_home(home, named=home_source == "SENSORIUM_HOME")
     prefix = env.get("SENSORIUM_DB_PREFIX", "sensorium_")
     if not prefix.replace("_", "").isalnum() or not prefix[0].isalpha() or prefix != prefix.lower():
         raise SettingsError(
@@ -163,24 +177,71 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_root=data_root,
         database=database,
         store_spec=store_spec,
-        device=env.get("SENSORIUM_DEVICE") or "auto",
+        device=check_device_name(env.get("SENSORIUM_DEVICE") or "auto", "SENSORIUM_DEVICE"),
         checkpoint_dir=Path(checkpoints).expanduser().resolve() if checkpoints else None,
         worker=_worker_settings(env),
         tls=tls,
         create_tables=create_text in ("true", "1", "yes"),
         lock_timeout_s=_lock_timeout(env),
+        home_source=home_source,
     )
 
 
-def _check_home(home: Path) -> None:
-    """Refuse a ``SENSORIUM_HOME`` that is a file, or lies under one (it must be, or become, a folder)."""
+def find_home(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> tuple[Path, str]:
+    """The world's folder and how it was found, as git finds its repository.
+
+    ``SENSORIUM_HOME`` wins when set. Otherwise the current folder (``cwd``) and then each folder above
+    it is searched for a ``.sensorium`` folder; the first one found is the world, so a command run
+    from a subfolder of a project uses the project's world instead of starting an empty one. When
+    there is none, the world will be created as ``.sensorium`` in the current folder.
+
+    Returns:
+        (resolved folder, source): source is ``"SENSORIUM_HOME"``, ``"found in <folder>"`` or
+        ``"new in <folder>"`` (see :attr:`Settings.home_source`).
+    """
+    env = os.environ if env is None else env
+    named = env.get("SENSORIUM_HOME")
+    if named:
+        return Path(named).expanduser().resolve(), "SENSORIUM_HOME"
+    try:
+        here = (cwd or Path.cwd()).resolve()
+    except FileNotFoundError:  # the shell's folder was deleted under it
+        raise SettingsError(
+            "the current folder no longer exists; cd elsewhere or set SENSORIUM_HOME"
+        ) from None
+    for folder in (here, *here.parents):
+        candidate = folder / WORLD_DIR
+        if candidate.is_dir():  # a file of that name is not a world: keep looking above it
+            return candidate, f"found in {folder}"
+    return here / WORLD_DIR, f"new in {here}"
+
+
+def check_device_name(text: str, where: str = "device") -> str:
+    """``text`` when it names a device the pipeline knows: auto, cpu, cuda, cuda:N or mps.
+
+    Only the spelling is checked (no torch import); whether the device exists is checked where it is
+    used.
+
+    Raises:
+        SettingsError: another name (the message names ``where``, e.g. the variable).
+    """
+    name = text.strip()
+    if not _DEVICE.fullmatch(name):
+        raise SettingsError(f"{where}={text!r}: expected auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps")
+    return name
+
+
+def _check_home(home: Path, named: bool) -> None:
+    """Refuse a home that is a file, or lies under one (it must be, or become, a folder); ``named``:
+    it came from ``SENSORIUM_HOME`` (else from :func:`find_home`'s default)."""
     for path in (home, *home.parents):
         if path.exists():
             if not path.is_dir():
                 where = "is a file" if path == home else f"lies under the file {path}"
-                raise SettingsError(
-                    f"SENSORIUM_HOME={home}: {where}; expected a folder (or nothing there yet)"
+                what, hint = (
+                    (f"SENSORIUM_HOME={home}", "") if named else (f"the world {home}", "; set SENSORIUM_HOME")
                 )
+                raise SettingsError(f"{what}: {where}; expected a folder (or nothing there yet){hint}")
             return
 
 

@@ -94,6 +94,10 @@ def loads_yaml(text: str, where: str = "") -> Any:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise ConfigError(_too_large(len(text.encode("utf-8", "surrogatepass"))))
     text = text.removeprefix("\ufeff")
+    try:  # a lone surrogate would reach the C parser, which fails without saying where
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("not UTF-8 text") from None
     loader = _LOADER(text)
     try:
         node = loader.get_single_node()
@@ -105,8 +109,11 @@ def loads_yaml(text: str, where: str = "") -> Any:
         raise
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML: {_yaml_problem(err)}") from None
-    except (ValueError, TypeError, OverflowError) as err:  # a scalar its constructor refuses
+    # a scalar its constructor refuses (KeyError: `!!bool maybe`, a bool tag on a word it does not know)
+    except (ValueError, TypeError, OverflowError, KeyError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if isinstance(err, KeyError):
+            first += " is not a bool"
         raise ConfigError(f"not valid YAML: {first[:120]}") from None
     finally:
         loader.dispose()

@@ -265,6 +265,9 @@ def active_settings() -> Settings:
 def drop(prefix: str, connection: dj.Connection | None = None) -> None:
     """Drop every schema ``<prefix><name>`` with all its tables (reverse dependency order)."""
     connection = connection or connect()
+    # the plain-SQL views (schemas/views.py) read the tables: first, or the CASCADE below would leave an
+    # empty views schema behind
+    connection.query(f'DROP SCHEMA IF EXISTS "{prefix}views" CASCADE')
     for name in reversed(SCHEMA_MODULES + OTHER_SCHEMAS):
         connection.query(f'DROP SCHEMA IF EXISTS "{prefix}{name}" CASCADE')
 

@@ -19,7 +19,7 @@ schema = dj.Schema()
 @schema
 class Tier(dj.Lookup):
     definition = """
-    # a tier of trials (SPEC 1.3)
+    # a tier of trials (docs/model.md#tiers)
     tier                : varchar(16)     # train | validation | test | final_test
     ---
     known               : bool            # responses may be used by models (train, validation)
@@ -173,7 +173,7 @@ def _order_inputs(key: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
 @schema
 class ExactTrialOrder(dj.Computed):
     definition = """
-    # time order with ties within a second broken by trial_idx where it is numeric (issue 12)
+    # time order with ties within a second broken by trial_idx where it is numeric
     -> Scan
     ---
     rule                : varchar(32)     # timestamp+trial_idx, or timestamp (trial_idx hashed)

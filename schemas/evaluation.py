@@ -165,7 +165,7 @@ _NEURON_COLUMNS = """
 class ModelScore(dj.Computed):
     definition = (
         """
-    # the metrics of SPEC section 4 for one trained model on one tier of one scan
+    # the metrics (docs/model.md#metrics) for one trained model on one tier of one scan
     -> Prediction.PerScan
     -> Tier
     ---
@@ -285,7 +285,7 @@ class RepeatOracle(dj.Computed):
 
 
 # ------------------------------------------------------------------------------------------------------
-# ensembles (SPEC 3g)
+# ensembles (see docs/model.md#ensembles)
 # ------------------------------------------------------------------------------------------------------
 
 
@@ -379,7 +379,7 @@ def ensemble_predictions(ensemble: dict, data_key: str) -> np.ndarray:
 class EnsembleScore(dj.Computed):
     definition = (
         """
-    # the metrics of SPEC section 4 for the mean of an ensemble's members on one tier of one scan
+    # the metrics (docs/model.md#metrics) for the mean of an ensemble's members on one tier of one scan
     -> Ensemble
     -> Scan
     -> Tier
@@ -426,7 +426,7 @@ class EnsembleScore(dj.Computed):
 @schema
 class Submission(dj.Manual):
     definition = """
-    # a competition submission file written from an ensemble (SPEC 4)
+    # a competition submission file written from an ensemble (docs/model.md#submission-files)
     -> Ensemble
     -> Scan
     -> Tier

@@ -1,4 +1,4 @@
-"""Per-trial regressors of the winning model, as parameterised computations (SPEC 3a, 3c, 3d, 3g).
+"""Per-trial regressors of the winning model, as parameterised computations (see docs/model.md#winner).
 
 Each parameter table holds a config as JSON with its hash in the key; each computed table holds, per scan
 and parameter set, what ``pipeline.regressors`` computed, with the arrays in the object store. History and
@@ -35,7 +35,7 @@ schema = dj.Schema()
 @schema
 class BehaviorMethod(dj.Lookup):
     definition = """
-    # a behaviour normalisation (SPEC 1.4 / 3a)
+    # a behaviour normalisation (docs/model.md#normalisation, docs/model.md#behaviour-normalisation)
     behavior_method     : varchar(16)     # std | minmax01
     ---
     description         : varchar(255)    # what it does

@@ -17,6 +17,7 @@ from pipeline import lifecycle
 from pipeline.provenance import code_version, environment
 from pipeline.run import Lazy, RunSpec, build_model, load_scans, run_training
 from pipeline.training.checkpoint import Checkpointer
+from pipeline.training.progress import member_label
 from pipeline.training.seeding import resolve_device
 from schemas.binding import bound_settings
 from schemas.data import Scan
@@ -108,6 +109,8 @@ class TrainedModel(dj.Computed):
         recordings, regressors = stored_inputs([k for k, _ in scans], spec_dict["dataset_config"])
         from schemas.sweeps import pruner_for  # sweeps build on this module
 
+        # the progress lines name the run by its experiment(s) and seed, known only in the database
+        names = sorted({str(n) for n in (experiment_models() & key).to_arrays("experiment_name")})
         started = datetime.datetime.now()
         model, _, result = run_training(
             spec,
@@ -119,6 +122,7 @@ class TrainedModel(dj.Computed):
             checkpoint=self.checkpointer(key, spec_dict, scans),
             should_stop=lifecycle.training_should_stop,
             should_prune=pruner_for(key),  # a trial of a sweep that prunes: stop when clearly worse
+            label=member_label(names, key["model_hash"], int(key["seed"])),
         )
         row = run_row(result.best_val_corr, result.epochs, started, result.resumed_from, scans, device)
         state = {k: v.numpy() for k, v in result.state_dict.items()}
@@ -164,6 +168,38 @@ class TrainedModel(dj.Computed):
         if imported is not None:
             cls.Imported.insert1(dict(key, **imported), **direct)
         cls.Checkpoint.insert1(dict(key, state_dict=state, n_parameters=int(n_params)), **direct)
+
+    # -- loading a trained model (nnfabrik's ``load_model``) ---------------------------------------------
+
+    def load_model(
+        self,
+        key: Any = None,
+        include_dataloader: bool = False,
+        device: str | torch.device | None = None,
+    ) -> torch.nn.Module | tuple[dict[str, Any], torch.nn.Module]:
+        """The trained model of ``key``, rebuilt from its configs with its best weights, in eval mode.
+
+        As in nnfabrik, ``key`` (a dict or any restriction; None: this table as restricted already) must
+        select exactly one trained model. With ``include_dataloader`` it returns ``(dataloaders, model)``,
+        nnfabrik's order, where ``dataloaders`` maps each data key to the scan's tensors as the model sees
+        them (``pipeline.data.loaders.ScanTensors``: images, behaviour, responses, tiers, ``batch(idx)``).
+        ``device`` defaults to the one the pipeline predicts on (``SENSORIUM_DEVICE``).
+
+        Raises:
+            LookupError: ``key`` matches no trained model, or several (the message gives the count).
+        """
+        query = self if key is None else self & key
+        keys = query.keys()
+        if len(keys) != 1:
+            raise LookupError(
+                f"load_model needs a key that matches one trained model; it matches {len(keys)}"
+                + (" (add the seed, dataset or model hash to the key)" if keys else "")
+            )
+        settings = bound_settings()
+        where = resolve_device(settings.device if device is None else str(device))
+        # the one rebuild, shared with Prediction's make (a table may not call usecases: the layers)
+        model, scans = load_trained_model(keys[0], where, settings.cache_dir)
+        return (scans, model) if include_dataloader else model
 
     # -- checkpoints (one file per job key; deleted once the row is committed) ----------------------------
 

@@ -203,7 +203,7 @@ def assert_one_clean_run(key: dict) -> dict:
 
 # -- the competition's starter-kit checkpoints (the team's shared fixtures) -------------------------------
 
-#: where the starter kit's files are looked for: $SENSORIUM_STARTER_KIT, beside the checkout (../shared)
+#: where the starter kit's files are looked for: $SENSORIUM_STARTER_KIT, else a shared fixtures folder
 KIT_PLACES = [
     Path(p)
     for p in (os.environ.get("SENSORIUM_STARTER_KIT"), REPO.parent / "shared" / "fixtures" / "starter_kit")

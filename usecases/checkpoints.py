@@ -17,9 +17,9 @@ import torch
 from pipeline.models.import_state import check_fits, read_state_dict
 from pipeline.run import RunSpec, build_model, load_scans
 from pipeline.training.trainer import validation_correlation
-from schemas.data import Scan
-from schemas.fabrik import Experiment, experiment_models
+from schemas.fabrik import experiment_models
 from schemas.training import TrainedModel, declared_models, run_inputs, run_row, stored_inputs
+from usecases.queries import require_names
 
 
 def member_key(experiment: str, seed: int | None) -> dict:
@@ -28,9 +28,7 @@ def member_key(experiment: str, seed: int | None) -> dict:
     Raises:
         LookupError: no such experiment, or no (single) member fits.
     """
-    if not Experiment & {"experiment_name": experiment}:
-        names = ", ".join(sorted(r["experiment_name"] for r in Experiment.proj().to_dicts())) or "none yet"
-        raise LookupError(f"no experiment named {experiment!r} (known: {names})")
+    require_names("experiment", experiment)
     members = (declared_models() & experiment_models(experiment)).keys()
     keys = [k for k in members if seed is None or k["seed"] == seed]
     if len(keys) != 1:
@@ -57,8 +55,7 @@ def import_checkpoint(
         raise LookupError(f"experiment {experiment!r} seed {key['seed']}: a model is already stored for it")
     if jobs_of(TrainedModel) & key & {"status": "reserved"}:
         raise LookupError(f"experiment {experiment!r} seed {key['seed']}: a worker is training it right now")
-    if not Scan & {"data_key": data_key}:
-        raise LookupError(f"scan {data_key} is not ingested")
+    require_names("scan", data_key)
     spec_dict, scans = run_inputs(key)
     used = [k for k, _ in scans]
     if data_key not in used:

@@ -1,7 +1,8 @@
 """Deployment set-up (``sensorium db init``, the compose file's ``init`` service), one idempotent step
 after another: declare the schemas, tables and job tables; create or update the roles and their grants;
-create or update the service logins; ingest the recordings of the given folders; add the experiment
-files. Every input is checked (:func:`check_inputs`) before the database is touched.
+(re)create the plain-SQL views (``<prefix>views``, readable by the roles); create or update the service
+logins; ingest the recordings of the given folders; add the experiment files. Every input is checked
+(:func:`check_inputs`) before the database is touched.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from pipeline.init_inputs import InitError, Login, experiment_files, read_passwo
 from pipeline.settings import Settings
 from schemas import activate, modules
 from schemas.fabrik import Experiment
+from schemas.views import VIEWS_VERSION, ViewsError, create_views, views_schema
 from usecases.experiments import add_experiment
 from usecases.ingest import IngestConflictError, ingest
-from usecases.roles import add_user, apply_roles
+from usecases.roles import add_user, apply_roles, views_grants_sql
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,16 @@ def init_deployment(settings: Settings, inputs: InitInputs) -> Iterator[Step]:
     yield Step(
         f"roles     sensorium_admin, sensorium_worker, sensorium_analyst: {len(statements)} statements"
     )
+    # after the roles: the views' grants need the roles, and the workers' heartbeat timing (a table the
+    # roles step creates) is shown only if it exists when the views are made
+    try:
+        views = install_views(conn, settings)
+    except ViewsError as err:
+        yield Step(f"error: {err}", ok=False)
+    else:
+        yield Step(
+            f"views     {views_schema(settings.db_prefix)}: {len(views)} views, version {VIEWS_VERSION}"
+        )
     for login, password in inputs.logins:  # only the password's SCRAM verifier reaches the server
         existed = add_user(conn, login.name, login.role, password)
         yield Step(f"login     {login.name} (sensorium_{login.role}): {'updated' if existed else 'created'}")
@@ -77,6 +89,26 @@ def init_deployment(settings: Settings, inputs: InitInputs) -> Iterator[Step]:
         yield ingest_one(settings, path, progress=False)
     for path in inputs.experiments:
         yield _add_experiment_file(path)
+
+
+def install_views(connection, settings: Settings) -> list[str]:
+    """(Re)create the plain-SQL views of the prefix (``schemas.views``) with their owner and grants, in one
+    transaction (the schemas must be active). Returns the names of the views.
+
+    Raises:
+        ViewsError: they cannot be recreated (e.g. a view elsewhere depends on them); nothing changed.
+    """
+    from jobs.isolation import token_table
+    from pipeline.provenance import code_version
+
+    return create_views(
+        connection,
+        settings.db_prefix,
+        heartbeat_table=token_table(),
+        after=[views_grants_sql(settings.db_prefix)],
+        code_version=code_version(),
+        timeout_s=settings.lock_timeout_s,
+    )
 
 
 def ingest_one(settings: Settings, path: Path, progress: bool) -> Step:
@@ -94,7 +126,7 @@ def _add_experiment_file(path: Path) -> Step:
     try:
         spec = load_experiment(path, [])
     except ConfigError as err:
-        return Step(f"error: {path}: {err}", ok=False)
+        return Step(f"error: {err.located(path)}", ok=False)
     existed = bool(Experiment & {"experiment_name": spec.name})
     try:
         add_experiment(spec, "init")

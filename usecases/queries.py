@@ -5,8 +5,13 @@ Each function returns plain Python data (dicts, arrays); nothing here prints.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 
+from schemas.data import Scan
 from schemas.evaluation import (
     Ensemble,
     EnsembleScore,
@@ -18,7 +23,66 @@ from schemas.evaluation import (
     scan_targets,
     tier_ids,
 )
-from schemas.fabrik import experiment_models
+from schemas.fabrik import Experiment, experiment_models
+
+# -- names users give ------------------------------------------------------------------------------------
+
+#: known names shown in an error (the rest are counted): the line stays one line with hundreds of sweep trials
+KNOWN_SHOWN = 12
+#: what stores each kind of name, and how to get a first one
+_NAMES = {
+    "experiment": ("experiment_name", "`sensorium experiment add FILE.yaml` adds one"),
+    "scan": ("data_key", "`sensorium ingest` adds one"),
+    "ensemble": ("ensemble_name", "an experiment's `ensemble:` declares one"),
+}
+
+
+class UnknownNameError(LookupError):
+    """Names of an experiment, scan or ensemble that are not stored: one line,
+    ``unknown experiment 'foo' (known: a, b, c)``."""
+
+    def __init__(self, kind: str, names: list[str], known: list[str]) -> None:
+        self.kind, self.names, self.known = kind, names, known
+        super().__init__(unknown_name_message(kind, names, known))
+
+
+def unknown_name_message(kind: str, names: list[str], known: list[str]) -> str:
+    """``unknown experiment 'foo' (known: a, b, c)``: close matches first, at most ``KNOWN_SHOWN`` names,
+    and what adds a first one when none is stored."""
+    what = f"unknown {kind}{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)}"
+    if not known:
+        return f"{what} (none is stored yet: {_NAMES[kind][1]})"
+    close = [m for n in names for m in difflib.get_close_matches(n, known, n=3, cutoff=0.6)]
+    ordered = list(dict.fromkeys([*close, *sorted(known)]))
+    shown = ", ".join(ordered[:KNOWN_SHOWN])
+    more = len(ordered) - KNOWN_SHOWN
+    if more > 0:
+        shown += f" and {more} more" + (": `sensorium experiment list`" if kind == "experiment" else "")
+    return f"{what} (known: {shown})"
+
+
+def known_names(kind: str) -> list[str]:
+    """The stored names of ``kind`` (experiment, scan or ensemble), sorted."""
+    table: Any = {"experiment": Experiment, "scan": Scan, "ensemble": Ensemble}[kind]
+    attribute = _NAMES[kind][0]
+    return sorted(str(r[attribute]) for r in table.proj().to_dicts())
+
+
+def require_names(kind: str, names: str | Iterable[str] | None) -> None:
+    """Refuse names of ``kind`` (experiment, scan or ensemble) that are not stored (None: nothing given).
+
+    Raises:
+        UnknownNameError: one line naming the unknown ones and the known ones.
+    """
+    if names is None:
+        return
+    wanted = [names] if isinstance(names, str) else list(names)
+    if not wanted:
+        return
+    known = known_names(kind)
+    missing = [n for n in dict.fromkeys(wanted) if n not in set(known)]
+    if missing:
+        raise UnknownNameError(kind, missing, known)
 
 
 def _score_row(
@@ -47,7 +111,7 @@ def score_rows(experiment: str | None = None, ensemble: str | None = None) -> li
     """Score rows of experiments' models and of ensembles, with the oracles beside them.
 
     ``contaminated`` marks a tier whose trials the model (or a member) trained on: the train tier, and
-    the validation tier of re-split ensemble members (SPEC 3g). Test tiers are the headline.
+    the validation tier of re-split ensemble members (docs/model.md#ensembles). Test tiers are the headline.
 
     Two oracles, each None where it does not exist: ``oracle_*`` is the planted expected response
     (``OracleScore``: synthetic scans only); ``loo_oracle_*`` the leave-one-out oracle from the repeats
@@ -83,11 +147,11 @@ def predictions_of(experiment: str | None, ensemble: str | None, seed: int | Non
     """{data_key: (T, N) predictions} of one experiment model or of an ensemble (stored, not recomputed).
 
     Raises:
-        LookupError: no such ensemble, no predictions yet, or several models and no ``seed`` to choose.
+        UnknownNameError: no experiment or ensemble of that name.
+        LookupError: no predictions yet, or several models and no ``seed`` to choose.
     """
     if ensemble is not None:
-        if not Ensemble & {"ensemble_name": ensemble}:
-            raise LookupError(f"no ensemble named {ensemble!r}")
+        require_names("ensemble", ensemble)
         members = (Ensemble.Member & {"ensemble_name": ensemble}).keys()
         keys = set.intersection(
             *({r["data_key"] for r in (Prediction.PerScan & m).proj().to_dicts()} for m in members)
@@ -97,6 +161,7 @@ def predictions_of(experiment: str | None, ensemble: str | None, seed: int | Non
                 f"ensemble {ensemble!r} has no member predictions yet; run `sensorium populate`"
             )
         return {k: ensemble_predictions({"ensemble_name": ensemble}, k) for k in sorted(keys)}
+    require_names("experiment", experiment)
     exp = experiment_models(experiment)
     if seed is not None:
         exp = exp & {"seed": seed}

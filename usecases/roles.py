@@ -12,6 +12,9 @@ Three group roles (NOLOGIN), granted to people and services by ``db user add``:
   rows;
 - ``sensorium_analyst`` reads everything.
 
+Both readers also get the plain-SQL views of ``<prefix>views`` (``schemas.views``), which the admin role
+owns: :func:`views_grants_sql`, part of the roles' statements and of every recreation of the views.
+
 Every statement is idempotent (roles are created when missing, grants repeat harmlessly), so the
 deployment's init step runs it on every deploy; running it again after a schema change also covers new
 tables. Default privileges make tables that ``sensorium_admin`` creates later readable by workers and
@@ -171,8 +174,45 @@ def roles_sql(
         ]
     # schemas created later by the admin are readable without a new run
     sql += [f"ALTER DEFAULT PRIVILEGES FOR ROLE {_q(ADMIN)} GRANT USAGE ON SCHEMAS TO {readers}"]
+    sql.append(views_grants_sql(prefix))
     sql.append(_advisory_lock_sql())
     return sql
+
+
+def views_grants_sql(prefix: str) -> str:
+    """The views of ``<prefix>views`` (``schemas.views``) owned by ``sensorium_admin`` and readable by
+    workers and analysts; nobody else creates there. One idempotent statement.
+
+    It does nothing where there is nothing to do or no right to do it: before the views exist, before the
+    roles exist (an embedded home that never ran the roles step), and for a login that may not act as the
+    schema's owner. An object changes owner only when this login may act as its present owner.
+
+    The views run with their owner's rights (PostgreSQL's rule), so a login granted only this schema reads
+    the results through them and nothing else; the roles here may read every table anyway.
+    """
+    from schemas.views import views_schema
+
+    schema = views_schema(prefix)
+    readers = f"{_q(WORKER)}, {_q(ANALYST)}"
+    roles = " AND ".join(
+        f"EXISTS (SELECT FROM pg_roles WHERE rolname = '{r}')" for r in (ADMIN, WORKER, ANALYST)
+    )
+    return (
+        "DO $$ DECLARE v record; s oid; BEGIN "
+        f"SELECT oid INTO s FROM pg_namespace WHERE nspname = '{schema}'; "
+        f"IF s IS NULL OR NOT ({roles}) THEN RETURN; END IF; "
+        "IF NOT pg_has_role(current_user, (SELECT nspowner FROM pg_namespace WHERE oid = s), 'USAGE') "
+        "THEN RETURN; END IF; "
+        f"IF (SELECT nspowner FROM pg_namespace WHERE oid = s) <> '{ADMIN}'::regrole THEN "
+        f"ALTER SCHEMA {_q(schema)} OWNER TO {_q(ADMIN)}; END IF; "
+        "FOR v IN SELECT c.relname, c.relowner FROM pg_class c WHERE c.relnamespace = s AND c.relkind = 'v' "
+        f"LOOP IF v.relowner <> '{ADMIN}'::regrole AND pg_has_role(current_user, v.relowner, 'USAGE') THEN "
+        f"EXECUTE format('ALTER VIEW %I.%I OWNER TO {ADMIN}', '{schema}', v.relname); END IF; END LOOP; "
+        f"REVOKE CREATE ON SCHEMA {_q(schema)} FROM PUBLIC; "
+        f"GRANT USAGE ON SCHEMA {_q(schema)} TO {readers}; "
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {_q(schema)} TO {readers}; "
+        "END $$"
+    )
 
 
 def _advisory_lock_sql() -> str:

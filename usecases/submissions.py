@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.scoring.submission import FILE_NAMES, file_name, validate_submission, write_submission
 from schemas.evaluation import Submission, tier_ids
-from usecases.queries import predictions_of
+from usecases.queries import predictions_of, require_names
 
 
 class SubmissionError(ValueError):
@@ -36,7 +36,11 @@ def check_submission(path: Path, data_key: str, tier: str | None = None) -> tupl
     Returns:
         (the tier checked, the problems found: empty when valid). Without ``tier``, it is taken from the
         file name (``final_test`` when the name says so, else ``test``).
+
+    Raises:
+        UnknownNameError: ``data_key`` is not an ingested scan (one line, not a problem per file line).
     """
+    require_names("scan", data_key)
     tier = tier or ("final_test" if "final_test" in Path(path).name else "test")
     _, ids = tier_ids(data_key, tier)
     return tier, validate_submission(path, ids)
@@ -51,7 +55,8 @@ def submit_ensemble(ensemble: str, out_dir: Path, *, record: bool = True) -> Ite
     is written (and recorded), so a caller shows what was done even when a later file fails.
 
     Raises:
-        LookupError: no ensemble of that name, or its predictions are not computed.
+        UnknownNameError: no ensemble of that name.
+        LookupError: its predictions are not computed.
         SubmissionError: non-finite predictions (no file written).
     """
     planned = []

@@ -1,4 +1,5 @@
-"""Behaviour normalisation: the baseline's ``std`` (SPEC 1.4) and the winner's ``minmax01`` (SPEC 3a)."""
+"""Behaviour normalisation: the baseline's ``std`` (docs/model.md#normalisation) and the winner's
+``minmax01`` (docs/model.md#behaviour-normalisation)."""
 
 from __future__ import annotations
 

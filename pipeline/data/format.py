@@ -1,4 +1,5 @@
-"""Read, validate and write the SENSORIUM 2022 file tree (SPEC section 1.2), from a folder or a ``.zip``.
+"""Read, validate and write the SENSORIUM 2022 file tree, from a folder or a ``.zip``
+(see docs/model.md#file-layout).
 
 Everything is validated before a :class:`~pipeline.data.recording.Recording` is returned; every problem
 raises :class:`RecordingFormatError` naming the file, the field, what was expected and what was found.

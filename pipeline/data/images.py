@@ -29,8 +29,8 @@ _CHUNK = 256  # images per step of rescale_bilinear
 def rescale_bilinear(images: np.ndarray, scale: float) -> np.ndarray:
     """Rescale the last two axes of ``images`` by ``scale`` with bilinear interpolation, no anti-aliasing.
 
-    This is what the competition's ``ScaleInputs`` does (SPEC 1.5): at ``scale=0.25`` a 144x256 image
-    becomes 36x64, each output pixel the mean of the 2x2 input block at its centre.
+    This is what the competition's ``ScaleInputs`` does (docs/model.md#input-pipeline): at ``scale=0.25``
+    a 144x256 image becomes 36x64, each output pixel the mean of the 2x2 input block at its centre.
 
     Args:
         images: (..., H, W) array.

@@ -1,4 +1,5 @@
-"""Tensors and batches for training, built once from a recording's merged arrays (SPEC 1.3-1.5).
+"""Tensors and batches for training, built once from a recording's merged arrays
+(see docs/model.md#data-format).
 
 Per-trial files are never read here: a :class:`ScanTensors` is made from a
 :class:`~pipeline.data.recording.Recording` (fetched from the database or the merged cache) and holds
@@ -27,7 +28,8 @@ TIER_NAMES = ("train", "validation", "test", "final_test")
 
 
 def response_precision(std: np.ndarray) -> np.ndarray:
-    """(N,) factor p_n applied to responses (SPEC 1.4): 1/std, with std floored at 1% of its mean."""
+    """(N,) factor p_n applied to responses: 1/std, with std floored at 1% of its mean
+    (docs/model.md#normalisation)."""
     std = np.asarray(std, dtype=np.float64)
     floor = 0.01 * std.mean()
     return (1.0 / np.where(std > floor, std, floor)).astype(np.float32)
@@ -54,7 +56,8 @@ def rescaled_images(rec: Recording, scale: float, cache_dir: Path | None = None)
 
 @dataclass
 class HistoryTensors:
-    """History filter bank on a device, kept as prefix sums (SPEC 3c); features are made per batch.
+    """History filter bank on a device, kept as prefix sums; features are made per batch
+    (docs/model.md#history).
 
     Attributes:
         prefix: (K+1, N) float64 cumulative sums of the K known responses in time order (row 0 is zero).
@@ -171,7 +174,8 @@ class ScanTensors:
 def build_scan_tensors(
     rec: Recording, cfg: DatasetConfig, cache_dir: Path | None = None, regressors: dict | None = None
 ) -> ScanTensors:
-    """Normalise one recording as the competition loaders do (SPEC 1.4) and wrap it as tensors (CPU).
+    """Normalise one recording as the competition loaders do and wrap it as tensors (CPU)
+    (docs/model.md#normalisation).
 
     Args:
         rec: the recording (file-index order).

@@ -1,4 +1,4 @@
-"""In-memory form of one SENSORIUM 2022 static-image recording (SPEC section 1).
+"""In-memory form of one SENSORIUM 2022 static-image recording (see docs/model.md#data-format).
 
 A :class:`Recording` holds the per-trial variables merged into contiguous arrays (file index order),
 plus the ``meta/`` arrays exactly as found. Readers and writers live in :mod:`pipeline.data.format`.

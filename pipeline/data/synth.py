@@ -1,12 +1,12 @@
 """Synthetic SENSORIUM recordings with a known ground truth.
 
-The generative model holds every effect the winning model exploits (SPEC section 3), each strong enough
+The generative model holds every effect the winning model exploits (docs/model.md#winner), each strong enough
 to matter, so that every model can be measured against the best possible prediction (the *oracle*: the
 expected response given everything up to the trial):
 
 * images: natural-like 1/f noise, shown once (train/validation) or ~10 times (test, final_test);
 * receptive fields: a Gabor-like linear part and a phase-invariant energy part, read from the image as
-  the model sees it (rescaled to 36x64, SPEC 1.5);
+  the model sees it (rescaled to 36x64, docs/model.md#input-pipeline);
 * retinotopy: receptive-field centre a smooth function of the cortex coordinates;
 * eye position: the pupil centre shifts every receptive field;
 * behaviour: pupil size and running speed modulate the rate;
@@ -41,14 +41,13 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import ndimage
 
 from pipeline.data.format import write_recording
 from pipeline.data.images import rescale_bilinear
 from pipeline.data.recording import STATISTICS, Recording
 
 FOLDER_HASH = hashlib.md5(b"sensorium-pipeline synthetic").hexdigest()
-MODEL_SCALE = 0.25  # the image scale every training run uses (SPEC 1.5)
+MODEL_SCALE = 0.25  # the image scale every training run uses (docs/model.md#input-pipeline)
 MIN_TRAIN_TRIALS = 10  # fewer leaves nothing to fit; synthesize() has always refused them
 MIN_TEST_IMAGES = 2  # distinct test images per test tier, whatever the fractions
 ANIMAL_BASE = 90000  # mouse m's animal_id (the first part of its data key) is ANIMAL_BASE + m
@@ -574,6 +573,8 @@ def _behavior(cfg: SynthConfig, rng: np.random.Generator) -> _Behavior:
 def _follow_the_eye(view: np.ndarray, eye_shift: np.ndarray) -> None:
     """Shift every (h, w) view in place by its trial's eye shift: the receptive fields move with the
     eye, so a neuron sees the image at x + shift."""
+    from scipy import ndimage  # here, not at the top: scipy costs `sensorium synth --help` ~0.7 s
+
     for t in range(len(view)):
         view[t] = ndimage.shift(view[t], (-eye_shift[t, 1], -eye_shift[t, 0]), order=1, mode="nearest")
 
@@ -882,8 +883,9 @@ def truth_path(recording_path: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".zip") + ".truth.npz")
 
 
-# Real sizes of the six SENSORIUM+ training recordings (SPEC 1.1), in the winner's order: five pre-training
-# mice, then the competition mouse 27204-5-13 (26872-17-20 has no behaviour and is not used).
+# Real sizes of the six SENSORIUM+ training recordings (docs/model.md#recordings), in the winner's order:
+# five pre-training mice, then the competition mouse 27204-5-13 (26872-17-20 has no behaviour and is
+# not used).
 FULL_SIZES: tuple[tuple[int, int], ...] = (
     (8372, 5994),
     (7344, 5997),
@@ -892,7 +894,8 @@ FULL_SIZES: tuple[tuple[int, int], ...] = (
     (8098, 5983),
     (7538, 6959),
 )
-FULL_TEST_TRIALS = 1000  # 100 images x 10 repeats per test tier (SPEC 1.1: 998 in 21067-10-18)
+# 100 images x 10 repeats per test tier (docs/model.md#recordings: 998 in 21067-10-18)
+FULL_TEST_TRIALS = 1000
 FULL_VALIDATION_FRACTION = 0.083  # 23964-4-22: 4490 train of 5983, ~1000 test -> ~490 validation
 SCALES = ("demo", "full")
 

@@ -1,4 +1,4 @@
-"""Convolutional core of the SENSORIUM baseline: ``Stacked2dCore`` (SPEC 2.2).
+"""Convolutional core of the SENSORIUM baseline: ``Stacked2dCore`` (see docs/model.md#core).
 
 Module and parameter names deliberately mirror neuralpredictors 0.3.0 (``features.layer0.conv``,
 ``features.layer<l>.ds_conv.spatial_conv``, ``features.layer<l>.norm``, and the persistent Laplace buffer
@@ -92,7 +92,7 @@ class Stacked2dCore(nn.Module):
     channels, the layers selected by ``stack`` (-1: last layer only; None: all layers). ``linear=True``
     drops every ELU (neuralpredictors' ``linear`` flag: the core of the starter kit's LN model).
     ``input_init="gabor"`` starts the layer-0 filters of the first ``image_channels`` inputs as a Gabor
-    bank (issue 12; the default "xavier" is neuralpredictors').
+    bank (the default "xavier" is neuralpredictors').
 
     Shapes: forward [B, input_channels, H, W] -> [B, len(stack) * hidden_channels, H', W'].
     """

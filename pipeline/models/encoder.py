@@ -1,4 +1,4 @@
-"""Core + readout (+ shifter) wrapped into one firing-rate model (SPEC 2.1).
+"""Core + readout (+ shifter) wrapped into one firing-rate model (see docs/model.md#baseline).
 
 Submodules are named ``core``, ``readout`` and ``shifter`` as in neuralpredictors 0.3.0's
 ``FiringRateEncoder``, so starter-kit state_dict keys (``core.*``, ``readout.<key>.*``, ``shifter.<key>.*``)

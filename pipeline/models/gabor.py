@@ -1,4 +1,4 @@
-"""A Gabor filter bank to initialise a core's first convolution (``input_init: gabor``, issue 12).
+"""A Gabor filter bank to initialise a core's first convolution (``input_init: gabor``).
 
 Neurons of mouse V1 are, to first order, Gabor-like linear filters (simple cells) or phase-invariant
 pairs of them (complex cells, the energy model of Adelson & Bergen 1985). A first layer that starts as a

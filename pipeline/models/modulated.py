@@ -1,4 +1,5 @@
-"""Builder of the winning model ``modulated_stacked_core_full_gauss_readout`` (SPEC 3, 3e-3f).
+"""Builder of the winning model ``modulated_stacked_core_full_gauss_readout`` (see docs/model.md#winner
+and docs/model.md#modulator).
 
 The baseline parts are built by ``stacked_core_full_gauss_readout`` itself, so a modulated model and a
 baseline model built with the same seed and baseline hyperparameters start from identical core, readout and

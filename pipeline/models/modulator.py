@@ -1,4 +1,4 @@
-"""The ``HistoryStateGain`` modulator of the SENSORIUM+ 2022 winning model (SPEC 3e-3f).
+"""The ``HistoryStateGain`` modulator of the SENSORIUM+ 2022 winning model (see docs/model.md#modulator).
 
 The modulator replaces the baseline's output nonlinearity ``ELU(drive) + 1``. For neuron n in trial b with
 time rank rho_b:
@@ -13,7 +13,7 @@ time rank rho_b:
     y_bn = G_n(rho_b) * f_bn
 
 Unlike the original implementation the gain is gathered for the whole batch at once (no Python loop over
-trials, no fixed device) and ``gain_kernel`` is a registered buffer (SPEC 8.4-8.5).
+trials, no fixed device) and ``gain_kernel`` is a registered buffer (see docs/model.md#fix-modulator).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Full-Gaussian spatial readout, one per scan (SPEC 2.3).
+"""Full-Gaussian spatial readout, one per scan (see docs/model.md#readout).
 
 Each neuron n reads the core feature map at one position p_n in [-1, 1]^2 (bilinear interpolation) and
 takes a weighted sum over channels. During training p_n is drawn from N(mu_n, Sigma_n Sigma_n^T).

@@ -1,4 +1,5 @@
-"""Eye-position shifter: pupil centre -> shift of all readout positions of an image (SPEC 2.4).
+"""Eye-position shifter: pupil centre -> shift of all readout positions of an image
+(see docs/model.md#shifter).
 
 Names follow neuralpredictors 0.3.0 ``MLPShifter``: a ``ModuleDict`` keyed by data_key whose entries hold
 their layers in a ``Sequential`` called ``mlp`` (Linear at even indices, Tanh at odd ones), giving keys

@@ -36,7 +36,7 @@ def compute_regressors(rec: Recording, cfg: DatasetConfig) -> dict[str, Any]:
         rule = regs.order_rule()
         rank = trial_order(parse_timestamps(rec.trials["frame_trial_ts"]), rec.trials["trial_idx"], rule).rank
         known = np.isin(rec.tiers, KNOWN_TIERS)
-        # as the model sees them (SPEC 1.4), the input of history and state
+        # as the model sees them (see docs/model.md#normalisation), the input of history and state
         p = response_precision(stats["responses"]["all"]["std"])
         responses = np.asarray(rec.responses, dtype=np.float32) * p[None]
         if regs.history is not None:

@@ -1,4 +1,4 @@
-"""History filter bank: boxcar means of each neuron's own past known responses (SPEC 3c).
+"""History filter bank: boxcar means of each neuron's own past known responses (see docs/model.md#history).
 
 For lag ``l`` the feature of trial ``i`` is the mean of the neuron's responses on the ``l`` most recent
 *known* (train or validation) trials presented strictly before ``i``, zero-padded at the session start
@@ -107,7 +107,7 @@ def check_inputs(responses: np.ndarray, rank: np.ndarray, known: np.ndarray) -> 
 
 
 def compress_responses(responses: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``log(1 + max(r, 0) / m)`` per neuron, m = mean of max(r, 0) over the known ``rows`` (issue 12).
+    """``log(1 + max(r, 0) / m)`` per neuron, m = mean of max(r, 0) over the known ``rows``.
 
     Calcium responses are heavy-tailed: a single burst dominates a boxcar of raw responses. Dividing by
     the neuron's own mean makes the compression independent of its units and rate; only known rows set
@@ -142,7 +142,7 @@ def build_history_bank(
         cfg: the lags and the transform (``log1p``: boxcars of ``compress_responses``).
 
     Returns:
-        The bank; ``bank.full()`` equals SPEC 3c's (T, N, L) history in file order.
+        The bank; ``bank.full()`` equals the (T, N, L) history of docs/model.md#history in file order.
     """
     rank = np.asarray(rank, dtype=np.int64)
     known = np.asarray(known, dtype=bool)
@@ -171,7 +171,8 @@ def build_history_bank(
 def history_reference(
     responses: np.ndarray, rank: np.ndarray, known: np.ndarray, lags: Sequence[int]
 ) -> np.ndarray:
-    """Slow, literal SPEC 3c step 3 (for tests): a list of the ``l`` most recent known trials per lag.
+    """Slow, literal form of docs/model.md#history (for tests): a list of the ``l`` most recent known
+    trials per lag.
 
     The list starts with ``l`` virtual entries that point at zero rows. Each trial, in time order, takes
     the mean of the listed rows; then, only if it is known, the oldest entry is dropped and the trial

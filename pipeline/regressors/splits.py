@@ -1,4 +1,4 @@
-"""Ensemble re-splits of the train / validation labels (SPEC 3g).
+"""Ensemble re-splits of the train / validation labels (see docs/model.md#ensembles).
 
 Each ensemble member trains on its own split: the train and validation labels are shuffled among the
 known (train or validation) trials, so the counts stay the same and test / final_test never move.

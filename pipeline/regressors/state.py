@@ -1,10 +1,11 @@
-"""Network state: reduced-rank VAR(1) of the next known trial, then NMF (SPEC 3d, with 8.2 and 8.3 fixed).
+"""Network state: reduced-rank VAR(1) of the next known trial, then NMF (see docs/model.md#network-state;
+fixed as in docs/model.md#fix-state-pairs and docs/model.md#fix-state-transform).
 
 Steps, with A the normalised responses in time order, clipped at 0:
 
 1. pairs (A[t], A[t+1]) of consecutive trials in time order, used only when BOTH are known
    (the winner tested ``tier[t]`` twice and never ``tier[t+1]``, so held-out or zeroed test responses
-   became regression targets: SPEC 8.2);
+   became regression targets: docs/model.md#fix-state-pairs);
 2. X1 = sqrt(A[t] + eps), X2 = sqrt(A[t+1] + eps);
 3. PCA fitted on X1; Z1 = PCA(X1), Z2 = PCA(X2);
 4. Z2^T ~ W V Z1^T with V (rank, n_pca), W (n_pca, rank) by alternating least squares from V ~ N(0, 1):
@@ -12,9 +13,9 @@ Steps, with A the normalised responses in time order, clipped at 0:
 5. R = clip0(PCA^-1((W V Z1^T)^T)) and an NMF fitted on R;
 6. for every trial (test included) the state is NMF.transform(clip0(PCA^-1((W V PCA(sqrt(h1 + eps))^T)^T)))
    with h1 the lag-1 history (the last known trial before it; zeros at the session start). The winner fed
-   the raw h1 to a model fitted on square-rooted data (SPEC 8.3); here the same map is used in fitting
-   and in prediction, so for a trial whose predecessor is known the NMF input is exactly the row of R
-   predicted for it.
+   the raw h1 to a model fitted on square-rooted data (docs/model.md#fix-state-transform); here the same
+   map is used in fitting and in prediction, so for a trial whose predecessor is known the NMF input is
+   exactly the row of R predicted for it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class StateResult:
 def _reduced_rank_var(
     Z1: np.ndarray, Z2: np.ndarray, rank: int, n_iter: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Alternating least squares for Z2^T ~ W V Z1^T (SPEC 3d.4).
+    """Alternating least squares for Z2^T ~ W V Z1^T (step 4 of docs/model.md#network-state).
 
     Args:
         Z1, Z2: (P, D) PCA scores of the current and the next trial.
@@ -130,8 +131,8 @@ class _StateModel:
         """(M, D) PCA scores of trials -> the (M, N) predicted next-trial activity, clipped at 0, as
         clip0((Z V^T)(W^T C) + mean): rank <= ``rank`` + 1 before the clip (C: the PCA components).
 
-        The one map used both to build the NMF's training data R and to compute the state (SPEC 8.3 fixed:
-        the square root is applied in both places, by :meth:`scores`).
+        The one map used both to build the NMF's training data R and to compute the state
+        (docs/model.md#fix-state-transform: the square root is applied in both places, by :meth:`scores`).
         """
         if self.pca.whiten:
             raise ValueError("the state map assumes an unwhitened PCA")

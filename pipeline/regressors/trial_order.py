@@ -1,4 +1,5 @@
-"""Trial order in time from the presentation timestamps (SPEC 3c step 1, bug fix of SPEC 8.1).
+"""Trial order in time from the presentation timestamps (see docs/model.md#trial-order and
+docs/model.md#fix-trial-order).
 
 File indices are a random permutation of the presentation order and ``trial_idx`` is hashed in the
 competition recordings, so the order comes from ``frame_trial_ts`` (1-second resolution). The winner
@@ -6,7 +7,7 @@ sorted with an unstable ``np.argsort``, leaving trials within the same second in
 sort is stable (ties keep ascending file index), so the result is reproducible. Where ``trial_idx`` is
 numeric (the true presentation order) the result is checked against it.
 
-Rule ``exact`` (issue 12): where ``trial_idx`` is numeric (pre-training recordings) it breaks the ties
+Rule ``exact``: where ``trial_idx`` is numeric (pre-training recordings) it breaks the ties
 within a second, so the order is the true presentation order; where it is hashed the stable timestamp
 order is all there is. :attr:`TrialOrderResult.rule` says which rule was applied.
 """

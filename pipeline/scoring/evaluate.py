@@ -1,4 +1,4 @@
-"""Score one tier of one scan: the three metrics per neuron and their means (SPEC section 4)."""
+"""Score one tier of one scan: the three metrics per neuron and their means (see docs/model.md#metrics)."""
 
 from __future__ import annotations
 

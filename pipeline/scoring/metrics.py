@@ -1,4 +1,4 @@
-"""The competition's metrics (SPEC section 4), vectorised over neurons.
+"""The competition's metrics (see docs/model.md#metrics), vectorised over neurons.
 
 All functions take ``responses`` and ``predictions`` shaped (trials, neurons) in the same units (the
 normalised responses the model sees) and return one value per neuron; average with :func:`mean_score`.
@@ -88,7 +88,7 @@ def mean_feve(fev: np.ndarray, feve: np.ndarray, threshold: float = FEV_THRESHOL
 
 
 # ------------------------------------------------------------------------------------------------------
-# the leave-one-out oracle: the data-derived ceiling of a stimulus-only model (issue 29)
+# the leave-one-out oracle: the data-derived ceiling of a stimulus-only model (docs/model.md#oracle)
 # ------------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Competition submission files (SPEC section 4): writing and validating.
+"""Competition submission files (see docs/model.md#submission-files): writing and validating.
 
 One CSV per scan and tier, ``submission_file_live_test.csv`` (tier ``test``) or
 ``submission_file_final_test.csv`` (tier ``final_test``), with the columns ``trial_indices``,

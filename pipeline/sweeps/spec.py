@@ -38,11 +38,13 @@ from pipeline.experiments import (
     ExperimentSpec,
     apply_overrides,
     get_path,
+    locate_in_file,
     parse_experiment,
+    read_config_file,
     set_path,
 )
 from pipeline.registry import resolve
-from pipeline.yaml_io import check_values, read_yaml_file
+from pipeline.yaml_io import check_values
 
 PRIMITIVE = (str, int, float, bool, type(None))
 RANGE_KINDS = ("uniform", "log_uniform", "int", "log_int")
@@ -203,9 +205,9 @@ def parse_sweep(data: dict[str, Any], base_dir: Path | None = None) -> SweepSpec
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         try:
-            data["base"] = read_yaml_file(path)
+            data["base"] = read_config_file(path)
         except ConfigError as err:
-            raise ConfigError(f"base: {path}: {err}") from None
+            raise ConfigError(f"base: {err.located(path)}") from None
         if not isinstance(data["base"], dict):
             raise ConfigError(f"base: {path} holds no experiment mapping")
     spec = validate(SweepSpec, data)
@@ -224,17 +226,20 @@ def parse_sweep(data: dict[str, Any], base_dir: Path | None = None) -> SweepSpec
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
-    """Read (``pipeline.yaml_io.read_yaml_file``), override (``--set``) and validate a sweep file.
+    """Read (``pipeline.experiments.read_config_file``), override (``--set``) and validate a sweep file.
 
     Raises:
-        ConfigError: the file is unreadable, refused by the YAML bounds or invalid (the message names
-            what, not the file: callers prefix it).
+        ConfigError: the file is unreadable, refused by the YAML bounds or invalid, with the line of each
+            key it names; the message does not name the file: callers show ``err.located(path)``.
     """
     path = Path(path)
-    data = read_yaml_file(path)
+    data = read_config_file(path)
     if not isinstance(data, dict):
-        raise ConfigError("expected a mapping at the top level")
-    return parse_sweep(apply_overrides(data, overrides or []), path.parent)
+        raise ConfigError("expected a mapping at the top level", line=1)
+    try:
+        return parse_sweep(apply_overrides(data, overrides or []), path.parent)
+    except ConfigError as err:
+        raise locate_in_file(err, path, overrides) from None
 
 
 def grid_points(spec: SweepSpec) -> dict[str, list[Any]]:

@@ -1,4 +1,4 @@
-"""Losses (SPEC 2.5)."""
+"""Losses (see docs/model.md#loss)."""
 
 from __future__ import annotations
 
@@ -46,5 +46,5 @@ LOSSES = {"PoissonLoss": poisson_loss, "GammaLoss": gamma_loss}
 
 
 def loss_scale(n_trials_total: int, batch_size: int) -> float:
-    """sqrt(T_d / B): T_d counts every trial of the scan, all tiers (SPEC 2.5, 8.7)."""
+    """sqrt(T_d / B): T_d counts every trial of the scan, all tiers (docs/model.md#loss)."""
     return math.sqrt(n_trials_total / batch_size)

@@ -1,6 +1,6 @@
 """When the trainer stops and how its learning rate moves: the winner's plateau rounds or a per-step schedule.
 
-* :class:`PlateauRounds` (``lr_schedule: plateau``, SPEC 2.6): after ``patience`` evaluations without
+* :class:`PlateauRounds` (``plateau``, docs/model.md#trainer): after ``patience`` evaluations without
   improvement a round ends; the best weights are restored, and ``ReduceLROnPlateau`` has cut the rate;
   training stops after ``lr_decay_steps`` rounds or ``max_iter`` epochs.
 * :class:`PerStepSchedule` (``lr_schedule: cosine`` or ``wsd``): the rate follows a curve over the

@@ -1,4 +1,4 @@
-"""The standard trainer (SPEC 2.5-2.6): Poisson loss, Adam, early stopping with learning-rate decay.
+"""The standard trainer (docs/model.md#trainer): Poisson loss, Adam, early stopping with learning-rate decay.
 
 One optimiser step per round of one batch from every scan (shorter loaders restart); early stopping on
 the validation single-trial correlation averaged over all neurons of all scans; after ``patience``
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
-from tqdm.auto import tqdm
 
 from pipeline import lifecycle
 from pipeline.configs import TrainerConfig
@@ -38,9 +37,10 @@ from pipeline.scoring.predict import predict_tier
 from pipeline.training import schedule, speed
 from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.losses import LOSSES, loss_scale
+from pipeline.training.progress import EpochReporter
 from pipeline.training.seeding import set_seed
 from pipeline.training.state import EpochRecord, LoopState, cpu_state, restore, snapshot
-from pipeline.training.stopping import StoppingPolicy, no_improvement, stopping_policy
+from pipeline.training.stopping import PlateauRounds, StoppingPolicy, no_improvement, stopping_policy
 from pipeline.training.streams import BatchStream, batch_streams, rounds_per_epoch
 
 # moved out of this module; still importable from here (run.py, the runner, benchmarks and tests do)
@@ -179,6 +179,7 @@ def train(
     checkpoint: Checkpointer | None = None,
     should_stop: Callable[[], bool] | None = None,
     should_prune: Callable[[EpochRecord], bool] | None = None,
+    label: str = "training",
 ) -> TrainResult:
     """Train ``model`` on the ``train`` tier of ``scans`` (tensors already on the model's device).
 
@@ -191,13 +192,15 @@ def train(
         seed: seeds Python / NumPy / torch before training (sampling in the readout, dropout, ...).
         on_epoch: called after every epoch with its record (epochs restored from a checkpoint are not
             replayed).
-        progress: show a tqdm bar over epochs.
+        progress: log one line per epoch (and one on resuming) on the ``pipeline.progress`` logger at
+            INFO (:mod:`pipeline.training.progress`); False: at DEBUG.
         checkpoint: where the state is saved after every epoch and resumed from when it exists; the
             result is then bit-identical (on CPU) to a run that was never stopped.
         should_stop: polled after every batch; when it returns True the partial epoch is dropped and
             :class:`TrainingInterruptedError` is raised (the last epoch's checkpoint is what survives).
         should_prune: called after every epoch (once its checkpoint is saved) with its record; True ends
             training there, like early stopping (a sweep's pruner: the trial is clearly worse).
+        label: names the run in the progress lines (its experiment and seed, where the caller knows them).
 
     Raises:
         TrainingDivergedError: the loss became non-finite.
@@ -209,28 +212,29 @@ def train(
     model.train()
     loop = _start_or_resume(run, checkpoint)
     resumed_from, pruned_at = loop.epoch, 0
+    # plateau rounds and a sweep's pruner may end the run before max_iter: the estimate is then a bound
+    may_stop_early = isinstance(run.policy, PlateauRounds) or should_prune is not None
+    reporter = EpochReporter(label, cfg.max_iter, may_stop_early=may_stop_early, report=progress)
+    if resumed_from:
+        reporter.resumed(resumed_from)
     # while the loop runs, a stop signal only sets the flag polled between batches (no exception from
     # the signal handler in the middle of an optimiser step or a checkpoint write)
     guard = lifecycle.polled() if should_stop is not None else contextlib.nullcontext()
-    bar = _progress_bar(cfg.max_iter, loop.epoch, progress)
-    try:
-        with guard:
-            # the policy is asked between evaluation intervals only (it may restore the best weights)
-            while not (loop.in_block == 0 and run.policy.should_stop(loop, run.restore_best)):
-                record = _run_epoch(run, loop, should_stop)
-                _report(bar, record, cfg.max_iter)
-                if on_epoch is not None:
-                    on_epoch(record)
-                _close_interval(run, loop, record.val_corr)
-                if checkpoint is not None:
-                    _save(checkpoint, run, loop)
-                # called after the last epoch too (a sweep records the whole curve), but stopping there
-                # saves nothing: not a pruned run
-                if should_prune is not None and should_prune(record) and loop.epoch < cfg.max_iter:
-                    pruned_at = loop.epoch
-                    break
-    finally:
-        bar.close()
+    with guard:
+        # the policy is asked between evaluation intervals only (it may restore the best weights)
+        while not (loop.in_block == 0 and run.policy.should_stop(loop, run.restore_best)):
+            record = _run_epoch(run, loop, should_stop)
+            _report(reporter, record, cfg.max_iter)
+            if on_epoch is not None:
+                on_epoch(record)
+            _close_interval(run, loop, record.val_corr)
+            if checkpoint is not None:
+                _save(checkpoint, run, loop)
+            # called after the last epoch too (a sweep records the whole curve), but stopping there
+            # saves nothing: not a pruned run
+            if should_prune is not None and should_prune(record) and loop.epoch < cfg.max_iter:
+                pruned_at = loop.epoch
+                break
     _final_weights(run)
     return TrainResult(
         resumed_from=resumed_from,
@@ -286,13 +290,6 @@ def _start_or_resume(run: _Run, checkpoint: Checkpointer | None) -> LoopState:
     return loop
 
 
-def _progress_bar(max_iter: int, initial: int, progress: bool) -> tqdm:
-    # the bar only on a terminal (disable=None); unattended workers log one line per epoch instead
-    return tqdm(
-        total=max_iter, initial=initial, desc="training", unit="epoch", disable=None if progress else True
-    )
-
-
 def _run_epoch(run: _Run, loop: LoopState, should_stop: Callable[[], bool] | None) -> EpochRecord:
     """Train one epoch and validate; its record is appended to the learning curve and returned."""
     loop.epoch += 1
@@ -315,10 +312,10 @@ def _run_epoch(run: _Run, loop: LoopState, should_stop: Callable[[], bool] | Non
     return record
 
 
-def _report(bar: tqdm, record: EpochRecord, max_iter: int) -> None:
-    """The epoch on the progress bar and as one log line."""
-    bar.update(1)
-    bar.set_postfix(val_corr=f"{record.val_corr:.4f}", lr=f"{record.lr:.2g}", loss=f"{record.train_loss:.4g}")
+def _report(reporter: EpochReporter, record: EpochRecord, max_iter: int) -> None:
+    """The epoch as a progress line for the user (``pipeline.progress``) and as this module's log line
+    (learning rate included, for debugging)."""
+    reporter.epoch(record)
     log.info(
         "epoch %d/%d: val_corr %.4f, lr %.2g, loss %.4g, %.1f s",
         record.epoch,

@@ -1,6 +1,7 @@
 """``sensorium import-checkpoint`` with the competition's real starter-kit checkpoints.
 
-Both files (``../shared/fixtures/starter_kit``) are imported into the experiments of ``experiments/``
+Both files (the starter kit's, found as ``tests/factories.py`` says) are imported into the experiments
+of ``experiments/``
 (``starter_kit_sota``, ``starter_kit_ln``) on a synthetic scan of their shape under their data key
 (27204-5-13, 7538 neurons) whose cortex coordinates are the checkpoint's own, then predicted and scored
 like a trained model. A wrong file, a model that does not fit and other neurons are refused with the reason.
@@ -153,7 +154,7 @@ def test_a_checkpoint_of_another_model_lists_missing_unexpected_and_misshaped_ke
         "--scan",
         kit_scan,
     )
-    assert refused.returncode == 2 and "no experiment named 'baseline_probe'" in refused.stdout
+    assert refused.returncode == 2 and "unknown experiment 'baseline_probe'" in refused.stdout
     added = _cli(
         "experiment",
         "add",

@@ -199,7 +199,7 @@ def test_failed_job_is_recorded_and_the_worker_goes_on_then_jobs_retry_and_prior
 
 def test_bad_worker_arguments_and_unknown_experiment_are_one_line_errors():
     for args, fragment in [
-        (("worker", "--experiment", "nope", "--idle-exit", "1"), "no experiment named 'nope'"),
+        (("worker", "--experiment", "nope", "--idle-exit", "1"), "unknown experiment 'nope'"),
         (("worker", "--poll", "0"), "expected a positive number"),
         (("worker", "--max-jobs", "-1"), "expected a positive integer"),
     ]:

@@ -1,4 +1,5 @@
-"""The data path: normalisation (SPEC 1.4), behaviour planes (1.5), batching and seeded shuffling."""
+"""The data path: normalisation (docs/model.md#normalisation), behaviour planes
+(docs/model.md#input-pipeline), batching and seeded shuffling."""
 
 from __future__ import annotations
 

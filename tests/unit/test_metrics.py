@@ -1,4 +1,4 @@
-"""Metrics of SPEC section 4 against values computed by hand."""
+"""Metrics (docs/model.md#metrics) against values computed by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HistoryStateGain modulator (SPEC 3e-3f) and the modulated model builder."""
+"""HistoryStateGain modulator (docs/model.md#modulator) and the modulated model builder."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def elu(x: float) -> float:
 
 
 def reference(mod: HistoryStateGainModulator, drive, history, state, rank) -> np.ndarray:
-    """Term by term with Python loops (SPEC 3e-3f)."""
+    """Term by term with Python loops (docs/model.md#modulator)."""
     p = mod.params
     sigma = p.gain_kernel_std
     norm = sum(math.exp(-(d**2) / (2 * sigma**2)) for d in range(101))

@@ -1,4 +1,5 @@
-"""History bank, network state and ensemble splits (SPEC 3c, 3d, 3g; bug fixes 8.2, 8.3).
+"""History bank, network state and ensemble splits (docs/model.md#history, docs/model.md#network-state,
+docs/model.md#ensembles; fixes docs/model.md#fix-state-pairs and docs/model.md#fix-state-transform).
 
 The planted-truth thresholds below were measured with ``SynthConfig(n_neurons=120, n_trials=1200,
 height=36, width=64, seed=s)``, mouse 0, for s = 0..9 (small images: the stimulus is irrelevant here and
@@ -290,7 +291,8 @@ def test_state_pairs_never_use_held_out_responses(small):
     cfg = StateConfig(nmf_max_iter=300)
     base = fit_network_state(responses, rank, known, cfg)
     huge = responses.copy()
-    huge[~known] = 1e9  # were a test trial a pair target (SPEC 8.2), the RRR and NMF would change
+    # were a test trial a pair target (docs/model.md#fix-state-pairs), the RRR and NMF would change
+    huge[~known] = 1e9
     np.testing.assert_array_equal(fit_network_state(huge, rank, known, cfg).state, base.state)
     # the winner's selection (predecessor known, target anything) would count more pairs here
     known_t = known[np.argsort(rank)]
@@ -307,7 +309,8 @@ def test_state_is_deterministic(small):
 
 
 def test_state_uses_the_fitted_transform(small):
-    """SPEC 8.3 fixed: the state is NMF(next_trial(sqrt(h1 + eps))), the map R was built with."""
+    """The state is NMF(next_trial(sqrt(h1 + eps))), the map R was built with
+    (docs/model.md#fix-state-transform)."""
     _, truth, responses, known = small
     rank = truth["time_rank"]
     cfg = StateConfig(nmf_max_iter=300)

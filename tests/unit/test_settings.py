@@ -111,3 +111,28 @@ def test_public_store_spec_drops_credentials():
         "account_key": "x",
     }
     assert public_store_spec(spec) == {"protocol": "s3", "endpoint": "https://minio.lab:9000", "bucket": "b"}
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_device_names_are_accepted(device):
+    assert load_settings({"SENSORIUM_HOME": "/tmp/x", "SENSORIUM_DEVICE": device}).device == device
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:a", "CUDA", "cpu0"])
+def test_misspelt_device_is_named(device):
+    with pytest.raises(SettingsError, match=r"SENSORIUM_DEVICE=.*expected auto, cpu, cuda, cuda:N"):
+        load_settings({"SENSORIUM_HOME": "/tmp/x", "SENSORIUM_DEVICE": device})
+
+
+def test_named_home_says_so(tmp_path):
+    s = load_settings({"SENSORIUM_HOME": str(tmp_path)})
+    assert s.home_source == "SENSORIUM_HOME" and not s.home_is_new
+
+
+def test_a_file_where_the_world_would_be_is_refused(tmp_path, monkeypatch):
+    if any((p / ".sensorium").is_dir() for p in tmp_path.parents):
+        pytest.skip("a folder above the temporary folder holds a world")
+    (tmp_path / ".sensorium").write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match=r"the world .*\.sensorium: is a file; .*set SENSORIUM_HOME"):
+        load_settings({})

@@ -1,9 +1,9 @@
 """The teacher world (``sensorium synth --stimulus teacher``): the image drive of a pretrained starter-kit
 model of real mouse V1, evaluated on the generator's images, behaviour and eye position.
 
-Needs the starter kit's ``sensorium_p_sota_model.pth`` (``$SENSORIUM_STARTER_KIT``, ``../shared/fixtures/
-starter_kit`` beside the checkout, or ``/work/shared/fixtures/starter_kit``); the tests that read it are
-skipped without it. Sizes are small (20 neurons x 60 trials): each test takes seconds on a CPU.
+Needs the starter kit's ``sensorium_p_sota_model.pth`` (``$SENSORIUM_STARTER_KIT``, or one of the
+places ``tests.factories.KIT_PLACES`` lists); the tests that read it are skipped without it. Sizes are
+small (20 neurons x 60 trials): each test takes seconds on a CPU.
 """
 
 from __future__ import annotations

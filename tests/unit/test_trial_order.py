@@ -1,4 +1,4 @@
-"""Trial order from 1-second timestamps (SPEC 3c.1, fix of SPEC 8.1)."""
+"""Trial order from 1-second timestamps (docs/model.md#trial-order, docs/model.md#fix-trial-order)."""
 
 from __future__ import annotations
 
