@@ -1,5 +1,4 @@
-"""Floating-point operations of a preset's training at full size, counted on the CPU, and the GPU time
-they imply.
+"""FLOPs of a preset's training at full size, counted on the CPU, and the GPU time they imply.
 
 What it counts:
     For each preset (default ``experiments/winner.yaml`` and ``experiments/beyond_full.yaml``) the model
@@ -400,6 +399,8 @@ def render(report: dict[str, Any]) -> str:
         return [name, *[fn(r) for r in results]]
 
     def tf(x: float) -> str:
+        if x >= 1e15:
+            return f"{x / 1e15:.3g} PFLOP"
         return f"{x / 1e12:.3g} TFLOP" if x >= 1e11 else f"{x / 1e9:.3g} GFLOP"
 
     rows = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from cli import convert, data, db, experiments, imports, jobs, report, results, sweeps, training, worker
@@ -59,10 +60,16 @@ class _Parser(argparse.ArgumentParser):
         )
 
 
+DESCRIPTION = (
+    "Models of mouse V1 for SENSORIUM+ recordings, trained, scored and stored in a DataJoint database. "
+    "Every command has --help; the documentation is in docs/ (index.md)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sensorium", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="sensorium", description=DESCRIPTION)
     parser.set_defaults(quiet=False, verbose=False)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)
     return parser
@@ -145,12 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(quiet=args.quiet, verbose=args.verbose)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (`sensorium db status | head`): stop quietly, as cat and grep do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (SettingsError, UsageError) as err:
         out(f"error: {err}")
         return 2
     except KeyboardInterrupt:
         # a run in progress keeps its checkpoint: the next `sensorium train` / `populate` resumes it
-        out("interrupted")
+        out("interrupted: a training run keeps its checkpoint; the same command again resumes it")
         return 130
     except Exception as err:
         message = user_error(err)

@@ -21,7 +21,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
     conn = schemas.activate(settings=settings)
     counts = schemas.table_counts(conn, settings.db_prefix)
     # how the home was found (a variable, a file, a default): settings may not say in every version
-    home_source = getattr(settings, "home_source", None)
+    home_source = settings.home_source
     views = installed_version(conn, settings.db_prefix)
     status = {
         "backend": "postgresql",
@@ -70,15 +70,14 @@ def _views_line(prefix: str, version: int | None) -> str:
 
 def cmd_db_views(args: argparse.Namespace) -> int:
     import schemas
-    from schemas.views import ViewsError, views_schema, views_sql
-    from usecases.deployment import install_views
-    from usecases.roles import views_grants_sql
+    from schemas.views import ViewsError, views_schema
+    from usecases.deployment import install_views, views_statements
 
     settings = load_settings()
     conn = schemas.activate(settings=settings)
     if args.sql:
         out("BEGIN;")
-        for statement in [*views_sql(settings.db_prefix), views_grants_sql(settings.db_prefix)]:
+        for statement in views_statements(conn, settings):
             out(statement + ";")
         out("COMMIT;")
         return 0
@@ -205,7 +204,9 @@ def cmd_db_user_add(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)
+    db = sub.add_parser("db", help="database commands").add_subparsers(
+        dest="db_command", metavar="COMMAND", required=True
+    )
     p = db.add_parser("status", help="home, backend, host, prefix, views and row counts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_db_status)
@@ -223,7 +224,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = db.add_parser("roles", help="print (or --apply) the SQL of the admin / worker / analyst roles")
     p.add_argument("--apply", action="store_true", help="run it (idempotent; as the schemas' owner)")
     p.set_defaults(func=cmd_db_roles)
-    user = db.add_parser("user", help="database logins").add_subparsers(dest="user_command", required=True)
+    user = db.add_parser("user", help="database logins").add_subparsers(
+        dest="user_command", metavar="COMMAND", required=True
+    )
     p = user.add_parser("add", help="create or update a login in a role (password never on the command line)")
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=["worker", "analyst", "admin"])

@@ -67,7 +67,7 @@ def register(db_sub: argparse._SubParsersAction) -> None:
     p = db_sub.add_parser(
         "init",
         help="deployment set-up, idempotent: schemas, roles, views, logins, recordings, experiments",
-        description=__doc__,
+        description=__doc__.replace("``", "`"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

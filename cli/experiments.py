@@ -170,9 +170,14 @@ def cmd_experiment_diff(args: argparse.Namespace) -> int:
         return 2
     activate()
     from usecases.experiments import experiment_diff
+    from usecases.queries import UnknownNameError
 
     try:
         lines = experiment_diff(spec)
+    except UnknownNameError:
+        # nothing to compare with yet: not a mistake (exit 0), and it says what would happen
+        out(f"{args.file}: no experiment {spec.name!r} is stored yet; `sensorium experiment add` adds it")
+        return 0
     except LookupError as err:
         out(f"error: {err}")
         return 2
@@ -232,12 +237,10 @@ def cmd_experiment_delete(args: argparse.Namespace) -> int:
             out("not deleted")
             return 1
     try:
-        done = delete_experiment(args.name, execute=True)
+        delete_experiment(args.name, execute=True, expected=preview)
     except (LookupError, DeletionRefusedError) as err:
         out(f"error: {err}")
         return 2
-    if done.rows != preview.rows or done.jobs != preview.jobs:  # a worker finished something meanwhile
-        out(format_removal(done))
     out(f"experiment {args.name!r} deleted")
     return 0
 
@@ -250,7 +253,7 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     exp = sub.add_parser("experiment", help="experiment files and stored experiments").add_subparsers(
-        dest="exp_command", required=True
+        dest="exp_command", metavar="COMMAND", required=True
     )
     p = exp.add_parser("add", help="validate an experiment YAML and insert its configs and seeds")
     _experiment_args(p)

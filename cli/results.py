@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.common import activate, out
+from cli.common import UsageError, activate, out
 
 if TYPE_CHECKING:
     from usecases.submissions import SubmissionFile
@@ -32,7 +32,7 @@ def format_scores(rows: list[dict]) -> str:
     ]
     for r in sorted(rows, key=lambda r: (r["model"], r["member"], r["data_key"], _TIER_ORDER[r["tier"]])):
         o = r["oracle_single_trial_correlation"]
-        ratio = r["single_trial_correlation"] / o if o else None
+        ratio = r["single_trial_correlation"] / o if o is not None and o > 0 else None  # as report and views
         mark = "*" if r["contaminated"] else " "
         lines.append(
             f"{r['model']:<24} {r['member']:<11} {r['data_key']:<12} {r['tier']:<11} {r['n_trials']:>6}  "
@@ -99,7 +99,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out(f"error: {problem}")
         return 2
     if (args.experiment is None) == (args.ensemble is None):
-        out("error: give --experiment or --ensemble")
+        both = args.experiment is not None
+        out(f"error: give --experiment or --ensemble{', not both' if both else ''}")
         return 2
     activate()
     from usecases.queries import prediction_arrays
@@ -123,7 +124,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writable_folder(path: Path, what: str) -> None:
+    """Refuse, before the database starts, an output folder that is a file or lies under one."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UsageError(f"{what}: cannot write {path}: {p} is a file, not a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise UsageError(f"{what}: cannot write {path}: no permission in {p}")
+            return
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        _writable_folder(Path(args.out), "--out")
     if args.check is not None:  # one line before the database, not a problem line naming the file twice
         try:
             args.check.open("rb").close()

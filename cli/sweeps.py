@@ -130,7 +130,7 @@ def cmd_sweep_list(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser(
         "sweep", help="hyper-parameter sweeps (Optuna) trained by the workers"
-    ).add_subparsers(dest="sweep_command", required=True)
+    ).add_subparsers(dest="sweep_command", metavar="COMMAND", required=True)
     p = sweep.add_parser("add", help="validate a sweep YAML, store it and ask for its first trials")
     p.add_argument("file", type=Path, help="sweep YAML (see experiments/sweeps/)")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override an entry")

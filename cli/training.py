@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cli.common import activate, out, use_device
+from cli.common import activate, out, positive_int, use_device
 from cli.experiments import _experiment_args, cmd_experiment_add
 
 if TYPE_CHECKING:
@@ -142,5 +142,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", help="only this experiment")
     p.add_argument("--device", help="torch device (default: SENSORIUM_DEVICE or auto)")
     p.add_argument("--reserve-jobs", action="store_true", help="use the job queue (several workers)")
-    p.add_argument("--max-calls", type=int, help="at most this many keys per table")
+    p.add_argument("--max-calls", type=positive_int, help="at most this many keys per table")
     p.set_defaults(func=cmd_populate)

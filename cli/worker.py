@@ -32,7 +32,9 @@ def _worker(args: argparse.Namespace) -> int:
     # not also as plain lines on stdout); the trainer's own per-epoch line would repeat them: -v only
     for name in ("sensorium.worker", "jobs", "schemas.dj_compat", "pipeline.progress", "pipeline.training"):
         logger = logging.getLogger(name)
-        quiet = name == "pipeline.training" and not args.verbose
+        quiet = (name == "pipeline.training" and not args.verbose) or (
+            name == "pipeline.progress" and args.quiet
+        )
         logger.setLevel(logging.WARNING if quiet else logging.DEBUG if args.verbose else logging.INFO)
         for old in list(logger.handlers):
             logger.removeHandler(old)

@@ -488,9 +488,13 @@ def populate(
             table_hooks = hooks(table)
             if table_hooks.before_refresh is not None:
                 table_hooks.before_refresh()
-            results[table.__name__] = table.populate(
+            results[table.__name__] = result = table.populate(
                 *args, suppress_errors=suppress_errors, max_calls=max_calls, display_progress=False
             )
+            # DataJoint's populate(suppress_errors=True) records Ctrl-C as one key's error and goes on:
+            # the user asked to stop, so stop (the run's checkpoint is kept and resumes next time)
+            if any(str(m).startswith("KeyboardInterrupt") for _, m in result.get("error_list", [])):
+                raise KeyboardInterrupt
             if table_hooks.after_pass is not None:
                 table_hooks.after_pass()
     finally:

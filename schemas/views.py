@@ -338,7 +338,8 @@ def _oracle_columns(score: str) -> str:
     """The oracle columns of a score view (``o``: planted, ``r``: leave-one-out, ``score``: its alias)."""
     return (
         "o.single_trial_correlation AS oracle_single_trial_correlation, o.feve AS oracle_feve, "
-        f"{score}.single_trial_correlation / NULLIF(o.single_trial_correlation, 0) AS fraction_of_oracle, "
+        f"CASE WHEN o.single_trial_correlation > 0 THEN {score}.single_trial_correlation / "
+        "o.single_trial_correlation END AS fraction_of_oracle, "
         "r.single_trial_correlation AS loo_oracle_single_trial_correlation, "
         "r.n_images AS loo_oracle_n_images, "
         f"CASE WHEN r.single_trial_correlation > 0 THEN {score}.single_trial_correlation / "

@@ -19,7 +19,7 @@ from pipeline.init_inputs import InitError, Login, experiment_files, read_passwo
 from pipeline.settings import Settings
 from schemas import activate, modules
 from schemas.fabrik import Experiment
-from schemas.views import VIEWS_VERSION, ViewsError, create_views, views_schema
+from schemas.views import VIEWS_VERSION, ViewsError, create_views, views_schema, views_sql
 from usecases.experiments import add_experiment
 from usecases.ingest import IngestConflictError, ingest
 from usecases.roles import add_user, apply_roles, views_grants_sql
@@ -109,6 +109,21 @@ def install_views(connection, settings: Settings) -> list[str]:
         code_version=code_version(),
         timeout_s=settings.lock_timeout_s,
     )
+
+
+def views_statements(connection, settings: Settings) -> list[str]:
+    """The statements ``install_views`` runs after dropping the old views (schema, views, comments,
+    grants), for a DBA to read or run by hand (``sensorium db views --sql``)."""
+    from jobs.isolation import token_table
+    from pipeline.provenance import code_version
+
+    heartbeat: str | None = token_table()
+    if not connection.query("SELECT to_regclass(%s)", args=(heartbeat,)).fetchone()[0]:
+        heartbeat = None  # no worker has run yet: the workers view shows no heartbeat timing
+    return [
+        *views_sql(settings.db_prefix, heartbeat, code_version()),
+        views_grants_sql(settings.db_prefix),
+    ]
 
 
 def ingest_one(settings: Settings, path: Path, progress: bool) -> Step:

@@ -451,7 +451,7 @@ def _plan_and_delete(name: str, removal: Removal) -> list[dict]:
     declared = declared_ensemble(row)
     if declared and declared not in declared_elsewhere and Ensemble & {"ensemble_name": declared}:
         ensembles.add(declared)
-    elif declared in declared_elsewhere:
+    elif declared is not None and declared in declared_elsewhere and declared not in ensembles:
         removal.kept.append(f"ensemble {declared!r}, also declared by another experiment")
 
     # job entries: a job a worker holds now would insert its row after the delete
@@ -460,7 +460,7 @@ def _plan_and_delete(name: str, removal: Removal) -> list[dict]:
     if busy:
         raise DeletionRefusedError(
             f"a worker is computing {busy} job(s) of experiment {name!r} right now; stop it or let it finish "
-            "(`sensorium jobs workers` shows who), then delete"
+            "(`sensorium jobs` lists the workers), then delete"
         )
     for table, q in queries:
         n = len(q)
@@ -513,14 +513,16 @@ def _plan_and_delete(name: str, removal: Removal) -> list[dict]:
     return own
 
 
-def delete_experiment(name: str, *, execute: bool) -> Removal:
+def delete_experiment(name: str, *, execute: bool, expected: Removal | None = None) -> Removal:
     """Delete experiment ``name`` and what was computed for it alone (``_plan_and_delete``), in one
     transaction through DataJoint's cascade; with ``execute`` False the same deletes run and are rolled
-    back, so the counts shown before a confirmation are exactly what a confirmed delete removes.
+    back. ``expected``: the preview the user confirmed; a delete that would now remove other counts (a
+    worker finished a row meanwhile) is rolled back and refused, so nothing beyond the preview goes.
 
     Raises:
         UnknownNameError: no experiment of that name.
-        DeletionRefusedError: it is a sweep's trial, or a worker holds one of its jobs now.
+        DeletionRefusedError: it is a sweep's trial, a worker holds one of its jobs now, or what would
+            be deleted changed since ``expected``.
     """
     require_names("experiment", name)
     removal = Removal(name)
@@ -530,6 +532,11 @@ def delete_experiment(name: str, *, execute: bool) -> Removal:
         _experiments_lock()
         own = _plan_and_delete(name, removal)
         removal.checkpoints = len(_checkpoint_files(own))
+        if expected is not None and (removal.rows, removal.jobs) != (expected.rows, expected.jobs):
+            raise DeletionRefusedError(
+                f"what deleting {name!r} removes changed since the preview (a worker finished something); "
+                "nothing was deleted: run the command again"
+            )
     except BaseException:
         conn.cancel_transaction()
         raise

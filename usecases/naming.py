@@ -48,8 +48,8 @@ class FinalScore:
 
     @property
     def fraction(self) -> float | None:
-        """The correlation as a share of the oracle (None without one, or with a zero oracle)."""
-        if self.correlation is None or not self.oracle:
+        """The correlation as a share of the oracle (None without one, or with an oracle <= 0: no ceiling)."""
+        if self.correlation is None or self.oracle is None or self.oracle <= 0:
             return None
         return self.correlation / self.oracle
 

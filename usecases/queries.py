@@ -164,6 +164,9 @@ def predictions_of(experiment: str | None, ensemble: str | None, seed: int | Non
     require_names("experiment", experiment)
     exp = experiment_models(experiment)
     if seed is not None:
+        seeds = sorted({int(r["seed"]) for r in exp.proj().to_dicts()})
+        if seed not in seeds:
+            raise LookupError(f"experiment {experiment!r} has no member of seed {seed} (its seeds: {seeds})")
         exp = exp & {"seed": seed}
     per_scan = Prediction.PerScan & exp
     models = {(r["dataset_hash"], r["seed"]) for r in per_scan.proj().to_dicts()}

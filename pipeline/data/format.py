@@ -621,6 +621,10 @@ def write_recording(rec: Recording, folder: str | Path, *, make_zip: bool = True
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(_npy_bytes(arr))
+        # mkdtemp makes the folder private (0700); a recording is shared like any file written here
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)

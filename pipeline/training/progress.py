@@ -102,6 +102,20 @@ class EpochReporter:
     def level(self) -> int:
         return logging.INFO if self.report else logging.DEBUG
 
+    def started(self, val_corr: float) -> None:
+        """A fresh run: the untrained model's validation correlation, the best so far until an epoch
+        beats it (the trainer keeps the best weights, these included)."""
+        log.log(self.level, "%s: before training  val corr %.4f", self.label, val_corr)
+
+    def kept_untrained(self, val_corr: float) -> None:
+        """No epoch beat the untrained model: its weights are the ones kept."""
+        log.warning(
+            "%s: no epoch beat the untrained model's validation correlation %.4f: its weights are kept "
+            "(train longer, or look at the learning rate)",
+            self.label,
+            val_corr,
+        )
+
     def resumed(self, done: int) -> None:
         """The run continues from the checkpoint of epoch ``done``."""
         log.log(self.level, "%s", resume_line(self.label, done, self.max_epochs))

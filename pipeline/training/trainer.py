@@ -215,8 +215,11 @@ def train(
     # plateau rounds and a sweep's pruner may end the run before max_iter: the estimate is then a bound
     may_stop_early = isinstance(run.policy, PlateauRounds) or should_prune is not None
     reporter = EpochReporter(label, cfg.max_iter, may_stop_early=may_stop_early, report=progress)
+    untrained = None if resumed_from else float(loop.best)
     if resumed_from:
         reporter.resumed(resumed_from)
+    else:
+        reporter.started(float(loop.best))
     # while the loop runs, a stop signal only sets the flag polled between batches (no exception from
     # the signal handler in the middle of an optimiser step or a checkpoint write)
     guard = lifecycle.polled() if should_stop is not None else contextlib.nullcontext()
@@ -235,6 +238,8 @@ def train(
             if should_prune is not None and should_prune(record) and loop.epoch < cfg.max_iter:
                 pruned_at = loop.epoch
                 break
+    if untrained is not None and loop.history and max(h.val_corr for h in loop.history) < untrained:
+        reporter.kept_untrained(untrained)
     _final_weights(run)
     return TrainResult(
         resumed_from=resumed_from,

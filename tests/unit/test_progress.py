@@ -115,7 +115,11 @@ def test_a_real_run_logs_one_line_per_epoch_and_a_resume_line(tmp_path, caplog):
     # without a label: the model's short hash, as stored in the model_hash column, and the seed
     default = run_label(spec)
     assert default == f"model {config_hash(spec.model_fn, spec.model_config)[:8]} (seed 3)"
-    assert len(first) == 1 and LINE.fullmatch(first[0]) and first[0].startswith(f"{default}: epoch 1/3")
+    # a fresh run first says where it starts (the untrained model is the best so far until beaten)
+    assert len(first) == 2 and re.fullmatch(
+        rf"{re.escape(default)}: before training  val corr -?\d\.\d{{4}}", first[0]
+    )
+    assert LINE.fullmatch(first[1]) and first[1].startswith(f"{default}: epoch 1/3")
     assert second[0] == resume_line("tiny (seed 3)", 1, 3)
     epochs = [LINE.fullmatch(m) for m in second[1:]]
     assert all(epochs), second
