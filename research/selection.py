@@ -183,6 +183,10 @@ ENSEMBLES: dict[str, str | tuple[str, list[str]]] = {
     # the cheaper form of beyond: the winner's CNN (a winner epoch's cost) with the receptive-field start
     # and the compressed history, no ViT
     "cnn_rf_ensemble": ("ensemble_demo.yaml", CNN_RF),
+    # equal wall time on this machine for the cnn_rf row's 12 epochs: its receptive-field map costs about
+    # two winner epochs per member at demo size (benchmarks.train_throughput --scale demo --experiment
+    # experiments/winner_demo.yaml --threads 1: 5.08 s/epoch; benchmarks.rf_map_cost: 4.99 s per scan)
+    "winner_ensemble_equal_time": ("ensemble_demo.yaml", ["trainer.config.max_iter=14"]),
     # converged comparison: both trained until validation stops improving (the plateau schedule's
     # patience and decay steps end the run; 60 epochs is a ceiling that is not reached at this size)
     "winner_ensemble_converged": ("ensemble_demo.yaml", ["trainer.config.max_iter=60"]),

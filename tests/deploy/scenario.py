@@ -511,6 +511,10 @@ class Scenario:
                 "/app/experiments/winner.yaml",
                 "--set",
                 "name=analyst_try",
+                # the recordings the deployment holds: an experiment naming scans that are not ingested
+                # is refused before any write
+                "--set",
+                "dataset.config.scans=all",
                 ok=False,
             )
             check(
