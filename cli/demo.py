@@ -60,10 +60,16 @@ def run(run_cli: Callable[[list[str]], None] = _run) -> None:
         run_cli(["submit", "--ensemble", "ensemble_demo", "--out", str(settings.home / "submission")])
     with step("database (sensorium db status)"):
         run_cli(["db", "status"])
-    columns = "data_key, tier, single_trial_correlation, correlation_to_average, feve"
-    sys.stdout.write("\nThe same numbers in SQL:\n")
-    for table in ("model_score", "ensemble_score", "oracle_score"):
-        sys.stdout.write(f'  SELECT {columns} FROM "{settings.db_prefix}evaluation"."__{table}";\n')
+    with step("plain-SQL views of the results (sensorium db views)"):
+        run_cli(["db", "views"])
+    views = f"{settings.db_prefix}views"
+    sys.stdout.write("\nThe same numbers in SQL (docs/sql.md):\n")
+    sys.stdout.write(
+        "  SELECT experiment_name, seed, data_key, single_trial_correlation, fraction_of_oracle\n"
+        f"    FROM {views}.model_scores WHERE tier = 'test';\n"
+        "  SELECT ensemble_name, data_key, single_trial_correlation, fraction_of_oracle\n"
+        f"    FROM {views}.ensemble_scores WHERE tier = 'test';\n"
+    )
     report = settings.home / "report"
     with step("report with figures (sensorium report)"):
         run_cli(["report", "--out", str(report)])
