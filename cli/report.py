@@ -11,11 +11,9 @@ from cli.common import activate, out
 def cmd_report(args: argparse.Namespace) -> int:
     activate()
     from pipeline.report.page import write_report
-    from usecases.queries import require_names
     from usecases.report import gather
 
     try:
-        require_names("experiment", args.experiment)  # the same line as every command's unknown name
         data = gather(args.experiment, tier=args.tier)
     except LookupError as err:
         out(f"error: {err}")
