@@ -85,9 +85,8 @@ def child(args: argparse.Namespace) -> None:
         import pipeline.models.rf_map as rf_map_module
         import schemas
         from pipeline.experiments import load_experiment
-        from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map
+        from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map, train_model
         from pipeline.training.seeding import resolve_device
-        from pipeline.training.trainer import train
         from schemas.data import Scan
         from schemas.regressors import fetch_regressors
         from schemas.training import stored_inputs
@@ -141,15 +140,7 @@ def child(args: argparse.Namespace) -> None:
             stages["rf_map start"] = rss.mark("rf_map start")
             say("rf_map start")
         t0 = time.perf_counter()
-        result = train(
-            model,
-            scans,
-            spec.trainer_config,
-            batch_size=spec.dataset_config.batch_size,
-            shuffle_seed=spec.dataset_config.shuffle_seed,
-            seed=spec.seed,
-            progress=False,
-        )
+        result = train_model(spec, model, scans, progress=False)
         stages["first epoch"] = rss.mark("first epoch")
         say("first epoch")
         epoch_s = time.perf_counter() - t0

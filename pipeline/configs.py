@@ -300,6 +300,9 @@ class StackedCoreFields(FrozenConfig):
     input_kern: int = Field(9, gt=0, le=MAX_KERNEL)
     # first-layer filters: "xavier" (neuralpredictors) or a trainable Gabor bank (pipeline.models.gabor)
     input_init: Literal["xavier", "gabor"] = later("xavier")
+    # quadrature Gabor pairs whose fixed even, odd and energy responses join the core's output channels
+    # (pipeline.models.bank_core); 0: none
+    bank_pairs: int = later(0, ge=0, le=48)
     hidden_kern: int = Field(7, gt=0, le=MAX_KERNEL)
     layers: int = Field(4, gt=0, le=MAX_LAYERS)
     skip: int = Field(0, ge=0, le=MAX_LAYERS)

@@ -220,14 +220,10 @@ def run_training(
         # also when resuming: a checkpoint that turns out unusable means training from scratch, which
         # must start here; a usable one then restores the learned positions over the map
         start_at_rf_map(model, scans, geometry, progress=progress, label=label)
-    train = entry("trainer", spec.trainer_fn).build  # pipeline.training.trainer.train
-    result = train(
+    result = train_model(
+        spec,
         model,
         scans,
-        spec.trainer_config,
-        batch_size=spec.dataset_config.batch_size,
-        shuffle_seed=spec.dataset_config.shuffle_seed,
-        seed=spec.seed,
         on_epoch=on_epoch,
         progress=progress,
         checkpoint=checkpoint,
@@ -236,6 +232,23 @@ def run_training(
         label=label,
     )
     return model, scans, result
+
+
+def train_model(
+    spec: RunSpec, model: torch.nn.Module, scans: dict[str, ScanTensors], **options: Any
+) -> TrainResult:
+    """Train a built ``model`` on ``scans`` with ``spec``'s trainer (``pipeline.registry.TRAINERS``), batch
+    size, shuffling seed and seed; ``options`` go to the trainer (on_epoch, progress, checkpoint, ...)."""
+    train = entry("trainer", spec.trainer_fn).build  # pipeline.training.trainer.train
+    return train(
+        model,
+        scans,
+        spec.trainer_config,
+        batch_size=spec.dataset_config.batch_size,
+        shuffle_seed=spec.dataset_config.shuffle_seed,
+        seed=spec.seed,
+        **options,
+    )
 
 
 def run_label(spec: RunSpec) -> str:

@@ -24,6 +24,7 @@ from pipeline.configs import (
     ViTModelConfig,
 )
 
+from .bank_core import BankedCore
 from .core import Stacked2dCore
 from .encoder import Core, FiringRateEncoder
 from .nonlinearity import output_nonlinearity
@@ -172,7 +173,10 @@ def build_core(
         return ViTCore(
             core, input_channels, image_size, behavior_channels=input_channels - 1, gamma_input=gamma_input
         )
-    return _stacked_core(core, input_channels, gamma_input)
+    stacked = _stacked_core(core, input_channels, gamma_input)
+    if core.bank_pairs:
+        return BankedCore(stacked, core.bank_pairs, momentum=core.momentum)
+    return stacked
 
 
 def _stacked_core(cfg: StackedCoreConfig, input_channels: int, gamma_input: float) -> Stacked2dCore:

@@ -12,6 +12,7 @@ from typing import TypeAlias
 import torch
 from torch import nn
 
+from .bank_core import BankedCore
 from .core import Stacked2dCore
 from .nonlinearity import EluPlusOne
 from .readout import MultipleFullGaussian2d
@@ -19,7 +20,7 @@ from .shifter import MLPShifter
 from .vit import ViTCore
 
 #: the cores an encoder is built with (``pipeline.models.build.build_core``)
-Core: TypeAlias = Stacked2dCore | ViTCore
+Core: TypeAlias = Stacked2dCore | ViTCore | BankedCore
 
 
 class FiringRateEncoder(nn.Module):

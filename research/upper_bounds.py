@@ -1,0 +1,193 @@
+"""What would perfect receptive-field positions, or a perfect image path, buy at a preset's budget?
+
+Trains one member of an experiment file on the synthetic recordings of a ``SENSORIUM_HOME`` (no
+database: the recordings are read from ``HOME/data``, their regressors computed in memory) in one of
+three forms, and prints its best validation correlation:
+
+* ``as-configured``: the experiment as its file and ``--set`` say (the reference);
+* ``planted-positions``: the readout's positions started at the planted receptive-field centres
+  (``rf_center`` in the truth sidecar, less the untrained shifter's mean shift, as ``init_mu: rf_map``
+  does with its map) and then learned as usual; needs free positions (``grid_mean_predictor: null``);
+* ``planted-shift``: the learned shifter replaced by the planted eye shift (``eye_shift`` in the sidecar,
+  pixels of the receptive-field shift per trial), the readout's positions as configured;
+* ``planted-drive``: the core, readout and shifter replaced by the planted image drive (``drive`` in the
+  sidecar of a teacher-world recording: the teacher's response to the trial's shifted image) times a
+  learned gain plus a learned offset per neuron; behaviour, history, state and gain still go through the
+  experiment's modulator. The ceiling of any improvement to the image path at this budget.
+
+Same data, split, seed, trainer and epochs in every form, so the differences are the positions' and the
+image path's worth. Run:
+
+    .venv/bin/python -m research.upper_bounds --home DIR --mode planted-positions --seed 42 \
+        [--experiment experiments/winner_demo.yaml] [--set model.config.init_mu=rf_map ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.data.format import read_recording
+from pipeline.data.synth import truth_path
+from pipeline.experiments import load_experiment
+from pipeline.models.rf_map import readout_positions
+from pipeline.regressors.compute import compute_regressors
+from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map, train_model
+
+MODES = ("as-configured", "planted-positions", "planted-shift", "planted-drive")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--home", type=Path, required=True, help="a home whose data/ holds synthetic recordings"
+    )
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--experiment", type=Path, default=REPO / "experiments" / "winner_demo.yaml")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE")
+    return parser.parse_args(argv)
+
+
+def planted_positions(model: torch.nn.Module, scans: dict, truth: dict[str, dict]) -> None:
+    """Move every scan's readout positions to the planted centres (less the shifter's mean shift)."""
+    origin, stride = model.core.map_geometry()
+    for key, scan in scans.items():
+        readout = model.readout[key]
+        if readout._predicted_grid:
+            raise SystemExit(
+                "planted-positions needs free positions: --set model.config.grid_mean_predictor=null"
+            )
+        h, w = scan.images.shape[-2:]
+        rf = truth[key]["rf_center"]  # (N, 2) in [-1, 1] of the (h, w) input, at the mean eye shift
+        pixels = np.stack([(rf[:, 0] + 1) / 2 * (w - 1), (rf[:, 1] + 1) / 2 * (h - 1)], axis=1)
+        mu = readout_positions(pixels, tuple(readout.in_shape[1:]), origin, stride)
+        if model.shifter is not None:
+            idx = torch.from_numpy(scan.tier_indices("train"))
+            with torch.no_grad():
+                mu = np.clip(mu - model.shifter(scan.pupil_center[idx], key).mean(0).double().numpy(), -1, 1)
+        with torch.no_grad():
+            readout.mu.copy_(torch.as_tensor(mu, dtype=readout.mu.dtype).view_as(readout.mu))
+
+
+class PlantedShift(torch.nn.Module):
+    """Stands in for the shifter: the planted shift of the batch's trials, in readout units."""
+
+    def __init__(self, shifts: dict[str, torch.Tensor], trial: dict) -> None:
+        super().__init__()
+        self.shifts, self.trial = shifts, trial
+
+    def forward(self, pupil_center: torch.Tensor, data_key: str) -> torch.Tensor:
+        return self.shifts[data_key][self.trial["id"]]
+
+    def regularizer(self, data_key: str) -> torch.Tensor:
+        return torch.zeros(())
+
+
+def remember_trials(model: torch.nn.Module) -> dict:
+    """Make ``model``'s forward note the batch's ``trial_id`` (file-order rows) in the returned dict."""
+    plain_forward = type(model).forward
+    trial: dict = {}
+
+    def forward(images, data_key, pupil_center=None, detach_core=False, **batch):
+        trial["id"] = batch["trial_id"]
+        return plain_forward(model, images, data_key, pupil_center, detach_core, **batch)
+
+    model.forward = forward
+    return trial
+
+
+def planted_shift(model: torch.nn.Module, scans: dict, truth: dict[str, dict]) -> None:
+    """Replace the learned shifter by the planted eye shift, converted to the readout's units."""
+    origin, stride = model.core.map_geometry()
+    shifts = {}
+    for key in scans:
+        _, map_h, map_w = model.readout[key].in_shape
+        per_unit = stride * np.array([(map_w - 1) / 2, (map_h - 1) / 2])  # input pixels per readout unit
+        shifts[key] = torch.as_tensor(truth[key]["eye_shift"] / per_unit, dtype=torch.float32)
+        if model.shifter is not None and not model.readout[key]._predicted_grid:
+            # free positions were started less the learned shifter's mean shift; the planted one has mean 0
+            idx = torch.from_numpy(scans[key].tier_indices("train"))
+            with torch.no_grad():
+                mean_shift = model.shifter(scans[key].pupil_center[idx], key).mean(0)
+                mu = model.readout[key].mu
+                mu.copy_((mu + mean_shift.view(1, 1, 1, 2).to(mu.dtype)).clamp(-1, 1))
+    model.shifter = PlantedShift(shifts, remember_trials(model))
+
+
+def planted_drive(model: torch.nn.Module, scans: dict, truth: dict[str, dict]) -> None:
+    """Replace the model's image path by gain * z-scored planted drive + offset, per neuron."""
+    drives, gains, offsets = {}, torch.nn.ParameterDict(), torch.nn.ParameterDict()
+    for key in scans:
+        if "drive" not in truth[key]:
+            raise SystemExit(f"{key}: no planted drive in the sidecar (a Gabor-world recording?)")
+        d = torch.as_tensor(truth[key]["drive"], dtype=torch.float32)  # (T, N), file order
+        drives[key] = (d - d.mean(0)) / d.std(0).clamp_min(1e-6)
+        gains[key] = torch.nn.Parameter(torch.full((d.shape[1],), 0.3))
+        offsets[key] = torch.nn.Parameter(torch.zeros(d.shape[1]))
+    model.drive_gain, model.drive_offset = gains, offsets  # registered, so the optimiser trains them
+    trial = remember_trials(model)
+
+    def readout_drive(images, data_key, pupil_center=None, detach_core=False):
+        return model.drive_gain[data_key] * drives[data_key][trial["id"]] + model.drive_offset[data_key]
+
+    model.readout_drive = readout_drive
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    exp = load_experiment(args.experiment, args.sets)
+    member = exp.members[0] if exp.members else None
+    dataset = {**exp.dataset.config, "scans": "all"}
+    if member is not None and member.split is not None and dataset.get("split"):
+        dataset["split"] = {**dataset["split"], "index": member.split}
+    spec = RunSpec.from_dicts(
+        exp.dataset.fn, dataset, exp.model.fn, exp.model.config, exp.trainer.fn, exp.trainer.config, args.seed
+    )
+    recordings, truth = {}, {}
+    for path in sorted((args.home / "data").glob("*.zip")):
+        if not truth_path(path).exists():
+            raise SystemExit(f"{path.name}: no ground truth beside it; not a synthetic recording")
+        rec = read_recording(path, progress=False)
+        recordings[rec.data_key] = rec
+        with np.load(truth_path(path)) as t:
+            truth[rec.data_key] = {k: t[k] for k in ("rf_center", "drive", "eye_shift") if k in t.files}
+    if not recordings:
+        raise SystemExit(f"no recordings in {args.home / 'data'}")
+    regressors = {k: compute_regressors(r, spec.dataset_config) for k, r in recordings.items()}
+    scans, geometry = load_scans(recordings, spec.dataset_config, torch.device("cpu"), None, regressors)
+    model = build_model(spec, geometry, scans)
+    if spec.model_config.init_mu == "rf_map":
+        start_at_rf_map(model, scans, geometry)
+    if args.mode == "planted-positions":
+        planted_positions(model, scans, truth)
+    elif args.mode == "planted-shift":
+        planted_shift(model, scans, truth)
+    elif args.mode == "planted-drive":
+        planted_drive(model, scans, truth)
+    start = time.perf_counter()
+    result = train_model(spec, model, scans, progress=False)
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "experiment": args.experiment.name,
+                "sets": args.sets,
+                "seed": args.seed,
+                "epochs": result.epochs,
+                "best_validation_corr": round(result.best_val_corr, 4),
+                "train_s": round(time.perf_counter() - start, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
