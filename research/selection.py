@@ -157,6 +157,10 @@ TEACHER_CORE = [
     "model.config.depth_separable=true",
     "model.config.hidden_kern=7",
 ]
+#: the readout reads every layer of the CNN (stack: null; hidden_kern 9, since even kernels grow each
+#: layer's map and cannot be stacked) and the first layer starts as a Gabor bank: chosen on the teacher
+#: world's validation tier with research.upper_bounds (no database; research log, "where the gap is")
+STACK = ["model.config.hidden_kern=9", "model.config.stack=null", "model.config.input_init=gabor"]
 TEACHER_ROUND: dict[str, tuple[str, list[str]]] = {
     "cnn_rf": ("winner_demo.yaml", CNN_RF),
     "winner+sep_core_64": ("winner_demo.yaml", [*TEACHER_CORE, "model.config.hidden_channels=64"]),
@@ -194,6 +198,13 @@ ENSEMBLES: dict[str, str | tuple[str, list[str]]] = {
         "ensemble_demo.yaml",
         [*CNN_RF, "trainer.config.max_iter=60"],
     ),
+    # beyond_cnn.yaml: the CNN reading all its layers, with the receptive-field start and the compressed
+    # history. Equal time for its 12 epochs: a member costs 12 x 5.31 s + 2 x 4.56 s of map = 72.9 s, a
+    # winner epoch 4.56 s, so 16 winner epochs (benchmarks.train_throughput --scale demo --threads 1 with
+    # winner_demo and a beyond_cnn member; benchmarks.rf_map_cost --trials 800 --neurons 150; one run each)
+    "beyond_cnn_ensemble": "beyond_cnn.yaml",
+    "winner_ensemble_equal_time_beyond_cnn": ("ensemble_demo.yaml", ["trainer.config.max_iter=16"]),
+    "beyond_cnn_ensemble_converged": ("beyond_cnn.yaml", ["trainer.config.max_iter=60"]),
 }
 DEFAULT_ROWS += [*ENSEMBLES]
 
