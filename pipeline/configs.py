@@ -329,6 +329,16 @@ class StackedCoreFields(FrozenConfig):
                 f"(dilation {self.hidden_dilation}) grows each hidden layer's map by one pixel: use an odd "
                 "hidden_kern or stack: -1"
             )
+        if self.bank_pairs:
+            # where the core's map starts, as pipeline.models.core.Stacked2dCore.map_geometry computes it
+            input_shift = (self.input_kern - 1) / 2 - (self.input_kern // 2 if self.pad_input else 0)
+            span = (self.hidden_kern - 1) * self.hidden_dilation
+            origin = input_shift + (span / 2 - (span + 1) // 2) * (self.layers - 1)
+            if origin < 0:
+                raise ValueError(
+                    f"bank_pairs reads a Gabor bank on the core's map cells, but this core's map starts "
+                    f"at pixel {origin}, off the image (pad_input with even kernels): set pad_input: false"
+                )
 
 
 class StackedCoreConfig(StackedCoreFields):
@@ -426,6 +436,8 @@ class BaselineModelConfig(ModelConfigBase, StackedCoreFields):
             raise ValueError("`vit` settings need core_type: vit")
         if self.input_init != "xavier" and self.core_type != "stacked2d":
             raise ValueError("input_init sets the CNN's first layer; a ViT's is vit.stem_init")
+        if self.bank_pairs and self.core_type != "stacked2d":
+            raise ValueError("bank_pairs adds a Gabor bank to the CNN's output; a ViT core has none")
         self._check_readout()
         if self.core_type == "stacked2d":
             self._check_stack()

@@ -166,6 +166,8 @@ TEACHER_ROUND: dict[str, tuple[str, list[str]]] = {
     "winner+sep_core_64": ("winner_demo.yaml", [*TEACHER_CORE, "model.config.hidden_channels=64"]),
     "cnn_rf+sep_core_32": ("winner_demo.yaml", [*CNN_RF, *TEACHER_CORE, "model.config.hidden_channels=32"]),
     "cnn_rf+sep_core_64": ("winner_demo.yaml", [*CNN_RF, *TEACHER_CORE, "model.config.hidden_channels=64"]),
+    # the second teacher round's choice (beyond_cnn's member), for rerunning it through the database
+    "cnn_rf+stack": ("winner_demo.yaml", [*CNN_RF, *STACK]),
 }
 # rounds 2-8 varied beyond.yaml as it was before round 8 adopted the receptive-field start: every such
 # row starts from that config (its own overrides come after, so `beyond+rf_map` is beyond.yaml today)

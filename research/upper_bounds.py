@@ -2,12 +2,13 @@
 
 Trains one member of an experiment file on the synthetic recordings of a ``SENSORIUM_HOME`` (no
 database: the recordings are read from ``HOME/data``, their regressors computed in memory) in one of
-three forms, and prints its best validation correlation:
+four forms, and prints its best validation correlation:
 
 * ``as-configured``: the experiment as its file and ``--set`` say (the reference);
 * ``planted-positions``: the readout's positions started at the planted receptive-field centres
   (``rf_center`` in the truth sidecar, less the untrained shifter's mean shift, as ``init_mu: rf_map``
-  does with its map) and then learned as usual; needs free positions (``grid_mean_predictor: null``);
+  does with its map) and then learned as usual (so: what a perfect start is worth, not fixed exact
+  positions); needs free positions (``grid_mean_predictor: null``);
 * ``planted-shift``: the learned shifter replaced by the planted eye shift (``eye_shift`` in the sidecar,
   pixels of the receptive-field shift per trial), the readout's positions as configured;
 * ``planted-drive``: the core, readout and shifter replaced by the planted image drive (``drive`` in the
@@ -16,7 +17,9 @@ three forms, and prints its best validation correlation:
   experiment's modulator. The ceiling of any improvement to the image path at this budget.
 
 Same data, split, seed, trainer and epochs in every form, so the differences are the positions' and the
-image path's worth. Run:
+image path's worth. The planted eye shift is in pixels of the 36x64 images the generator writes, so the
+recordings must be read at that size; experiments that average weights (``ema_decay``) or compile the
+core are refused (the planted parts patch the live model, which an averaged copy would not see). Run:
 
     .venv/bin/python -m research.upper_bounds --home DIR --mode planted-positions --seed 42 \
         [--experiment experiments/winner_demo.yaml] [--set model.config.init_mu=rf_map ...]
@@ -84,6 +87,7 @@ class PlantedShift(torch.nn.Module):
         self.shifts, self.trial = shifts, trial
 
     def forward(self, pupil_center: torch.Tensor, data_key: str) -> torch.Tensor:
+        """[B, 2] planted shifts of the batch's trials (``pupil_center`` [B, 2] is not used)."""
         return self.shifts[data_key][self.trial["id"]]
 
     def regularizer(self, data_key: str) -> torch.Tensor:
@@ -95,7 +99,13 @@ def remember_trials(model: torch.nn.Module) -> dict:
     plain_forward = type(model).forward
     trial: dict = {}
 
-    def forward(images, data_key, pupil_center=None, detach_core=False, **batch):
+    def forward(
+        images: torch.Tensor,
+        data_key: str,
+        pupil_center: torch.Tensor | None = None,
+        detach_core: bool = False,
+        **batch: torch.Tensor,
+    ) -> torch.Tensor:
         trial["id"] = batch["trial_id"]
         return plain_forward(model, images, data_key, pupil_center, detach_core, **batch)
 
@@ -103,15 +113,16 @@ def remember_trials(model: torch.nn.Module) -> dict:
     return trial
 
 
-def planted_shift(model: torch.nn.Module, scans: dict, truth: dict[str, dict]) -> None:
-    """Replace the learned shifter by the planted eye shift, converted to the readout's units."""
+def planted_shift(model: torch.nn.Module, scans: dict, truth: dict[str, dict], init_mu: str) -> None:
+    """Replace the learned shifter by the planted eye shift, converted to the readout's units; with
+    ``init_mu`` ``rf_map`` the positions, started less the learned shifter's mean shift, get it back."""
     origin, stride = model.core.map_geometry()
     shifts = {}
     for key in scans:
         _, map_h, map_w = model.readout[key].in_shape
         per_unit = stride * np.array([(map_w - 1) / 2, (map_h - 1) / 2])  # input pixels per readout unit
         shifts[key] = torch.as_tensor(truth[key]["eye_shift"] / per_unit, dtype=torch.float32)
-        if model.shifter is not None and not model.readout[key]._predicted_grid:
+        if init_mu == "rf_map" and model.shifter is not None:
             # free positions were started less the learned shifter's mean shift; the planted one has mean 0
             idx = torch.from_numpy(scans[key].tier_indices("train"))
             with torch.no_grad():
@@ -134,16 +145,24 @@ def planted_drive(model: torch.nn.Module, scans: dict, truth: dict[str, dict]) -
     model.drive_gain, model.drive_offset = gains, offsets  # registered, so the optimiser trains them
     trial = remember_trials(model)
 
-    def readout_drive(images, data_key, pupil_center=None, detach_core=False):
+    def readout_drive(
+        images: torch.Tensor,
+        data_key: str,
+        pupil_center: torch.Tensor | None = None,
+        detach_core: bool = False,
+    ) -> torch.Tensor:
+        """[B, N] gain x planted drive + offset of the batch's trials (the images are not used)."""
         return model.drive_gain[data_key] * drives[data_key][trial["id"]] + model.drive_offset[data_key]
 
     model.readout_drive = readout_drive
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    torch.set_num_threads(1)
+def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, dict[str, dict]]:
+    """(run spec, model with the mode's planted part in place, scans' tensors, truth per data key)."""
     exp = load_experiment(args.experiment, args.sets)
+    trainer = exp.trainer.config
+    if trainer.get("ema_decay") is not None or trainer.get("compile_core"):
+        raise SystemExit("upper bounds patch the live model: remove ema_decay and compile_core")
     member = exp.members[0] if exp.members else None
     dataset = {**exp.dataset.config, "scans": "all"}
     if member is not None and member.split is not None and dataset.get("split"):
@@ -162,16 +181,26 @@ def main(argv: list[str] | None = None) -> None:
     if not recordings:
         raise SystemExit(f"no recordings in {args.home / 'data'}")
     regressors = {k: compute_regressors(r, spec.dataset_config) for k, r in recordings.items()}
-    scans, geometry = load_scans(recordings, spec.dataset_config, torch.device("cpu"), None, regressors)
+    scans, geometry = load_scans(
+        recordings, spec.dataset_config, torch.device("cpu"), None, regressors, dataset_fn=spec.dataset_fn
+    )
+    if args.mode == "planted-shift" and any(s.images.shape[-2:] != (36, 64) for s in scans.values()):
+        raise SystemExit("planted-shift needs the 36x64 images the eye shift is measured on")
     model = build_model(spec, geometry, scans)
     if spec.model_config.init_mu == "rf_map":
         start_at_rf_map(model, scans, geometry)
     if args.mode == "planted-positions":
         planted_positions(model, scans, truth)
     elif args.mode == "planted-shift":
-        planted_shift(model, scans, truth)
+        planted_shift(model, scans, truth, spec.model_config.init_mu)
     elif args.mode == "planted-drive":
         planted_drive(model, scans, truth)
+    return spec, model, scans, truth
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    spec, model, scans, _ = prepare(args)
     start = time.perf_counter()
     result = train_model(spec, model, scans, progress=False)
     print(
@@ -190,4 +219,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # one member per core: run several side by side
     main()

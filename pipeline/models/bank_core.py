@@ -4,13 +4,15 @@ Why: with the few hundred training images of a small recording, a learned core c
 real V1 neurons compute. On the teacher world (neurons driven by a starter-kit model of real V1) the
 winner's CNN with the receptive-field start reaches 0.51 validation correlation at 12 epochs, while the
 same member with the planted image drive in place of its core, readout and shifter reaches 0.60
-(``research.upper_bounds``); exact receptive-field positions or the exact eye shift add nothing. So the
-gap is the features. Simple and complex cells are described well by quadrature Gabor pairs and their
-energy (Adelson & Bergen 1985), a prior that costs no data: the bank of the receptive-field map
-(:mod:`pipeline.models.rf_map`: orientations and spatial frequencies of mouse V1) filters the image
-channel, and its even, odd and energy responses at each cell of the core's map are appended to the
-learned channels, each normalised by its own batch norm. The readout chooses, per neuron, how much of
-either it reads; the bank's filters are fixed (no gradient, no weights to learn).
+(``research.upper_bounds``); starting at the exact receptive-field positions or using the exact eye shift
+adds nothing. So the gap is the features. Simple and complex cells are described well by quadrature
+Gabor pairs and their energy (Adelson & Bergen 1985), a prior that costs no data: a bank built like the
+receptive-field map's (:mod:`pipeline.models.rf_map`: pair j at orientation pi j / P and mouse V1's
+three spatial frequencies in turn: with P a multiple of 3 each frequency gets P / 3 evenly spaced
+orientations) filters the image channel, and its even, odd and energy responses at each cell of the
+core's map are appended to the learned channels, each normalised by its own batch norm. The readout
+chooses, per neuron, how much of either it reads; the bank's filters are fixed (no gradient, no weights
+to learn).
 
 Cost: one 13x13 convolution with ``2 * bank_pairs`` filters on the image channel per forward pass (no
 backward through it), and ``3 * bank_pairs`` more readout features per neuron.

@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 import yaml
 
 from research import upper_bounds
@@ -73,3 +74,30 @@ def test_planted_positions_need_free_positions(home, tmp_path):
     path.write_text(yaml.safe_dump(experiment))
     with pytest.raises(SystemExit, match="needs free positions"):
         upper_bounds.main(["--home", str(home), "--mode", "planted-positions", "--experiment", str(path)])
+
+
+@needs_kit
+def test_planted_positions_plus_planted_shift_read_where_the_generator_put_each_neuron(home):
+    """Both conversions together: positions started at the planted centres, the planted shift added, the
+    readout of trial t reads neuron n at input pixel rf_center[n] + eye_shift[t] (the generator's frame)."""
+    args = upper_bounds.parse_args(
+        ["--home", str(home), "--mode", "planted-positions", "--experiment", str(home / "tiny.yaml")]
+    )
+    spec, model, scans, truth = upper_bounds.prepare(args)
+    # planted_positions started them less the untrained shifter's mean shift, which rf_map has back
+    upper_bounds.planted_shift(model, scans, truth, "rf_map")
+    (key,) = scans
+    readout, trials = model.readout[key], torch.tensor([0, 7, 42])
+    model(**{k: v for k, v in scans[key].batch(trials).items()}, data_key=key)  # notes the trial ids
+    with torch.no_grad():
+        coords = readout.mu.reshape(-1, 2)[None] + model.shifter(None, key)[:, None]  # [B, N, 2]
+    _, map_h, map_w = readout.in_shape
+    origin, stride = model.core.map_geometry()
+    pixels = origin + stride * (coords.double() + 1) / 2 * torch.tensor([map_w - 1, map_h - 1])
+    h, w = scans[key].images.shape[-2:]
+    rf = torch.as_tensor(truth[key]["rf_center"], dtype=torch.float64)
+    planted = (rf + 1) / 2 * torch.tensor([w - 1, h - 1])  # [N, 2] pixels at the mean eye position
+    expect = planted[None] + torch.as_tensor(truth[key]["eye_shift"], dtype=torch.float64)[trials][:, None]
+    inside = ((coords.abs() < 1).all(-1)).all(0)  # clamped positions are not where the truth says
+    assert inside.sum() >= 10
+    assert torch.allclose(pixels[:, inside], expect[:, inside], atol=1e-4)

@@ -439,11 +439,21 @@ class Scenario:
 
     def train(self) -> None:
         with self.step("the GPU-worker service and two CPU workers train and score both experiments"):
-            workers = self.sql(
-                f'SELECT queue, count(*) FROM "{PREFIX}workers"."worker" '
-                "WHERE status = 'running' GROUP BY queue ORDER BY queue"
-            )
-            check(dict(workers) == {"cpu": 2, "gpu": 1}, f"running workers: {workers}")
+            seen: list = []
+
+            def registered() -> bool:
+                # each worker registers once its interpreter has started and imported torch, which on a
+                # loaded machine can take longer than the containers take to report "running"
+                seen[:] = self.sql(
+                    f'SELECT queue, count(*) FROM "{PREFIX}workers"."worker" '
+                    "WHERE status = 'running' GROUP BY queue ORDER BY queue"
+                )
+                return dict(seen) == {"cpu": 2, "gpu": 1}
+
+            try:
+                self.wait("two CPU workers and the GPU-worker service to register", registered, 180, 2)
+            except DeployCheckError as err:
+                raise DeployCheckError(f"{err}; running workers: {seen}") from None
             for name in ("lab_tiny", "lab_resume"):
                 self.wait(
                     f"the test score of {name}",

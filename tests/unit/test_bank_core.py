@@ -39,7 +39,7 @@ def test_bank_channels_are_the_bank_at_each_cells_pixel(kwargs):
     # eval-mode batch norm at its initial statistics: x / sqrt(1 + eps)
     bank = feature_maps(x[:, :1], gabor_bank(6, MAP_KERNEL)) / (1 + banked.norm.eps) ** 0.5
     for cell_y, cell_x in ((0, 0), (5, 11), (h - 1, w - 1)):
-        # cell (i, j) is centred on input pixel origin + (i, j); between pixels the mean of the two
+        # cell (i, j) is centred on input pixel origin + (i, j); between pixels the mean of the 2x2 around it
         ys = [int(origin + cell_y)] if origin % 1 == 0 else [int(origin + cell_y), int(origin + cell_y) + 1]
         xs = [int(origin + cell_x)] if origin % 1 == 0 else [int(origin + cell_x), int(origin + cell_x) + 1]
         expect = bank[:, :, ys][:, :, :, xs].mean(dim=(2, 3))
@@ -64,6 +64,12 @@ def test_config_field_is_hash_neutral_and_builds_a_banked_model():
     assert '"bank_pairs"' not in canonical_json(BaselineModelConfig())
     with pytest.raises(ConfigError, match="bank_pairs"):
         validate(BaselineModelConfig, {"bank_pairs": -1}, "model.config")
+    # refused when the experiment is added, not on a worker: a map off the image, a ViT without a bank
+    off = {"bank_pairs": 2, "input_kern": 8, "hidden_kern": 5, "layers": 2, "pad_input": True}
+    with pytest.raises(ConfigError, match="off the image"):
+        validate(BaselineModelConfig, off, "model.config")
+    with pytest.raises(ConfigError, match="ViT core has none"):
+        validate(BaselineModelConfig, {"bank_pairs": 2, "core_type": "vit"}, "model.config")
     cfg = BaselineModelConfig(hidden_channels=4, layers=2, input_kern=5, hidden_kern=3, bank_pairs=2)
     assert '"bank_pairs":2' in canonical_json(cfg).replace(" ", "")
     scans = {"a": ScanGeometry(n_neurons=7, cortex_xy=torch.rand(7, 2).numpy(), n_trials=10)}
