@@ -194,7 +194,7 @@ ENSEMBLES: dict[str, str | tuple[str, list[str]]] = {
     # experiments/winner_demo.yaml --threads 1: 5.08 s/epoch; benchmarks.rf_map_cost: 4.99 s per scan)
     "winner_ensemble_equal_time": ("ensemble_demo.yaml", ["trainer.config.max_iter=14"]),
     # converged comparison: both trained until validation stops improving (the plateau schedule's
-    # patience and decay steps end the run; 60 epochs is a ceiling that is not reached at this size)
+    # patience and decay steps end the run) or 60 epochs (the winner preset reaches it on Gabor recordings)
     "winner_ensemble_converged": ("ensemble_demo.yaml", ["trainer.config.max_iter=60"]),
     "cnn_rf_ensemble_converged": (
         "ensemble_demo.yaml",
