@@ -1,0 +1,142 @@
+"""Is a core trained on other mice worth more than one trained on the target mice alone?
+
+The strongest models of mouse V1 share one core across many mice and neurons; a new mouse then only
+needs its readout (Lurz et al. 2021). This trains one member of an experiment file outside the database
+in two steps:
+
+* ``pretrain``: on the recordings of an *archive* home (other mice of the same world), then saves the
+  member's core weights (``torch.save`` of the core's ``state_dict``: tensors only, read back with
+  ``weights_only=True``);
+* ``target``: on the recordings of a *target* home, its core started from a saved file (``--core``) or
+  from scratch (no ``--core``, the reference); ``--freeze`` keeps the loaded core fixed (its BatchNorm
+  statistics included), so only readout, shifter and modulator learn.
+
+Prints one JSON line with the best validation correlation (the target's validation tier). Same
+experiment, ``--set``s, seed and epochs as ``research.upper_bounds`` would use. Run:
+
+    .venv/bin/python -m research.transfer pretrain --home ARCHIVE --out core.pt --seed 42 [--set ...]
+    .venv/bin/python -m research.transfer target --home TARGET [--core core.pt [--freeze]] --seed 42
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.data.format import read_recording
+from pipeline.experiments import load_experiment
+from pipeline.regressors.compute import compute_regressors
+from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map, train_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=("pretrain", "target"))
+    parser.add_argument("--home", type=Path, required=True, help="a home whose data/ holds recordings")
+    parser.add_argument("--out", type=Path, help="pretrain: where to save the core's weights")
+    parser.add_argument("--core", type=Path, help="target: start the core from these weights")
+    parser.add_argument("--freeze", action="store_true", help="target: keep the loaded core fixed")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--experiment", type=Path, default=REPO / "experiments" / "winner_demo.yaml")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE")
+    args = parser.parse_args(argv)
+    if args.step == "pretrain" and args.out is None:
+        parser.error("pretrain needs --out")
+    if args.freeze and args.core is None:
+        parser.error("--freeze needs --core")
+    return args
+
+
+def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, dict]:
+    """(run spec, built model, scans' tensors, scans' geometry) for the member on ``args.home``'s recordings."""
+    exp = load_experiment(args.experiment, args.sets)
+    member = exp.members[0] if exp.members else None
+    dataset = {**exp.dataset.config, "scans": "all"}
+    if member is not None and member.split is not None and dataset.get("split"):
+        dataset["split"] = {**dataset["split"], "index": member.split}
+    spec = RunSpec.from_dicts(
+        exp.dataset.fn, dataset, exp.model.fn, exp.model.config, exp.trainer.fn, exp.trainer.config, args.seed
+    )
+    recordings = {}
+    for path in sorted((args.home / "data").glob("*.zip")):
+        rec = read_recording(path, progress=False)
+        recordings[rec.data_key] = rec
+    if not recordings:
+        raise SystemExit(f"no recordings in {args.home / 'data'}")
+    regressors = {k: compute_regressors(r, spec.dataset_config) for k, r in recordings.items()}
+    scans, geometry = load_scans(
+        recordings, spec.dataset_config, torch.device("cpu"), None, regressors, dataset_fn=spec.dataset_fn
+    )
+    model = build_model(spec, geometry, scans)
+    return spec, model, scans, geometry
+
+
+class FrozenCore(torch.nn.Module):
+    """Wraps a core so that it always runs in eval mode without gradients (BatchNorm statistics fixed)."""
+
+    def __init__(self, core: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = core.eval()
+        for p in self.inner.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FrozenCore:
+        super().train(mode)
+        self.inner.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] images -> the core's [B, C', H', W'] features."""
+        with torch.no_grad():
+            return self.inner(x)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.inner, name)
+
+    def regularizer(self) -> torch.Tensor:
+        return torch.zeros(())
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    spec, model, scans, geometry = prepare(args)
+    if args.core is not None:
+        model.core.load_state_dict(torch.load(args.core, weights_only=True), strict=True)
+        if args.freeze:
+            model.core = FrozenCore(model.core)
+    if spec.model_config.init_mu == "rf_map":
+        start_at_rf_map(model, scans, geometry)
+    start = time.perf_counter()
+    result = train_model(spec, model, scans, progress=False)
+    if args.step == "pretrain":
+        core = model.core.inner if isinstance(model.core, FrozenCore) else model.core
+        torch.save(core.state_dict(), args.out)
+    print(
+        json.dumps(
+            {
+                "step": args.step,
+                "home": str(args.home),
+                "core": str(args.core) if args.core else None,
+                "freeze": args.freeze,
+                "sets": args.sets,
+                "seed": args.seed,
+                "epochs": result.epochs,
+                "best_validation_corr": round(result.best_val_corr, 4),
+                "train_s": round(time.perf_counter() - start, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)  # one member per core: run several side by side
+    main()
