@@ -151,16 +151,7 @@ def load_data(args: argparse.Namespace) -> tuple[dict[str, Recording], float]:
 
 
 def run_spec(path: Path, options: dict[str, Any]) -> RunSpec:
-    exp = load_experiment(path)
-    member = exp.members[0] if exp.members else None
-    dataset = {**exp.dataset.config, "scans": "all"}
-    if member is not None and member.split is not None and dataset.get("split"):
-        dataset["split"] = {**dataset["split"], "index": member.split}
-    seed = member.seed if member is not None else exp.seeds[0]
-    trainer = {**exp.trainer.config, **options}
-    return RunSpec.from_dicts(
-        exp.dataset.fn, dataset, exp.model.fn, exp.model.config, exp.trainer.fn, trainer, seed
-    )
+    return RunSpec.of_member(load_experiment(path), trainer_options=options)
 
 
 def bench(

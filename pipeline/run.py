@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from pipeline.registry import STATIC_LOADERS, entry, resolve
 from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.progress import PROGRESS_LOGGER, model_label
 from pipeline.training.trainer import EpochRecord, TrainResult
+
+if TYPE_CHECKING:
+    from pipeline.experiments import ExperimentSpec
 
 progress_log = logging.getLogger(PROGRESS_LOGGER)
 
@@ -50,6 +53,28 @@ class RunSpec:
             trainer_fn,
             resolve("trainer", trainer_fn, trainer_config),
             int(seed),
+        )
+
+    @classmethod
+    def of_member(
+        cls,
+        exp: ExperimentSpec,
+        seed: int | None = None,
+        trainer_options: Mapping[str, Any] | None = None,
+    ) -> RunSpec:
+        """The run of ``exp``'s first member (its re-split and seed; ``seed`` replaces the seed) over every
+        ingested scan, ``trainer_options`` laid over the trainer config: the one-member runs of the
+        benchmarks and research scripts, outside the database."""
+        dataset, member_seed = exp.member_list()[0]
+        trainer = {**exp.trainer.config, **(trainer_options or {})}
+        return cls.from_dicts(
+            exp.dataset.fn,
+            {**dataset, "scans": "all"},
+            exp.model.fn,
+            exp.model.config,
+            exp.trainer.fn,
+            trainer,
+            member_seed if seed is None else seed,
         )
 
 

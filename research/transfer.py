@@ -31,6 +31,7 @@ from pipeline.data.format import read_recording
 from pipeline.experiments import load_experiment
 from pipeline.regressors.compute import compute_regressors
 from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map, train_model
+from pipeline.training.trainer import validation_correlation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,6 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="pretrain: where to save the core's weights")
     parser.add_argument("--core", type=Path, help="target: start the core from these weights")
     parser.add_argument("--freeze", action="store_true", help="target: keep the loaded core fixed")
+    parser.add_argument(
+        "--report-home",
+        type=Path,
+        help="also report the validation correlation of only the scans whose recordings are in this home "
+        "(e.g. the target mice of a model trained jointly on an archive and them)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--experiment", type=Path, default=REPO / "experiments" / "winner_demo.yaml")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE")
@@ -54,15 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, dict]:
-    """(run spec, built model, scans' tensors, scans' geometry) for the member on ``args.home``'s recordings."""
+    """(run spec, built model, scans' tensors and geometry) for the member on ``args.home``'s recordings."""
     exp = load_experiment(args.experiment, args.sets)
-    member = exp.members[0] if exp.members else None
-    dataset = {**exp.dataset.config, "scans": "all"}
-    if member is not None and member.split is not None and dataset.get("split"):
-        dataset["split"] = {**dataset["split"], "index": member.split}
-    spec = RunSpec.from_dicts(
-        exp.dataset.fn, dataset, exp.model.fn, exp.model.config, exp.trainer.fn, exp.trainer.config, args.seed
-    )
+    spec = RunSpec.of_member(exp, seed=args.seed)
     recordings = {}
     for path in sorted((args.home / "data").glob("*.zip")):
         rec = read_recording(path, progress=False)
@@ -117,6 +118,11 @@ def main(argv: list[str] | None = None) -> None:
         start_at_rf_map(model, scans, geometry)
     start = time.perf_counter()
     result = train_model(spec, model, scans, progress=False)
+    report = None
+    if args.report_home is not None:
+        keys = {read_recording(p, progress=False).data_key for p in (args.report_home / "data").glob("*.zip")}
+        model.eval()
+        report = round(validation_correlation(model, {k: v for k, v in scans.items() if k in keys}), 4)
     if args.step == "pretrain":
         core = model.core.inner if isinstance(model.core, FrozenCore) else model.core
         torch.save(core.state_dict(), args.out)
@@ -131,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                 "seed": args.seed,
                 "epochs": result.epochs,
                 "best_validation_corr": round(result.best_val_corr, 4),
+                "report_home_validation_corr": report,
                 "train_s": round(time.perf_counter() - start, 1),
             }
         )

@@ -163,13 +163,7 @@ def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, d
     trainer = exp.trainer.config
     if trainer.get("ema_decay") is not None or trainer.get("compile_core"):
         raise SystemExit("upper bounds patch the live model: remove ema_decay and compile_core")
-    member = exp.members[0] if exp.members else None
-    dataset = {**exp.dataset.config, "scans": "all"}
-    if member is not None and member.split is not None and dataset.get("split"):
-        dataset["split"] = {**dataset["split"], "index": member.split}
-    spec = RunSpec.from_dicts(
-        exp.dataset.fn, dataset, exp.model.fn, exp.model.config, exp.trainer.fn, exp.trainer.config, args.seed
-    )
+    spec = RunSpec.of_member(exp, seed=args.seed)
     recordings, truth = {}, {}
     for path in sorted((args.home / "data").glob("*.zip")):
         if not truth_path(path).exists():
