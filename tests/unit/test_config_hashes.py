@@ -40,12 +40,14 @@ LATER_PRESETS = {
         "model": "cb37c1804a39ee0a0c47d3b7a4bb0202",
         "trainer": "6613fa81428edcc388da8ff6b3fbc2f2",
     },
-    # beyond's data and trainer (the same dataset hashes: the compressed history, re-splits 0-2)
+    # beyond's trainer; beyond's data (the compressed history, re-splits 0-2) in batches of 32 since the
+    # third teacher round (with batches of 64, its first version: 1a749631..., 4944d086..., 30fcba59...,
+    # beyond's own dataset hashes)
     "beyond_cnn": {
         "dataset": [
-            "1a749631a47b922390e106f209404f28",
-            "4944d086f7df24d432f24bb9aa4c2250",
-            "30fcba59fa768dbc5f038aebba106f63",
+            "364d0cb08e1f1281da79921ab9481d86",
+            "e057f3ba9eabcb27445ba3c393f3bdae",
+            "c42c8211c829d4ec6abb69afbce08150",
         ],
         "model": "0bffc1a7040198a22a8dc3252dfadf4f",
         "trainer": "17673a8ececebb7d899a811b5e46261b",
