@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 
 from pipeline.data.format import read_recording
+from pipeline.data.loaders import ScanTensors
 from pipeline.experiments import load_experiment
+from pipeline.models.build import ScanGeometry
 from pipeline.regressors.compute import compute_regressors
 from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map, train_model
 from pipeline.training.trainer import validation_correlation
@@ -57,10 +59,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("pretrain needs --out")
     if args.freeze and args.core is None:
         parser.error("--freeze needs --core")
+    if args.step == "target" and args.out is not None:
+        parser.error("--out is for pretrain (target saves nothing)")
     return args
 
 
-def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, dict]:
+def prepare(
+    args: argparse.Namespace,
+) -> tuple[RunSpec, torch.nn.Module, dict[str, ScanTensors], dict[str, ScanGeometry]]:
     """(run spec, built model, scans' tensors and geometry) for the member on ``args.home``'s recordings."""
     exp = load_experiment(args.experiment, args.sets)
     spec = RunSpec.of_member(exp, seed=args.seed)
@@ -89,7 +95,7 @@ class FrozenCore(torch.nn.Module):
 
     def train(self, mode: bool = True) -> FrozenCore:
         super().train(mode)
-        self.inner.eval()
+        self.inner.eval()  # the trainer's model.train() must not reach the BatchNorm statistics
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,21 +103,32 @@ class FrozenCore(torch.nn.Module):
         with torch.no_grad():
             return self.inner(x)
 
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.inner, name)
+    def map_geometry(self) -> tuple[float, float]:
+        """The wrapped core's (origin, stride) of its map cells, in input pixels."""
+        return self.inner.map_geometry()
 
     def regularizer(self) -> torch.Tensor:
-        return torch.zeros(())
+        """The wrapped core's penalty, detached: a constant of the fixed weights (scalar)."""
+        return self.inner.regularizer().detach()
+
+
+def scans_of(home: Path) -> set[str]:
+    """Data keys of the recordings in ``home``/data."""
+    return {read_recording(p, progress=False).data_key for p in (home / "data").glob("*.zip")}
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train the member as ``argv`` says and print its JSON line (see the module's docstring)."""
     args = parse_args(argv)
     spec, model, scans, geometry = prepare(args)
+    reported = sorted(scans_of(args.report_home) & scans.keys()) if args.report_home is not None else []
+    if args.report_home is not None and not reported:
+        raise SystemExit(
+            f"--report-home: none of the recordings in {args.report_home / 'data'} is trained here"
+        )
     if args.core is not None:
-        model.core.load_state_dict(torch.load(args.core, weights_only=True), strict=True)
+        state = torch.load(args.core, map_location="cpu", weights_only=True)  # tensors only, never code
+        model.core.load_state_dict(state, strict=True)
         if args.freeze:
             model.core = FrozenCore(model.core)
     if spec.model_config.init_mu == "rf_map":
@@ -120,9 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     result = train_model(spec, model, scans, progress=False)
     report = None
     if args.report_home is not None:
-        keys = {read_recording(p, progress=False).data_key for p in (args.report_home / "data").glob("*.zip")}
         model.eval()
-        report = round(validation_correlation(model, {k: v for k, v in scans.items() if k in keys}), 4)
+        report = round(validation_correlation(model, {k: scans[k] for k in reported}), 4)
     if args.step == "pretrain":
         core = model.core.inner if isinstance(model.core, FrozenCore) else model.core
         torch.save(core.state_dict(), args.out)

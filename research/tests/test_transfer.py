@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from research import transfer
 from tests.factories import REPO, TINY_MODEL, cli_argv
 
 
-def synth(out, seed: int) -> None:
+def synth(out: Path, seed: int) -> None:
+    """One tiny Gabor-world recording in ``out``."""
     argv = cli_argv(
         "synth", "--out", str(out), "--mice", "1", "--neurons", "20", "--trials", "200", "--seed", str(seed)
     )
@@ -34,20 +36,27 @@ def homes(tmp_path_factory):
         "name": "tiny",
         "dataset": {"fn": "sensorium.datasets.static_loaders", "config": {"scans": "all", "batch_size": 32}},
         "model": {"fn": "sensorium.models.stacked_core_full_gauss_readout", "config": TINY_MODEL},
-        "trainer": {"fn": "sensorium.training.standard_trainer", "config": {"max_iter": 2, "patience": 3}},
+        # the last weights, not the best: a 2-epoch run that did not beat its start would otherwise end
+        # on its starting weights, and "the frozen core did not change" would prove nothing
+        "trainer": {
+            "fn": "sensorium.training.standard_trainer",
+            "config": {"max_iter": 2, "patience": 3, "restore_best": False},
+        },
         "seeds": [1],
     }
     (root / "tiny.yaml").write_text(yaml.safe_dump(experiment))
     return root
 
 
-def run(root, capsys, *args: str, seed: int = 1) -> dict:
+def run(root: Path, capsys: pytest.CaptureFixture, *args: str, seed: int = 1) -> dict:
+    """research.transfer's JSON line for ``args`` on the tiny experiment."""
     transfer.main([*args, "--seed", str(seed), "--experiment", str(root / "tiny.yaml")])
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def core_after_target(root, monkeypatch, *args: str) -> tuple[dict, dict]:
-    """(the core's weights when training starts, and when it ends) of a target run with ``args``."""
+def core_after_target(root: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[dict, dict, bool]:
+    """(the core's weights when training starts, when it ends, whether the core was wrapped as frozen) of
+    a target run with ``args``."""
     seen: dict = {}
     train = transfer.train_model
 
@@ -56,6 +65,7 @@ def core_after_target(root, monkeypatch, *args: str) -> tuple[dict, dict]:
         return {k: v.clone() for k, v in core.state_dict().items()}
 
     def spy(spec, model, scans, **options):
+        seen["frozen"] = isinstance(model.core, transfer.FrozenCore)
         seen["start"] = weights(model)
         result = train(spec, model, scans, **options)
         seen["end"] = weights(model)
@@ -74,7 +84,7 @@ def core_after_target(root, monkeypatch, *args: str) -> tuple[dict, dict]:
             *args,
         ]
     )
-    return seen["start"], seen["end"]
+    return seen["start"], seen["end"], seen["frozen"]
 
 
 def test_pretrain_saves_the_core_and_target_starts_from_it(homes, capsys, monkeypatch):
@@ -85,26 +95,38 @@ def test_pretrain_saves_the_core_and_target_starts_from_it(homes, capsys, monkey
     saved = torch.load(out, weights_only=True)
     assert saved and all(isinstance(v, torch.Tensor) for v in saved.values())
 
-    start, end = core_after_target(homes, monkeypatch, "--core", str(out))
+    start, end, frozen = core_after_target(homes, monkeypatch, "--core", str(out))
     assert start.keys() == saved.keys()
     assert all(torch.equal(start[k], saved[k]) for k in saved)  # started from the file
     assert any(not torch.equal(end[k], saved[k]) for k in saved)  # then fine-tuned
 
-    start, end = core_after_target(homes, monkeypatch, "--core", str(out), "--freeze")
+    assert not frozen
+    start, end, frozen = core_after_target(homes, monkeypatch, "--core", str(out), "--freeze")
+    assert frozen
+    assert all(torch.equal(start[k], saved[k]) for k in saved)
     assert all(torch.equal(end[k], saved[k]) for k in saved)  # weights and BatchNorm statistics kept
 
-    scratch, _ = core_after_target(homes, monkeypatch)
+    scratch, _, _ = core_after_target(homes, monkeypatch)
     assert any(not torch.equal(scratch[k], saved[k]) for k in saved if saved[k].is_floating_point())
     out_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(out_line)["core"] is None
 
 
-def test_report_home_scores_only_its_scans(homes, capsys, tmp_path):
+def test_report_home_scores_only_its_scans(homes, capsys, tmp_path, monkeypatch):
     joint = tmp_path / "joint" / "data"
     joint.mkdir(parents=True)
     for home in ("archive", "target"):
         for f in (homes / home / "data").glob("*.zip"):
             (joint / f.name).symlink_to(f)
+    scored: list = []
+    score = transfer.validation_correlation
+
+    def spy(model, scans, *args, **kwargs):
+        scored.append(sorted(scans))
+        return score(model, scans, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "validation_correlation", spy)
+    out = tmp_path / "c.pt"
     both = run(
         homes,
         capsys,
@@ -112,14 +134,40 @@ def test_report_home_scores_only_its_scans(homes, capsys, tmp_path):
         "--home",
         str(joint.parent),
         "--out",
-        str(tmp_path / "c.pt"),
+        str(out),
         "--report-home",
         str(homes / "target"),
     )
-    assert both["report_home_validation_corr"] is not None
-    assert both["report_home_validation_corr"] != both["best_validation_corr"]
+    assert scored == [sorted(transfer.scans_of(homes / "target"))]
+    assert len(transfer.scans_of(joint.parent)) == 2 and len(scored[0]) == 1
+    assert 0 < both["report_home_validation_corr"] < 1
 
 
-def test_freeze_needs_a_core():
+def test_report_home_must_share_a_scan(homes, tmp_path):
+    with pytest.raises(SystemExit, match="none of the recordings"):
+        transfer.main(
+            [
+                "pretrain",
+                "--home",
+                str(homes / "archive"),
+                "--out",
+                str(tmp_path / "c.pt"),
+                "--report-home",
+                str(homes / "target"),
+                "--experiment",
+                str(homes / "tiny.yaml"),
+            ]
+        )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["target", "--home", "x", "--freeze"],
+        ["target", "--home", "x", "--out", "c.pt"],
+        ["pretrain", "--home", "x"],
+    ],
+)
+def test_arguments_that_do_not_fit_the_step_are_refused(argv):
     with pytest.raises(SystemExit):
-        transfer.parse_args(["target", "--home", "x", "--freeze"])
+        transfer.parse_args(argv)
