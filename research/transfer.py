@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also report the validation correlation of only the scans whose recordings are in this home "
         "(e.g. the target mice of a model trained jointly on an archive and them)",
     )
+    parser.add_argument(
+        "--test",
+        action="store_true",
+        help="also report the test tier (of the --report-home scans, else of all): for comparisons on other "
+        "recordings than the selection's, never for choosing",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--experiment", type=Path, default=REPO / "experiments" / "winner_demo.yaml")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE")
@@ -135,10 +141,13 @@ def main(argv: list[str] | None = None) -> None:
         start_at_rf_map(model, scans, geometry)
     start = time.perf_counter()
     result = train_model(spec, model, scans, progress=False)
-    report = None
+    report = test = None
+    model.eval()
     if args.report_home is not None:
-        model.eval()
         report = round(validation_correlation(model, {k: scans[k] for k in reported}), 4)
+    if args.test:
+        scored = {k: scans[k] for k in reported} if reported else scans
+        test = round(validation_correlation(model, scored, tier="test"), 4)
     if args.step == "pretrain":
         core = model.core.inner if isinstance(model.core, FrozenCore) else model.core
         torch.save(core.state_dict(), args.out)
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 "epochs": result.epochs,
                 "best_validation_corr": round(result.best_val_corr, 4),
                 "report_home_validation_corr": report,
+                "test_corr": test,
                 "train_s": round(time.perf_counter() - start, 1),
             }
         )

@@ -143,6 +143,22 @@ def test_report_home_scores_only_its_scans(homes, capsys, tmp_path, monkeypatch)
     assert 0 < both["report_home_validation_corr"] < 1
 
 
+def test_test_tier_is_reported_only_when_asked(homes, capsys, monkeypatch):
+    tiers: list = []
+    score = transfer.validation_correlation
+
+    def spy(model, scans, tier="validation", **kwargs):
+        tiers.append(tier)
+        return score(model, scans, tier=tier, **kwargs)
+
+    monkeypatch.setattr(transfer, "validation_correlation", spy)
+    plain = run(homes, capsys, "target", "--home", str(homes / "target"))
+    assert plain["test_corr"] is None and "test" not in tiers
+    tested = run(homes, capsys, "target", "--home", str(homes / "target"), "--test")
+    assert tiers.count("test") == 1 and -1 < tested["test_corr"] < 1
+    assert tested["best_validation_corr"] == plain["best_validation_corr"]  # reporting changes no training
+
+
 def test_report_home_must_share_a_scan(homes, tmp_path):
     with pytest.raises(SystemExit, match="none of the recordings"):
         transfer.main(
