@@ -61,11 +61,15 @@ class RunSpec:
         exp: ExperimentSpec,
         seed: int | None = None,
         trainer_options: Mapping[str, Any] | None = None,
+        index: int = 0,
     ) -> RunSpec:
-        """The run of ``exp``'s first member (its re-split and seed; ``seed`` replaces the seed) over every
-        ingested scan, ``trainer_options`` laid over the trainer config: the one-member runs of the
+        """The run of ``exp``'s member ``index`` (its re-split and seed; ``seed`` replaces the seed) over
+        every ingested scan, ``trainer_options`` laid over the trainer config: the one-member runs of the
         benchmarks and research scripts, outside the database."""
-        dataset, member_seed = exp.member_list()[0]
+        members = exp.member_list()
+        if not 0 <= index < len(members):
+            raise ValueError(f"member {index}: the experiment has {len(members)} (0..{len(members) - 1})")
+        dataset, member_seed = members[index]
         trainer = {**exp.trainer.config, **(trainer_options or {})}
         return cls.from_dicts(
             exp.dataset.fn,

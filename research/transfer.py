@@ -12,10 +12,14 @@ in two steps:
   statistics included), so only readout, shifter and modulator learn.
 
 Prints one JSON line with the best validation correlation (the target's validation tier). Same
-experiment, ``--set``s, seed and epochs as ``research.upper_bounds`` would use. Run:
+experiment, ``--set``s, seed and epochs as ``research.upper_bounds`` would use; ``--member`` picks an
+ensemble member (its re-split and seed). For comparisons on other recordings, ``target --test
+--predictions FILE`` also reports and saves the test tier, and ``score --predictions A B C`` scores the
+members' mean as one ensemble. Run:
 
     .venv/bin/python -m research.transfer pretrain --home ARCHIVE --out core.pt --seed 42 [--set ...]
     .venv/bin/python -m research.transfer target --home TARGET [--core core.pt [--freeze]] --seed 42
+    .venv/bin/python -m research.transfer score --predictions m0.npz m1.npz m2.npz
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.data.format import read_recording
@@ -33,6 +38,8 @@ from pipeline.experiments import load_experiment
 from pipeline.models.build import ScanGeometry
 from pipeline.regressors.compute import compute_regressors
 from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map, train_model
+from pipeline.scoring.metrics import single_trial_correlation
+from pipeline.scoring.predict import predict_tier
 from pipeline.training.trainer import validation_correlation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,8 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("pretrain", "target"))
-    parser.add_argument("--home", type=Path, required=True, help="a home whose data/ holds recordings")
+    parser.add_argument("step", choices=("pretrain", "target", "score"))
+    parser.add_argument("--home", type=Path, help="pretrain / target: a home whose data/ holds recordings")
     parser.add_argument("--out", type=Path, help="pretrain: where to save the core's weights")
     parser.add_argument("--core", type=Path, help="target: start the core from these weights")
     parser.add_argument("--freeze", action="store_true", help="target: keep the loaded core fixed")
@@ -57,10 +64,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also report the test tier (of the --report-home scans, else of all): for comparisons on other "
         "recordings than the selection's, never for choosing",
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        nargs="+",
+        help="target: save the test tier's predictions and targets here (one .npz); score: the members' "
+        ".npz files, averaged as one ensemble",
+    )
+    parser.add_argument("--seed", type=int, help="the model's seed (default: the member's own)")
+    parser.add_argument("--member", type=int, default=0, help="which member of the experiment (default 0)")
     parser.add_argument("--experiment", type=Path, default=REPO / "experiments" / "winner_demo.yaml")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE")
     args = parser.parse_args(argv)
+    if args.step == "score":
+        if not args.predictions:
+            parser.error("score needs --predictions")
+        return args
+    if args.home is None:
+        parser.error(f"{args.step} needs --home")
+    if args.predictions is not None and (args.step != "target" or len(args.predictions) != 1):
+        parser.error("--predictions: one file, with target")
     if args.step == "pretrain" and args.out is None:
         parser.error("pretrain needs --out")
     if args.freeze and args.core is None:
@@ -75,7 +98,7 @@ def prepare(
 ) -> tuple[RunSpec, torch.nn.Module, dict[str, ScanTensors], dict[str, ScanGeometry]]:
     """(run spec, built model, scans' tensors and geometry) for the member on ``args.home``'s recordings."""
     exp = load_experiment(args.experiment, args.sets)
-    spec = RunSpec.of_member(exp, seed=args.seed)
+    spec = RunSpec.of_member(exp, seed=args.seed, index=args.member)
     recordings = {}
     for path in sorted((args.home / "data").glob("*.zip")):
         rec = read_recording(path, progress=False)
@@ -123,9 +146,36 @@ def scans_of(home: Path) -> set[str]:
     return {read_recording(p, progress=False).data_key for p in (home / "data").glob("*.zip")}
 
 
+def save_test_predictions(path: Path, model: torch.nn.Module, scans: dict[str, ScanTensors]) -> None:
+    """Write ``{key}/pred`` and ``{key}/target`` ([n_test, N] each, file order) of every scan's test tier."""
+    arrays = {}
+    for key, scan in scans.items():
+        pred, target, _ = predict_tier(model, scan, "test")
+        arrays[f"{key}/pred"], arrays[f"{key}/target"] = pred, target
+    np.savez(path, **arrays)
+
+
+def ensemble_test_score(paths: list[Path]) -> float:
+    """Mean over scans of the mean single-trial correlation of the members' averaged test predictions."""
+    members = [np.load(p) for p in paths]
+    keys = sorted(k.removesuffix("/pred") for k in members[0].files if k.endswith("/pred"))
+    per_scan = []
+    for key in keys:
+        target = members[0][f"{key}/target"]
+        if any(not np.array_equal(m[f"{key}/target"], target) for m in members[1:]):
+            raise SystemExit(f"{key}: the members' test targets differ (other recordings?)")
+        pred = np.mean([m[f"{key}/pred"] for m in members], axis=0)
+        per_scan.append(float(single_trial_correlation(target, pred).mean()))
+    return float(np.mean(per_scan))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train the member as ``argv`` says and print its JSON line (see the module's docstring)."""
     args = parse_args(argv)
+    if args.step == "score":
+        score = ensemble_test_score(args.predictions)
+        print(json.dumps({"step": "score", "members": len(args.predictions), "test_corr": round(score, 4)}))
+        return
     spec, model, scans, geometry = prepare(args)
     reported = sorted(scans_of(args.report_home) & scans.keys()) if args.report_home is not None else []
     if args.report_home is not None and not reported:
@@ -148,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.test:
         scored = {k: scans[k] for k in reported} if reported else scans
         test = round(validation_correlation(model, scored, tier="test"), 4)
+    if args.predictions is not None:
+        save_test_predictions(args.predictions[0], model, scans)
     if args.step == "pretrain":
         core = model.core.inner if isinstance(model.core, FrozenCore) else model.core
         torch.save(core.state_dict(), args.out)
@@ -159,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
                 "core": str(args.core) if args.core else None,
                 "freeze": args.freeze,
                 "sets": args.sets,
-                "seed": args.seed,
+                "seed": spec.seed,
+                "member": args.member,
                 "epochs": result.epochs,
                 "best_validation_corr": round(result.best_val_corr, 4),
                 "report_home_validation_corr": report,

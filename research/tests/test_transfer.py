@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -159,6 +160,41 @@ def test_test_tier_is_reported_only_when_asked(homes, capsys, monkeypatch):
     assert tested["best_validation_corr"] == plain["best_validation_corr"]  # reporting changes no training
 
 
+def test_members_saved_and_scored_as_one_ensemble(homes, capsys, tmp_path):
+    files = [tmp_path / f"m{i}.npz" for i in range(2)]
+    for seed, path in zip((1, 2), files, strict=True):
+        run(
+            homes,
+            capsys,
+            "target",
+            "--home",
+            str(homes / "target"),
+            "--test",
+            "--predictions",
+            str(path),
+            seed=seed,
+        )
+    single = [np.load(f) for f in files]
+    (key,) = {k.removesuffix("/pred") for k in single[0].files if k.endswith("/pred")}
+    target = single[0][f"{key}/target"]
+    assert np.array_equal(target, single[1][f"{key}/target"])
+    assert not np.array_equal(single[0][f"{key}/pred"], single[1][f"{key}/pred"])
+    transfer.main(["score", "--predictions", *map(str, files)])
+    scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # a direct loop: the mean prediction, correlated per neuron over the test trials
+    mean = (single[0][f"{key}/pred"] + single[1][f"{key}/pred"]) / 2
+    direct = np.mean([np.corrcoef(target[:, n], mean[:, n])[0, 1] for n in range(target.shape[1])])
+    assert scored == {"step": "score", "members": 2, "test_corr": round(float(direct), 4)}
+
+
+def test_member_index_is_checked():
+    exp = transfer.load_experiment(REPO / "experiments" / "beyond_cnn.yaml")
+    assert transfer.RunSpec.of_member(exp, index=2).seed == 44
+    assert transfer.RunSpec.of_member(exp, index=2).dataset_config.split.index == 2
+    with pytest.raises(ValueError, match="member 3: the experiment has 3"):
+        transfer.RunSpec.of_member(exp, index=3)
+
+
 def test_report_home_must_share_a_scan(homes, tmp_path):
     with pytest.raises(SystemExit, match="none of the recordings"):
         transfer.main(
@@ -182,6 +218,9 @@ def test_report_home_must_share_a_scan(homes, tmp_path):
         ["target", "--home", "x", "--freeze"],
         ["target", "--home", "x", "--out", "c.pt"],
         ["pretrain", "--home", "x"],
+        ["target", "--freeze"],
+        ["score"],
+        ["pretrain", "--home", "x", "--out", "c.pt", "--predictions", "p.npz"],
     ],
 )
 def test_arguments_that_do_not_fit_the_step_are_refused(argv):
