@@ -43,6 +43,8 @@ from pipeline.scoring.predict import predict_tier
 from pipeline.training.trainer import validation_correlation
 
 REPO = Path(__file__).resolve().parents[1]
+#: the options that only a training step reads
+TRAINING_OPTIONS = ("home", "out", "core", "freeze", "report_home", "test", "seed", "member", "sets")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,13 +79,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE")
     args = parser.parse_args(argv)
     if args.step == "score":
+        training = [
+            f"--{n.replace('_', '-')}"
+            for n in TRAINING_OPTIONS
+            if getattr(args, n) not in (None, False, [], 0)
+        ]
+        if training:
+            parser.error(f"score trains nothing: {', '.join(training)} not allowed")
         if not args.predictions:
             parser.error("score needs --predictions")
+        missing = [str(p) for p in args.predictions if not p.is_file()]
+        if missing:
+            parser.error(f"--predictions: no such file: {', '.join(missing)}")
+        if len(set(args.predictions)) != len(args.predictions):
+            parser.error("--predictions: a member named twice")
         return args
     if args.home is None:
         parser.error(f"{args.step} needs --home")
-    if args.predictions is not None and (args.step != "target" or len(args.predictions) != 1):
-        parser.error("--predictions: one file, with target")
+    if args.predictions is not None:
+        if args.step != "target" or len(args.predictions) != 1:
+            parser.error("--predictions: one file, with target")
+        if args.predictions[0].suffix != ".npz" or not args.predictions[0].parent.is_dir():
+            parser.error(f"--predictions: {args.predictions[0]} must end in .npz, in an existing folder")
     if args.step == "pretrain" and args.out is None:
         parser.error("pretrain needs --out")
     if args.freeze and args.core is None:
@@ -98,6 +115,11 @@ def prepare(
 ) -> tuple[RunSpec, torch.nn.Module, dict[str, ScanTensors], dict[str, ScanGeometry]]:
     """(run spec, built model, scans' tensors and geometry) for the member on ``args.home``'s recordings."""
     exp = load_experiment(args.experiment, args.sets)
+    n_members = len(exp.member_list())
+    if not 0 <= args.member < n_members:
+        raise SystemExit(
+            f"--member {args.member}: {args.experiment.name} has {n_members} (0..{n_members - 1})"
+        )
     spec = RunSpec.of_member(exp, seed=args.seed, index=args.member)
     recordings = {}
     for path in sorted((args.home / "data").glob("*.zip")):
@@ -159,6 +181,11 @@ def ensemble_test_score(paths: list[Path]) -> float:
     """Mean over scans of the mean single-trial correlation of the members' averaged test predictions."""
     members = [np.load(p) for p in paths]
     keys = sorted(k.removesuffix("/pred") for k in members[0].files if k.endswith("/pred"))
+    if not keys:
+        raise SystemExit(f"{paths[0]}: no test predictions (not written by research.transfer --predictions)")
+    for path, m in zip(paths[1:], members[1:], strict=True):
+        if sorted(k.removesuffix("/pred") for k in m.files if k.endswith("/pred")) != keys:
+            raise SystemExit(f"{path}: other scans than {paths[0]}")
     per_scan = []
     for key in keys:
         target = members[0][f"{key}/target"]
@@ -195,11 +222,14 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     if args.report_home is not None:
         report = round(validation_correlation(model, {k: scans[k] for k in reported}), 4)
+    scored = {k: scans[k] for k in reported} if reported else scans
     if args.test:
-        scored = {k: scans[k] for k in reported} if reported else scans
-        test = round(validation_correlation(model, scored, tier="test"), 4)
+        # the mean over scans, as the database's scores and the score step average them
+        test = round(
+            float(np.mean([validation_correlation(model, {k: v}, tier="test") for k, v in scored.items()])), 4
+        )
     if args.predictions is not None:
-        save_test_predictions(args.predictions[0], model, scans)
+        save_test_predictions(args.predictions[0], model, scored)
     if args.step == "pretrain":
         core = model.core.inner if isinstance(model.core, FrozenCore) else model.core
         torch.save(core.state_dict(), args.out)

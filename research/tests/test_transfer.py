@@ -187,6 +187,25 @@ def test_members_saved_and_scored_as_one_ensemble(homes, capsys, tmp_path):
     assert scored == {"step": "score", "members": 2, "test_corr": round(float(direct), 4)}
 
 
+def test_a_one_member_score_is_its_test_corr_and_bad_files_are_refused(homes, capsys, tmp_path):
+    path = tmp_path / "m.npz"
+    tested = run(
+        homes, capsys, "target", "--home", str(homes / "target"), "--test", "--predictions", str(path)
+    )
+    transfer.main(["score", "--predictions", str(path)])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test_corr"] == tested["test_corr"]
+    other = tmp_path / "other.npz"
+    np.savez(other, **{"someone/pred": np.zeros((3, 2)), "someone/target": np.zeros((3, 2))})
+    with pytest.raises(SystemExit, match="other scans than"):
+        transfer.main(["score", "--predictions", str(path), str(other)])
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros(1))
+    with pytest.raises(SystemExit, match="no test predictions"):
+        transfer.main(["score", "--predictions", str(empty)])
+    with pytest.raises(SystemExit, match="--member 1: tiny.yaml has 1"):
+        run(homes, capsys, "target", "--home", str(homes / "target"), "--member", "1")
+
+
 def test_member_index_is_checked():
     exp = transfer.load_experiment(REPO / "experiments" / "beyond_cnn.yaml")
     assert transfer.RunSpec.of_member(exp, index=2).seed == 44
@@ -218,8 +237,11 @@ def test_report_home_must_share_a_scan(homes, tmp_path):
         ["target", "--home", "x", "--freeze"],
         ["target", "--home", "x", "--out", "c.pt"],
         ["pretrain", "--home", "x"],
-        ["target", "--freeze"],
+        ["target"],
         ["score"],
+        ["score", "--predictions", "missing.npz"],
+        ["score", "--predictions", "m.npz", "--freeze"],
+        ["target", "--home", "x", "--predictions", "p"],
         ["pretrain", "--home", "x", "--out", "c.pt", "--predictions", "p.npz"],
     ],
 )
