@@ -34,13 +34,14 @@ import torch
 
 from pipeline.data.format import read_recording
 from pipeline.data.loaders import ScanTensors
+from pipeline.data.recording import data_key_from_name
 from pipeline.experiments import load_experiment
 from pipeline.models.build import ScanGeometry
-from pipeline.regressors.compute import compute_regressors
-from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map, train_model
+from pipeline.run import RunSpec, start_at_rf_map, train_model
 from pipeline.scoring.metrics import single_trial_correlation
 from pipeline.scoring.predict import predict_tier
 from pipeline.training.trainer import validation_correlation
+from research.member import build_member, home_zips, read_recordings
 
 REPO = Path(__file__).resolve().parents[1]
 #: the options that only a training step reads
@@ -121,17 +122,7 @@ def prepare(
             f"--member {args.member}: {args.experiment.name} has {n_members} (0..{n_members - 1})"
         )
     spec = RunSpec.of_member(exp, seed=args.seed, index=args.member)
-    recordings = {}
-    for path in sorted((args.home / "data").glob("*.zip")):
-        rec = read_recording(path, progress=False)
-        recordings[rec.data_key] = rec
-    if not recordings:
-        raise SystemExit(f"no recordings in {args.home / 'data'}")
-    regressors = {k: compute_regressors(r, spec.dataset_config) for k, r in recordings.items()}
-    scans, geometry = load_scans(
-        recordings, spec.dataset_config, torch.device("cpu"), None, regressors, dataset_fn=spec.dataset_fn
-    )
-    model = build_model(spec, geometry, scans)
+    model, scans, geometry = build_member(spec, read_recordings(home_zips(args.home)))
     return spec, model, scans, geometry
 
 
@@ -164,21 +155,29 @@ class FrozenCore(torch.nn.Module):
 
 
 def scans_of(home: Path) -> set[str]:
-    """Data keys of the recordings in ``home``/data."""
-    return {read_recording(p, progress=False).data_key for p in (home / "data").glob("*.zip")}
+    """Data keys of the recordings in ``home``/data (from the file names where they carry one)."""
+    return {data_key_from_name(p.name) or read_recording(p, progress=False).data_key for p in home_zips(home)}
 
 
-def save_test_predictions(path: Path, model: torch.nn.Module, scans: dict[str, ScanTensors]) -> None:
-    """Write ``{key}/pred`` and ``{key}/target`` ([n_test, N] each, file order) of every scan's test tier."""
+def test_predictions(model: torch.nn.Module, scans: dict[str, ScanTensors]) -> dict[str, np.ndarray]:
+    """``{key}/pred`` and ``{key}/target`` ([n_test, N] each, file order) of every scan's test tier."""
     arrays = {}
     for key, scan in scans.items():
-        pred, target, _ = predict_tier(model, scan, "test")
-        arrays[f"{key}/pred"], arrays[f"{key}/target"] = pred, target
-    np.savez(path, **arrays)
+        arrays[f"{key}/pred"], arrays[f"{key}/target"], _ = predict_tier(model, scan, "test")
+    return arrays
+
+
+def mean_over_scans(arrays: dict[str, np.ndarray]) -> float:
+    """Mean over scans of the mean single-trial correlation of ``{key}/pred`` with ``{key}/target`` (the
+    database's scores average scans the same way)."""
+    keys = sorted(k.removesuffix("/pred") for k in arrays if k.endswith("/pred"))
+    return float(
+        np.mean([single_trial_correlation(arrays[f"{k}/target"], arrays[f"{k}/pred"]).mean() for k in keys])
+    )
 
 
 def ensemble_test_score(paths: list[Path]) -> float:
-    """Mean over scans of the mean single-trial correlation of the members' averaged test predictions."""
+    """``mean_over_scans`` of the members' averaged test predictions (files of ``test_predictions``)."""
     members = [np.load(p) for p in paths]
     keys = sorted(k.removesuffix("/pred") for k in members[0].files if k.endswith("/pred"))
     if not keys:
@@ -186,14 +185,14 @@ def ensemble_test_score(paths: list[Path]) -> float:
     for path, m in zip(paths[1:], members[1:], strict=True):
         if sorted(k.removesuffix("/pred") for k in m.files if k.endswith("/pred")) != keys:
             raise SystemExit(f"{path}: other scans than {paths[0]}")
-    per_scan = []
+    mean = {}
     for key in keys:
         target = members[0][f"{key}/target"]
         if any(not np.array_equal(m[f"{key}/target"], target) for m in members[1:]):
             raise SystemExit(f"{key}: the members' test targets differ (other recordings?)")
-        pred = np.mean([m[f"{key}/pred"] for m in members], axis=0)
-        per_scan.append(float(single_trial_correlation(target, pred).mean()))
-    return float(np.mean(per_scan))
+        mean[f"{key}/target"] = target
+        mean[f"{key}/pred"] = np.mean([m[f"{key}/pred"] for m in members], axis=0)
+    return mean_over_scans(mean)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,13 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_home is not None:
         report = round(validation_correlation(model, {k: scans[k] for k in reported}), 4)
     scored = {k: scans[k] for k in reported} if reported else scans
-    if args.test:
-        # the mean over scans, as the database's scores and the score step average them
-        test = round(
-            float(np.mean([validation_correlation(model, {k: v}, tier="test") for k, v in scored.items()])), 4
-        )
-    if args.predictions is not None:
-        save_test_predictions(args.predictions[0], model, scored)
+    if args.test or args.predictions is not None:
+        arrays = test_predictions(model, scored)  # one pass over the test tier for both
+        test = round(mean_over_scans(arrays), 4) if args.test else None
+        if args.predictions is not None:
+            np.savez(args.predictions[0], **arrays)
     if args.step == "pretrain":
         core = model.core.inner if isinstance(model.core, FrozenCore) else model.core
         torch.save(core.state_dict(), args.out)

@@ -35,12 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.format import read_recording
 from pipeline.data.synth import truth_path
 from pipeline.experiments import load_experiment
 from pipeline.models.rf_map import readout_positions
-from pipeline.regressors.compute import compute_regressors
-from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map, train_model
+from pipeline.run import RunSpec, start_at_rf_map, train_model
+from research.member import build_member, home_zips, read_recordings
 
 MODES = ("as-configured", "planted-positions", "planted-shift", "planted-drive")
 REPO = Path(__file__).resolve().parents[1]
@@ -164,23 +163,17 @@ def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, d
     if trainer.get("ema_decay") is not None or trainer.get("compile_core"):
         raise SystemExit("upper bounds patch the live model: remove ema_decay and compile_core")
     spec = RunSpec.of_member(exp, seed=args.seed)
-    recordings, truth = {}, {}
-    for path in sorted((args.home / "data").glob("*.zip")):
+    paths = home_zips(args.home)
+    for path in paths:
         if not truth_path(path).exists():
             raise SystemExit(f"{path.name}: no ground truth beside it; not a synthetic recording")
-        rec = read_recording(path, progress=False)
-        recordings[rec.data_key] = rec
+    recordings, truth = read_recordings(paths), {}
+    for path, key in zip(paths, recordings, strict=True):
         with np.load(truth_path(path)) as t:
-            truth[rec.data_key] = {k: t[k] for k in ("rf_center", "drive", "eye_shift") if k in t.files}
-    if not recordings:
-        raise SystemExit(f"no recordings in {args.home / 'data'}")
-    regressors = {k: compute_regressors(r, spec.dataset_config) for k, r in recordings.items()}
-    scans, geometry = load_scans(
-        recordings, spec.dataset_config, torch.device("cpu"), None, regressors, dataset_fn=spec.dataset_fn
-    )
+            truth[key] = {k: t[k] for k in ("rf_center", "drive", "eye_shift") if k in t.files}
+    model, scans, geometry = build_member(spec, recordings)
     if args.mode == "planted-shift" and any(s.images.shape[-2:] != (36, 64) for s in scans.values()):
         raise SystemExit("planted-shift needs the 36x64 images the eye shift is measured on")
-    model = build_model(spec, geometry, scans)
     if spec.model_config.init_mu == "rf_map":
         start_at_rf_map(model, scans, geometry)
     if args.mode == "planted-positions":

@@ -146,17 +146,17 @@ def test_report_home_scores_only_its_scans(homes, capsys, tmp_path, monkeypatch)
 
 def test_test_tier_is_reported_only_when_asked(homes, capsys, monkeypatch):
     tiers: list = []
-    score = transfer.validation_correlation
+    predict = transfer.predict_tier
 
-    def spy(model, scans, tier="validation", **kwargs):
+    def spy(model, scan, tier, **kwargs):
         tiers.append(tier)
-        return score(model, scans, tier=tier, **kwargs)
+        return predict(model, scan, tier, **kwargs)
 
-    monkeypatch.setattr(transfer, "validation_correlation", spy)
+    monkeypatch.setattr(transfer, "predict_tier", spy)
     plain = run(homes, capsys, "target", "--home", str(homes / "target"))
     assert plain["test_corr"] is None and "test" not in tiers
     tested = run(homes, capsys, "target", "--home", str(homes / "target"), "--test")
-    assert tiers.count("test") == 1 and -1 < tested["test_corr"] < 1
+    assert tiers.count("test") == 1 and -1 < tested["test_corr"] < 1  # one scan, predicted once
     assert tested["best_validation_corr"] == plain["best_validation_corr"]  # reporting changes no training
 
 
