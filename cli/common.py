@@ -27,15 +27,18 @@ def out(text: str = "") -> None:
 
 
 def announce_new_world(settings: Settings) -> None:
-    """One line on stderr when the command is about to create a new world (no ``SENSORIUM_HOME``, no
-    ``.sensorium`` here or above), so that a command run from the wrong folder does not silently start
-    an empty world there. Call it just before the first thing that creates the world (the database)."""
+    """One line on stderr when the command is about to create a new world (no ``SENSORIUM_HOME`` and no
+    ``.sensorium`` here or above, or a ``SENSORIUM_HOME`` without a database yet), so that a command run
+    from the wrong folder, or with a mistyped path, does not silently start an empty world there. Call it
+    just before the first thing that creates the world (the database)."""
     if settings.home_is_new:
-        sys.stderr.write(
-            f"creating a new world in {settings.home} (no .sensorium here or above; "
-            "set SENSORIUM_HOME to choose)\n"
-        )
-        sys.stderr.flush()
+        why = "no .sensorium here or above; set SENSORIUM_HOME to choose"
+    elif settings.names_an_empty_home:
+        why = "SENSORIUM_HOME names a folder with no database yet; check the path if you meant another"
+    else:
+        return
+    sys.stderr.write(f"creating a new world in {settings.home} ({why})\n")
+    sys.stderr.flush()
 
 
 def activate(settings: Settings | None = None) -> Settings:

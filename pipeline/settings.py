@@ -106,6 +106,12 @@ class Settings:
         return self.home_source.startswith("new in ")
 
     @property
+    def names_an_empty_home(self) -> bool:
+        """True when ``SENSORIUM_HOME`` names a folder without an embedded database yet: using the settings
+        creates a new world there (which a mistyped path would otherwise do without a word)."""
+        return self.home_source == "SENSORIUM_HOME" and self.database.embedded and not self.db_dir.exists()
+
+    @property
     def db_dir(self) -> Path:
         """Data folder of the embedded PostgreSQL server."""
         return self.home / "db"

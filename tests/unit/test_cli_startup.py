@@ -245,3 +245,31 @@ def test_a_new_world_is_announced_once_on_stderr(tmp_path):
         timeout=60,
     )
     assert result.stdout.strip() == f"found in {here}" and result.stderr == "", result.stderr
+
+
+def test_a_named_home_without_a_database_is_announced(tmp_path):
+    """A mistyped SENSORIUM_HOME would start an empty embedded world: one line says so; a home with a
+    database, or a database on a server (DJ_HOST), is used without a word."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}
+    home = tmp_path / "typo"
+
+    def announce(**extra: str) -> subprocess.CompletedProcess:
+        env = dict(base, SENSORIUM_HOME=str(home), **extra)
+        return subprocess.run(
+            [sys.executable, "-c", ANNOUNCE_PROBE],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first = announce()
+    assert first.returncode == 0 and first.stdout.strip() == "SENSORIUM_HOME", first.stderr
+    assert first.stderr.splitlines() == [
+        f"creating a new world in {home} (SENSORIUM_HOME names a folder with no database yet; "
+        "check the path if you meant another)"
+    ]
+    assert announce(DJ_HOST="127.0.0.1").stderr == ""
+    (home / "db").mkdir(parents=True)
+    assert announce().stderr == ""
