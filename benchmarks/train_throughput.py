@@ -6,7 +6,8 @@ What it measures:
     recordings; or any ``--experiment FILE``), the scans' tensors are built on the device (everything
     resident there: images, responses, regressors), the model is built from the preset's seed, and the
     trainer's own epoch function (``pipeline.training.trainer.train_epoch``: one batch of every scan per
-    optimiser step, the trainer's loss, regularisers and options) runs ``--warmup`` untimed rounds (they
+    optimiser step, the trainer's loss, regularisers and options, and the weight average's update after
+    every step for a preset with ``ema_decay``) runs ``--warmup`` untimed rounds (they
     also pay ``torch.compile``'s compile time), then ``--repeats`` timed passes of ``--rounds`` rounds
     (default: a whole epoch), then one timed validation pass (the trainer's early-stopping score).
 
@@ -39,6 +40,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ from pipeline.data.synth import scale_configs, synthesize
 from pipeline.experiments import load_experiment
 from pipeline.regressors.compute import compute_regressors
 from pipeline.run import RunSpec, build_model, build_scans
-from pipeline.training import speed
+from pipeline.training import schedule, speed
 from pipeline.training.seeding import resolve_device, set_seed
 from pipeline.training.trainer import BatchStream, train, train_epoch, validation_correlation
 
@@ -172,6 +174,9 @@ def bench(
     set_seed(spec.seed)
     speed.prepare_model(model, cfg)
     optimizer = speed.optimizer(model.parameters(), cfg)
+    # a preset that averages its weights pays the average's update after every step, as in training
+    ema = schedule.weight_average(model, cfg)
+    after_step = None if ema is None else partial(ema.update_parameters, model)
     bs = spec.dataset_config.batch_size
     streams = {
         k: BatchStream(s, bs, torch.Generator().manual_seed(spec.dataset_config.shuffle_seed))
@@ -183,18 +188,19 @@ def bench(
     model.train()
     t0 = time.perf_counter()
     if args.warmup:
-        train_epoch(model, scans, streams, optimizer, cfg, args.warmup, 0)
+        train_epoch(model, scans, streams, optimizer, cfg, args.warmup, 0, after_step=after_step)
     _sync(device)
     warmup_s = time.perf_counter() - t0
     pass_s = []
     for _ in range(args.repeats):
         _sync(device)
         t0 = time.perf_counter()
-        train_epoch(model, scans, streams, optimizer, cfg, rounds, 1)
+        train_epoch(model, scans, streams, optimizer, cfg, rounds, 1, after_step=after_step)
         _sync(device)
         pass_s.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    val = validation_correlation(model, scans, precision=lambda: speed.autocast(cfg, device))
+    evaluated = model if ema is None else ema.module  # what training validates
+    val = validation_correlation(evaluated, scans, precision=lambda: speed.autocast(cfg, device))
     _sync(device)
     val_s = time.perf_counter() - t0
     if device.type == "cuda":
@@ -218,7 +224,7 @@ def bench(
         "parameters": sum(p.numel() for p in model.parameters()),
         "pass_s": pass_s,
     }
-    del model, optimizer, scans, streams
+    del model, optimizer, scans, streams, ema, evaluated, after_step
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result

@@ -101,3 +101,21 @@ def test_planted_positions_plus_planted_shift_read_where_the_generator_put_each_
     inside = ((coords.abs() < 1).all(-1)).all(0)  # clamped positions are not where the truth says
     assert inside.sum() >= 10
     assert torch.allclose(pixels[:, inside], expect[:, inside], atol=1e-4)
+
+
+@needs_kit
+def test_only_the_planted_modes_refuse_a_weight_average(home, tmp_path, capsys):
+    """An averaged copy would not see a planted part, so those modes refuse ``ema_decay``; the
+    experiment as configured trains with it (and validates the average, as the trainer does)."""
+    experiment = yaml.safe_load((home / "tiny.yaml").read_text())
+    experiment["trainer"]["config"]["ema_decay"] = 0.9
+    path = tmp_path / "ema.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    with pytest.raises(SystemExit, match="planted modes patch the live model"):
+        upper_bounds.main(["--home", str(home), "--mode", "planted-drive", "--experiment", str(path)])
+    upper_bounds.main(
+        ["--home", str(home), "--mode", "as-configured", "--seed", "1", "--experiment", str(path)]
+    )
+    averaged = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["best_validation_corr"]
+    plain = run(home, "as-configured", capsys)["best_validation_corr"]
+    assert averaged != plain  # the average is what was validated: deterministic runs, so equal = unused

@@ -40,9 +40,9 @@ LATER_PRESETS = {
         "model": "cb37c1804a39ee0a0c47d3b7a4bb0202",
         "trainer": "6613fa81428edcc388da8ff6b3fbc2f2",
     },
-    # beyond's trainer; beyond's data (the compressed history, re-splits 0-2) in batches of 32 since the
-    # third teacher round (with batches of 64, its first version: 1a749631..., 4944d086..., 30fcba59...,
-    # beyond's own dataset hashes)
+    # beyond's data (the compressed history, re-splits 0-2) in batches of 32 since the third teacher round
+    # (with batches of 64, its first version: 1a749631..., 4944d086..., 30fcba59..., beyond's own dataset
+    # hashes); beyond's trainer until the fourth
     "beyond_cnn": {
         "dataset": [
             "364d0cb08e1f1281da79921ab9481d86",
@@ -50,7 +50,8 @@ LATER_PRESETS = {
             "c42c8211c829d4ec6abb69afbce08150",
         ],
         "model": "0bffc1a7040198a22a8dc3252dfadf4f",
-        "trainer": "17673a8ececebb7d899a811b5e46261b",
+        # + the weight average and AdamW (before: 17673a8e..., beyond's)
+        "trainer": "7b1f8370d8cbedb87973570135cb8e92",
     },
 }
 #: every pinned preset (a preset is pinned in one place only)
