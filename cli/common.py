@@ -34,7 +34,7 @@ def announce_new_world(settings: Settings) -> None:
     if settings.home_is_new:
         why = "no .sensorium here or above; set SENSORIUM_HOME to choose"
     elif settings.names_an_empty_home:
-        why = "SENSORIUM_HOME names a folder with no database yet; check the path if you meant another"
+        why = "SENSORIUM_HOME names a folder with no database yet"
     else:
         return
     sys.stderr.write(f"creating a new world in {settings.home} ({why})\n")

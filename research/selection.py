@@ -224,9 +224,10 @@ ENSEMBLES: dict[str, str | tuple[str, list[str]]] = {
         "beyond_cnn.yaml",
         ["dataset.config.batch_size=64", "trainer.config.max_iter=60", *NO_AVERAGE],
     ),
-    # beyond_cnn.yaml today: batches of 32 (twice the optimiser steps per epoch at about the same cost per
-    # epoch on these CPUs), the third teacher round's choice (validation of synth seed 0 teacher
-    # recordings, research.upper_bounds, seeds 42 / 43: 0.534 against 0.527 with batches of 64)
+    # beyond_cnn.yaml from the third teacher round to the fourth: batches of 32 (twice the optimiser steps
+    # per epoch at about the same cost per epoch on these CPUs), the third round's choice (validation of
+    # synth seed 0 teacher recordings, research.upper_bounds, seeds 42 / 43: 0.534 against 0.527 with
+    # batches of 64)
     "beyond_cnn_b32_ensemble": ("beyond_cnn.yaml", ["dataset.config.batch_size=32", *NO_AVERAGE]),
     # + the rate held, then decayed linearly to min_lr over the last 3 of the 12 epochs (third teacher
     # round, validation: 0.5375 against 0.534)
