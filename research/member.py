@@ -25,9 +25,14 @@ def home_zips(home: Path) -> list[Path]:
 
 
 def read_recordings(paths: list[Path]) -> dict[str, Recording]:
-    """{data key: recording} of these zip files."""
-    recordings = (read_recording(p, progress=False) for p in paths)
-    return {rec.data_key: rec for rec in recordings}
+    """{data key: recording} of these zip files, in their order (two files of one scan: one-line exit)."""
+    recordings: dict[str, Recording] = {}
+    for path in paths:
+        rec = read_recording(path, progress=False)
+        if rec.data_key in recordings:
+            raise SystemExit(f"{path.name}: scan {rec.data_key} is in another file of this folder too")
+        recordings[rec.data_key] = rec
+    return recordings
 
 
 def build_member(

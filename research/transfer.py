@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -116,12 +117,10 @@ def prepare(
 ) -> tuple[RunSpec, torch.nn.Module, dict[str, ScanTensors], dict[str, ScanGeometry]]:
     """(run spec, built model, scans' tensors and geometry) for the member on ``args.home``'s recordings."""
     exp = load_experiment(args.experiment, args.sets)
-    n_members = len(exp.member_list())
-    if not 0 <= args.member < n_members:
-        raise SystemExit(
-            f"--member {args.member}: {args.experiment.name} has {n_members} (0..{n_members - 1})"
-        )
-    spec = RunSpec.of_member(exp, seed=args.seed, index=args.member)
+    try:
+        spec = RunSpec.of_member(exp, seed=args.seed, index=args.member)
+    except ValueError as err:  # a member index out of range: of_member names the valid ones
+        raise SystemExit(f"--member: {args.experiment.name}: {err}") from None
     model, scans, geometry = build_member(spec, read_recordings(home_zips(args.home)))
     return spec, model, scans, geometry
 
@@ -167,10 +166,15 @@ def test_predictions(model: torch.nn.Module, scans: dict[str, ScanTensors]) -> d
     return arrays
 
 
+def scan_keys(names: Iterable[str]) -> list[str]:
+    """The data keys of a predictions mapping's ``{key}/pred`` entries, sorted."""
+    return sorted(k.removesuffix("/pred") for k in names if k.endswith("/pred"))
+
+
 def mean_over_scans(arrays: dict[str, np.ndarray]) -> float:
     """Mean over scans of the mean single-trial correlation of ``{key}/pred`` with ``{key}/target`` (the
     database's scores average scans the same way)."""
-    keys = sorted(k.removesuffix("/pred") for k in arrays if k.endswith("/pred"))
+    keys = scan_keys(arrays)
     return float(
         np.mean([single_trial_correlation(arrays[f"{k}/target"], arrays[f"{k}/pred"]).mean() for k in keys])
     )
@@ -179,11 +183,11 @@ def mean_over_scans(arrays: dict[str, np.ndarray]) -> float:
 def ensemble_test_score(paths: list[Path]) -> float:
     """``mean_over_scans`` of the members' averaged test predictions (files of ``test_predictions``)."""
     members = [np.load(p) for p in paths]
-    keys = sorted(k.removesuffix("/pred") for k in members[0].files if k.endswith("/pred"))
+    keys = scan_keys(members[0].files)
     if not keys:
         raise SystemExit(f"{paths[0]}: no test predictions (not written by research.transfer --predictions)")
     for path, m in zip(paths[1:], members[1:], strict=True):
-        if sorted(k.removesuffix("/pred") for k in m.files if k.endswith("/pred")) != keys:
+        if scan_keys(m.files) != keys:
             raise SystemExit(f"{path}: other scans than {paths[0]}")
     mean = {}
     for key in keys:

@@ -202,7 +202,7 @@ def test_a_one_member_score_is_its_test_corr_and_bad_files_are_refused(homes, ca
     np.savez(empty, x=np.zeros(1))
     with pytest.raises(SystemExit, match="no test predictions"):
         transfer.main(["score", "--predictions", str(empty)])
-    with pytest.raises(SystemExit, match="--member 1: tiny.yaml has 1"):
+    with pytest.raises(SystemExit, match=r"--member: tiny.yaml: member 1: the experiment has 1 \(0\.\.0\)"):
         run(homes, capsys, "target", "--home", str(homes / "target"), "--member", "1")
 
 
@@ -248,3 +248,14 @@ def test_report_home_must_share_a_scan(homes, tmp_path):
 def test_arguments_that_do_not_fit_the_step_are_refused(argv):
     with pytest.raises(SystemExit):
         transfer.parse_args(argv)
+
+
+def test_two_files_of_one_scan_are_one_line(homes, capsys, tmp_path):
+    data = tmp_path / "twice" / "data"
+    data.mkdir(parents=True)
+    (original,) = sorted((homes / "target" / "data").glob("*.zip"))[:1]
+    (data / original.name).symlink_to(original)
+    (data / f"copy-{original.name}").symlink_to(original)
+    # name order: the copy is read first, the original then finds its scan taken
+    with pytest.raises(SystemExit, match=rf"^{original.name}: scan .* is in another file of this folder too"):
+        run(homes, capsys, "target", "--home", str(tmp_path / "twice"))

@@ -218,6 +218,13 @@ print(settings.home_source)
 """
 
 
+def _announce_probe(cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """ANNOUNCE_PROBE run in ``cwd`` with ``env``: stdout the home's source, stderr any announcement."""
+    return subprocess.run(
+        [sys.executable, "-c", ANNOUNCE_PROBE], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_a_new_world_is_announced_once_on_stderr(tmp_path):
     if any((p / WORLD_DIR).is_dir() for p in tmp_path.parents):
         pytest.skip("a folder above the temporary folder holds a world")
@@ -236,14 +243,7 @@ def test_a_new_world_is_announced_once_on_stderr(tmp_path):
     ]
     # from a subfolder the world just made is found: no second announcement
     sub = here / "rec"
-    result = subprocess.run(
-        [sys.executable, "-c", ANNOUNCE_PROBE],
-        cwd=sub,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _announce_probe(sub, env)
     assert result.stdout.strip() == f"found in {here}" and result.stderr == "", result.stderr
 
 
@@ -254,15 +254,7 @@ def test_a_named_home_without_a_database_is_announced(tmp_path):
     home = tmp_path / "typo"
 
     def announce(**extra: str) -> subprocess.CompletedProcess:
-        env = dict(base, SENSORIUM_HOME=str(home), **extra)
-        return subprocess.run(
-            [sys.executable, "-c", ANNOUNCE_PROBE],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return _announce_probe(REPO, dict(base, SENSORIUM_HOME=str(home), **extra))
 
     first = announce()
     assert first.returncode == 0 and first.stdout.strip() == "SENSORIUM_HOME", first.stderr
