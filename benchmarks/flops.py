@@ -47,7 +47,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,16 +156,10 @@ def preset_spec(path: Path, batch_size: int | None = None) -> tuple[RunSpec, int
     """(run spec of the preset's first member, members, ``max_iter``); ``batch_size`` overrides the
     preset's. The throughput options that change no count are dropped (compile, autocast)."""
     exp = load_experiment(path)
-    members = exp.member_list()  # (dataset config with the member's re-split, seed) per member
-    config, seed = members[0]
-    dataset = {**config, "scans": "all"}
+    spec = RunSpec.of_member(exp, trainer_options={"compile_core": False, "autocast": None})
     if batch_size is not None:
-        dataset["batch_size"] = batch_size
-    trainer = {**exp.trainer.config, "compile_core": False, "autocast": None}
-    spec = RunSpec.from_dicts(
-        exp.dataset.fn, dataset, exp.model.fn, exp.model.config, exp.trainer.fn, trainer, seed
-    )
-    return spec, len(members), spec.trainer_config.max_iter
+        spec = replace(spec, dataset_config=spec.dataset_config.model_copy(update={"batch_size": batch_size}))
+    return spec, len(exp.member_list()), spec.trainer_config.max_iter
 
 
 def _conv_backward_flops(

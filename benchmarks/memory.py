@@ -94,21 +94,12 @@ def child(args: argparse.Namespace) -> None:
         schemas.activate()
         device = resolve_device(args.device)
         exp = load_experiment(args.experiment)
-        dataset = {**exp.dataset.config, "scans": "all"}
-        trainer = dict(exp.trainer.config, max_iter=1)
+        trainer = {"max_iter": 1}
         if device.type == "cpu":
             trainer["max_batches_per_epoch"] = args.batches
-        member = exp.members[0]
-        spec_dict = dict(
-            dataset_fn=exp.dataset.fn,
-            dataset_config=dataset,
-            model_fn=exp.model.fn,
-            model_config=exp.model.config,
-            trainer_fn=exp.trainer.fn,
-            trainer_config=trainer,
-            seed=member.seed,
-        )
-        spec = RunSpec.from_dicts(**spec_dict)
+        # the first member as populate would train it: its re-split and seed
+        spec = RunSpec.of_member(exp, trainer_options=trainer)
+        dataset = {**exp.member_list()[0][0], "scans": "all"}
         keys = sorted(r["data_key"] for r in Scan.proj().to_dicts())
         stages = {"start": rss.mark("start")}
         say = _progress(stages)
