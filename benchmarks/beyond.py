@@ -173,7 +173,8 @@ def compare(
     parser.add_argument("--seeds", default="42,45,48", help="seeds (ensembles: seed bases s, s+1, s+2)")
     parser.add_argument("--epochs", type=int, default=12, help="max_iter of every model (default 12)")
     parser.add_argument("--rows", default=",".join(default_rows), help="comma-separated rows")
-    parser.add_argument("--mice", type=int, default=2)
+    parser.add_argument("--mice", type=int, default=2, help="recordings to synthesise (default 2)")
+    parser.add_argument("--neurons", type=int, default=150, help="neurons per recording (default 150)")
     parser.add_argument(
         "--synth-seed",
         type=int,
@@ -220,7 +221,17 @@ def compare(
     if not any(data.glob("*.zip")):
         world = [] if args.stimulus == "gabor" else ["--stimulus", "teacher", "--teacher", str(args.teacher)]
         sensorium(
-            env, "synth", "--out", str(data), "--mice", str(args.mice), "--seed", str(args.synth_seed), *world
+            env,
+            "synth",
+            "--out",
+            str(data),
+            "--mice",
+            str(args.mice),
+            "--neurons",
+            str(args.neurons),
+            "--seed",
+            str(args.synth_seed),
+            *world,
         )
         sensorium(env, "ingest", "-q", *sorted(str(p) for p in data.glob("*.zip")))
         seed_file.write_text(f"{wanted}\n")
@@ -251,7 +262,7 @@ def compare(
     info = {
         "command": command_line(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "data": f"{args.mice} synthetic pre-training-style mice (150 neurons, 1000 trials, "
+        "data": f"{args.mice} synthetic pre-training-style mice ({args.neurons} neurons, 1000 trials, "
         f"synth seed {args.synth_seed}, {args.stimulus} world)",
         "budget": f"{args.epochs} epochs per model; seeds {seeds}; {args.workers} populate process(es)",
         "wall_seconds": time.perf_counter() - t0,
