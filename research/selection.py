@@ -256,6 +256,14 @@ ENSEMBLES: dict[str, str | tuple[str, list[str]]] = {
     "beyond_cnn_ema_ensemble_converged": ("beyond_cnn.yaml", [*B32, *AVERAGE, "trainer.config.max_iter=60"]),
 }
 DEFAULT_ROWS += [*ENSEMBLES]
+# only when named in --rows: the equal-time rows of other recording sizes
+ENSEMBLES |= {
+    # equal wall time on recordings of 600 neurons (--neurons 600): a member costs 12 x 6.74 s + 2 x 5.49 s
+    # of map = 91.9 s, a winner epoch 5.30 s, so 17.3 winner epochs: 17, and 18 beside it (the same
+    # benchmarks on those recordings: train_throughput --data DIR, rf_map_cost --neurons 600)
+    "winner_ensemble_17_epochs": ("ensemble_demo.yaml", ["trainer.config.max_iter=17"]),
+    "winner_ensemble_18_epochs": ("ensemble_demo.yaml", ["trainer.config.max_iter=18"]),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
