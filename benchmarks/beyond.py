@@ -213,6 +213,8 @@ def compare(
     seed_file = data / "SYNTH_SEED"  # a reused home must hold the recordings this run asks for
     # the Gabor world's homes of earlier runs hold the seed alone
     wanted = str(args.synth_seed) + ("" if args.stimulus == "gabor" else f" {args.stimulus}")
+    if (args.mice, args.neurons) != (2, 150):  # homes of the default size keep their earlier line
+        wanted += f" {args.mice}x{args.neurons}"
     if seed_file.exists() and seed_file.read_text().strip() != wanted:
         raise SystemExit(
             f"{args.home} holds recordings of synth seed / world {seed_file.read_text().strip()!r}, not "
