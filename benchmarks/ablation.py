@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, command_line, sensorium
+from benchmarks.common import REPO, command_line, sensorium, synth_and_ingest
 
 EXPERIMENTS = REPO / "experiments"
 
@@ -77,21 +77,7 @@ def main() -> None:
     data = home / "data"
     t0 = time.perf_counter()
     # pre-training-style recordings only: every test tier has responses to score
-    sensorium(
-        env,
-        "synth",
-        "--out",
-        str(data),
-        "--mice",
-        str(args.mice),
-        "--neurons",
-        str(args.neurons),
-        "--trials",
-        str(args.trials),
-        "--seed",
-        str(args.seed),
-    )
-    sensorium(env, "ingest", "-q", *sorted(str(p) for p in data.glob("*.zip")))
+    synth_and_ingest(env, data, mice=args.mice, neurons=args.neurons, trials=args.trials, seed=args.seed)
     timings = {}
     for name in args.presets.split(","):
         start = time.perf_counter()

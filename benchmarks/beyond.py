@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CLI, REPO, command_line, sensorium
+from benchmarks.common import CLI, REPO, command_line, sensorium, synth_and_ingest
 
 EXPERIMENTS = REPO / "experiments"
 
@@ -222,20 +222,7 @@ def compare(
         )
     if not any(data.glob("*.zip")):
         world = [] if args.stimulus == "gabor" else ["--stimulus", "teacher", "--teacher", str(args.teacher)]
-        sensorium(
-            env,
-            "synth",
-            "--out",
-            str(data),
-            "--mice",
-            str(args.mice),
-            "--neurons",
-            str(args.neurons),
-            "--seed",
-            str(args.synth_seed),
-            *world,
-        )
-        sensorium(env, "ingest", "-q", *sorted(str(p) for p in data.glob("*.zip")))
+        synth_and_ingest(env, data, *world, mice=args.mice, neurons=args.neurons, seed=args.synth_seed)
         seed_file.write_text(f"{wanted}\n")
     declared = declare(env, rows, seeds, args.epochs, singles, ensembles)
     names = [n for _, ns in declared.values() for n in ns]

@@ -90,6 +90,14 @@ def sensorium(env: dict[str, str], *args: str, capture: bool = True) -> str:
     return proc.stdout or ""
 
 
+def synth_and_ingest(env: dict[str, str], data: Path, *extra: str, **sizes: int) -> None:
+    """``sensorium synth --out DATA`` with ``sizes`` as flags (``mice=2`` -> ``--mice 2``) and ``extra``
+    as given (``--stimulus teacher --teacher FILE``), then ingest every zip it wrote into ``env``'s home."""
+    flags = [w for k, v in sizes.items() for w in (f"--{k}", str(v))]
+    sensorium(env, "synth", "--out", str(data), *flags, *extra)
+    sensorium(env, "ingest", "-q", *sorted(str(p) for p in data.glob("*.zip")))
+
+
 # ----------------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import CLI, REPO, sensorium
+from benchmarks.common import CLI, REPO, sensorium, synth_and_ingest
 
 CYCLE = re.compile(r"done   TrainedModel \{[^}]*seed=(\d+)\} in ([\d.]+) s \(cycle ([\d.]+) s\)")
 
@@ -93,19 +93,7 @@ def main() -> None:
     env = dict(os.environ, SENSORIUM_HOME=str(home), SENSORIUM_DEVICE="cpu")
     env.pop("DJ_HOST", None)
     data = home / "data"
-    sensorium(
-        env,
-        "synth",
-        "--out",
-        str(data),
-        "--mice",
-        "2",
-        "--neurons",
-        str(args.neurons),
-        "--trials",
-        str(args.trials),
-    )
-    sensorium(env, "ingest", "-q", *sorted(str(p) for p in data.glob("*.zip")))
+    synth_and_ingest(env, data, mice=2, neurons=args.neurons, trials=args.trials)
     seeds = ",".join(str(100 + i) for i in range(args.jobs))
     sensorium(
         env,
