@@ -248,21 +248,23 @@ ENSEMBLES: dict[str, str | tuple[str, list[str]]] = {
     # round's choice (validation of synth seed 0 recordings, research.upper_bounds, seeds 42 / 43: teacher
     # 0.551 against 0.544, Gabor 0.572 against 0.563), beyond_cnn.yaml since then
     "beyond_cnn_ema_ensemble": ("beyond_cnn.yaml", [*B32, *AVERAGE]),
-    # equal wall time for it: a member costs 12 x 4.96 s + 2 x 4.60 s of map = 68.7 s, a winner epoch
-    # 4.72 s, so 14.6 winner epochs: 15 (benchmarks.train_throughput --scale demo --threads 1 --repeats 5
-    # with winner_demo and beyond_cnn side by side; OMP_NUM_THREADS=1 benchmarks.rf_map_cost --trials 800
-    # --neurons 150)
-    "winner_ensemble_equal_time_beyond_cnn_ema": ("ensemble_demo.yaml", ["trainer.config.max_iter=15"]),
+    # equal wall time for it: a member costs 12 x 4.54 s + 2 x 2.22 s of map = 58.9 s, a winner epoch
+    # 4.57 s, so 12.9 winner epochs: 13 (2026-12-06, after the readout's faster sampling and the faster
+    # map; benchmarks.train_throughput --data DIR/data --threads 1 --repeats 5 with winner_demo and
+    # beyond_cnn side by side; OMP_NUM_THREADS=1 benchmarks.rf_map_cost --trials 800 --neurons 150).
+    # Before them: 12 x 4.96 s + 2 x 4.60 s = 68.7 s against 4.72 s, 15 epochs
+    "winner_ensemble_equal_time_beyond_cnn_ema": ("ensemble_demo.yaml", ["trainer.config.max_iter=13"]),
     "beyond_cnn_ema_ensemble_converged": ("beyond_cnn.yaml", [*B32, *AVERAGE, "trainer.config.max_iter=60"]),
 }
 DEFAULT_ROWS += [*ENSEMBLES]
-# only when named in --rows: the equal-time rows of other recording sizes
+# only when named in --rows: the winner preset at other budgets, for the equal-time rows of other
+# recording sizes. On recordings of 600 neurons (--neurons 600) a member costs 12 x 5.04 s + 2 x 3.49 s of
+# map = 67.5 s, a winner epoch 4.58 s, so 14.7 winner epochs: 15 (the same benchmarks on those
+# recordings: train_throughput --data DIR/data, rf_map_cost --neurons 600; 2026-12-06). Before the faster
+# readout and map: 12 x 6.74 s + 2 x 5.49 s = 91.9 s against 5.30 s, 17 epochs
 ENSEMBLES |= {
-    # equal wall time on recordings of 600 neurons (--neurons 600): a member costs 12 x 6.74 s + 2 x 5.49 s
-    # of map = 91.9 s, a winner epoch 5.30 s, so 17.3 winner epochs: 17, and 18 beside it (the same
-    # benchmarks on those recordings: train_throughput --data DIR, rf_map_cost --neurons 600)
-    "winner_ensemble_17_epochs": ("ensemble_demo.yaml", ["trainer.config.max_iter=17"]),
-    "winner_ensemble_18_epochs": ("ensemble_demo.yaml", ["trainer.config.max_iter=18"]),
+    f"winner_ensemble_{epochs}_epochs": ("ensemble_demo.yaml", [f"trainer.config.max_iter={epochs}"])
+    for epochs in range(13, 19)
 }
 
 

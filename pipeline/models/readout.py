@@ -167,7 +167,10 @@ class FullGaussian2d(nn.Module):
             return torch.clamp(mu, min=-1.0, max=1.0).expand(batch_size, -1, -1, -1)
         z = torch.randn((batch_size, *self.grid_shape[1:]), device=mu.device, dtype=mu.dtype)
         # pos[b, n, 0, i] = sum_j sigma[0, n, i, j] * z[b, n, 0, j] + mu[0, n, 0, i]
-        return torch.clamp(torch.einsum("ancd,bnid->bnic", self.sigma, z) + mu, min=-1.0, max=1.0)
+        # contiguous: the einsum leaves the batch axis innermost in memory, and grid_sample's CPU kernels
+        # run about ten times slower on such a grid (benchmarks/readout_cost.py); its values are the same
+        pos = torch.einsum("ancd,bnid->bnic", self.sigma, z).contiguous()
+        return torch.clamp(pos + mu, min=-1.0, max=1.0)
 
     def forward(
         self, x: torch.Tensor, sample: bool | None = None, shift: torch.Tensor | None = None
@@ -188,7 +191,9 @@ class FullGaussian2d(nn.Module):
             # Applied after the clamp, as in NP; grid_sample zero-pads positions pushed off the map.
             grid = grid + shift[:, None, None, :]
         sampled = F.grid_sample(x, grid, align_corners=self.align_corners)  # [B, c, N, 1]
-        y = torch.einsum("bcn,cn->bn", sampled.squeeze(-1), self.features.view(c, self.outdims))
+        # a broadcast product and sum: the equivalent einsum runs as N tiny matrix products, and in the
+        # CPU backward pass it cost as much as the sampling itself (benchmarks/readout_cost.py)
+        y = (sampled * self.features.view(1, c, self.outdims, 1)).sum((1, 3))
         if self.bias is not None:
             y = y + self.bias
         return y

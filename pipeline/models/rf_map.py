@@ -20,8 +20,9 @@ same, from the recording's own training trials, in one pass:
    fitted position.
 
 It draws no random numbers, and on a CPU it is bit-identical run to run. Cost: one filtering of the
-training images and a (N, T) x (T, 6 H W) product per chunk of two Gabor pairs (memory: T + N rows of
-6 H W floats per chunk); a few seconds at demo size on a CPU (``benchmarks/rf_map_cost.py``).
+training images (8 Gabor pairs per convolution) and a (N, T) x (T, 6 H W) product per chunk of two
+pairs (memory: 16 T + 6 (T + N) rows of H W floats); a few seconds at demo size on a CPU
+(``benchmarks/rf_map_cost.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from pipeline.models.gabor import gabor_bank
 MAP_PAIRS = 24
 #: kernel of the mapping bank (pixels at the model's image scale)
 MAP_KERNEL = 13
+#: Gabor pairs filtered in one convolution (16 output channels: a fast size on CPUs; memory 2 T x this x H
+#: x W floats, ``benchmarks/rf_map_cost.py``)
+CONV_PAIRS = 8
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,20 @@ class RFMap:
     inliers: np.ndarray
 
 
+def _filter(images: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """(T, 1, H, W) images, (F, k, k) filters of odd k -> (T, F, H, W) float32 responses ('same' size)."""
+    return F.conv2d(
+        images.float(), bank.to(images.device, torch.float32)[:, None], padding=bank.shape[-1] // 2
+    )
+
+
+def _with_energy(linear: torch.Tensor) -> torch.Tensor:
+    """(T, 2P, H, W) responses of quadrature pairs (2j even, 2j + 1 odd) -> (T, 3P, H, W): the 2P linear
+    responses, then the P pairs' energies."""
+    energy = torch.sqrt(linear[:, 0::2] ** 2 + linear[:, 1::2] ** 2)
+    return torch.cat([linear, energy], dim=1)
+
+
 def feature_maps(images: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """Even, odd and energy responses of Gabor pairs at every pixel.
 
@@ -67,11 +85,7 @@ def feature_maps(images: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     Returns:
         (T, 3P, H, W) float32: the 2P linear responses, then the P pairs' energies.
     """
-    lin = F.conv2d(
-        images.float(), bank.to(images.device, torch.float32)[:, None], padding=bank.shape[-1] // 2
-    )
-    energy = torch.sqrt(lin[:, 0::2] ** 2 + lin[:, 1::2] ** 2)
-    return torch.cat([lin, energy], dim=1)
+    return _with_energy(_filter(images, bank))
 
 
 def correlation_maps(
@@ -80,11 +94,19 @@ def correlation_maps(
     """Sum over the mapping bank's features of the squared correlation of each neuron with the feature at
     each pixel.
 
+    The images are filtered ``CONV_PAIRS`` pairs at a time (a convolution with a handful of outputs
+    runs far below the CPU's speed: 16 filters at once take a third of the time of four chunks of 4), and
+    the correlations are formed ``pairs_per_chunk`` pairs at a time. The features are never centred or
+    scaled in place: the responses are centred, so the correlation is (r^T f - sum(r) mean(f)) / ((T - 1)
+    std(f)), applied to the (N, features) product, which saves two passes over the (T, features) block.
+
     Args:
         images: (T, 1, H, W) training images.
         responses: (T, N) training responses (negative values count as 0).
-        pairs_per_chunk: Gabor pairs filtered at a time (memory: (T + N) x 3 x this x H x W floats).
+        pairs_per_chunk: Gabor pairs correlated at a time.
         smooth_px: Gaussian smoothing of each map (0: none).
+
+    Memory: (2 T x ``CONV_PAIRS`` + (T + N) x 3 x ``pairs_per_chunk``) x H x W float32.
 
     Returns:
         (N, H, W) float64 maps.
@@ -95,14 +117,23 @@ def correlation_maps(
     r = responses.double().clamp_min(0)
     r = torch.log1p(r / r.mean(0).clamp_min(1e-12))
     r = ((r - r.mean(0)) / r.std(0).clamp_min(1e-12)).float()  # [T, N]; a silent neuron: a zero map
+    r_sum = r.sum(0)  # [N]: about 0 (float32 rounding), kept so the centring stays exact
     bank = gabor_bank(2 * MAP_PAIRS, MAP_KERNEL)
     score = torch.zeros(responses.shape[1], H * W, dtype=torch.float64, device=images.device)
-    for start in range(0, MAP_PAIRS, pairs_per_chunk):
-        feats = feature_maps(images, bank[2 * start : 2 * (start + pairs_per_chunk)]).reshape(T, -1)
-        feats = (feats - feats.mean(0)) / feats.std(0).clamp_min(1e-6)
-        corr = (r.T @ feats) / (T - 1)  # [N, features * H * W] float32
-        # squared and summed over the chunk's features in float32; only the (N, H * W) sum is float64
-        score += corr.reshape(corr.shape[0], -1, H * W).pow(2).sum(1).double()
+    for group in range(0, MAP_PAIRS, CONV_PAIRS):
+        group_pairs = min(CONV_PAIRS, MAP_PAIRS - group)
+        linear = _filter(images, bank[2 * group : 2 * (group + group_pairs)])  # [T, 2 x pairs, H, W]
+        for start in range(0, group_pairs, pairs_per_chunk):
+            feats = _with_energy(linear[:, 2 * start : 2 * (start + pairs_per_chunk)]).reshape(T, -1)
+            mean = feats.mean(0)  # [features x H x W]
+            sq = torch.linalg.vector_norm(feats, dim=0).double() ** 2
+            # one-pass variance in float64 from float32 sums: features are O(1) with means of the order
+            # of their spread, so the cancellation costs a few digits of float32's seven at most
+            var = ((sq - T * mean.double() ** 2) / (T - 1)).clamp_min(0)
+            scale = 1.0 / ((T - 1) * var.sqrt().clamp_min(1e-6)).float()
+            corr = (r.T @ feats).addr_(r_sum, mean, alpha=-1).mul_(scale)  # [N, features x H x W] float32
+            # squared and summed over the chunk's features in float32; only the (N, H * W) sum is float64
+            score += corr.reshape(corr.shape[0], -1, H * W).pow(2).sum(1).double()
     maps = score.reshape(-1, H, W).cpu().numpy()
     if smooth_px > 0:
         maps = ndimage.gaussian_filter(maps, (0, smooth_px, smooth_px), mode="nearest")

@@ -18,7 +18,16 @@ from pipeline.configs import (
 from pipeline.data.images import rescale_bilinear
 from pipeline.data.synth import MODEL_SCALE, SynthConfig, synthesize
 from pipeline.models.core import Stacked2dCore
-from pipeline.models.rf_map import _peaks, map_receptive_fields, readout_positions, retinotopic_fit
+from pipeline.models.gabor import gabor_bank
+from pipeline.models.rf_map import (
+    MAP_KERNEL,
+    MAP_PAIRS,
+    _peaks,
+    correlation_maps,
+    map_receptive_fields,
+    readout_positions,
+    retinotopic_fit,
+)
 from pipeline.models.vit import ViTCore
 from pipeline.run import RunSpec, build_model, build_scans, start_at_rf_map
 from pipeline.training.trainer import train
@@ -52,6 +61,34 @@ def test_mapping_finds_the_planted_receptive_fields():
     assert error.mean() < np.linalg.norm(rf.peaks - true, axis=1).mean()
     shuffled = np.linalg.norm(rf.centres - true[np.random.default_rng(0).permutation(60)], axis=1)
     assert np.median(shuffled) > 3 * np.median(error)
+
+
+def _direct_maps(images: torch.Tensor, responses: torch.Tensor) -> np.ndarray:
+    """correlation_maps without smoothing, in float64 and the plain way: every feature at every pixel
+    z-scored over trials, correlated with every neuron's log1p-scaled response, squared and summed."""
+    T, _, H, W = images.shape
+    bank = gabor_bank(2 * MAP_PAIRS, MAP_KERNEL).double()
+    lin = torch.nn.functional.conv2d(images.double(), bank[:, None], padding=MAP_KERNEL // 2)
+    feats = torch.cat([lin, torch.sqrt(lin[:, 0::2] ** 2 + lin[:, 1::2] ** 2)], 1).reshape(T, -1, H * W)
+    r = torch.log1p(responses.double().clamp_min(0) / responses.double().clamp_min(0).mean(0))
+    maps = np.zeros((responses.shape[1], H * W))
+    for n in range(responses.shape[1]):
+        for j in range(feats.shape[1]):
+            for p in range(H * W):
+                f = feats[:, j, p]
+                maps[n, p] += np.corrcoef(r[:, n].numpy(), f.numpy())[0, 1] ** 2
+    return maps.reshape(-1, H, W)
+
+
+def test_correlation_maps_match_a_direct_loop_for_any_chunking():
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randn(30, 1, 5, 7, generator=gen) + 0.5  # features with a mean: the centring matters
+    responses = torch.rand(30, 3, generator=gen) ** 3
+    direct = _direct_maps(images, responses)
+    for pairs in (1, 2, 3):  # 3: uneven chunks within each filtering group of 8 pairs
+        maps = correlation_maps(images, responses, pairs_per_chunk=pairs, smooth_px=0)
+        assert maps.shape == (3, 5, 7)
+        np.testing.assert_allclose(maps, direct, rtol=2e-5, atol=1e-6)
 
 
 def test_peaks_are_refined_below_a_pixel():

@@ -1,0 +1,99 @@
+"""Time of a Gaussian readout's training step, forward and backward: the readout as it is
+(``pipeline.models.readout.FullGaussian2d``) against the same computation with the channel contraction
+written as the einsum it used before 2026-12-06, side by side in one run.
+
+A training step of the readout samples every neuron's features at one position per image
+(``grid_sample``), takes each neuron's weighted sum over channels and backpropagates into the feature
+map, the positions, sigma and the feature weights. The einsum ``bcn,cn->bn`` runs as N tiny matrix
+products, which on a CPU cost about as much as the sampling itself; a broadcast product and sum does
+the same arithmetic. Random feature map in channels-last layout as the presets train it; the two forms
+alternate; median of ``--repeats`` runs per size; the outputs and gradients of both are compared.
+
+Run:  OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.readout_cost [--batch 32] [--repeats 21]
+      (default sizes: 16, 48 and 64 channels on the demo CNN's 28 x 56 map, 150 and 600 neurons)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import command_line, machine_info, machine_line, table
+from pipeline.models.readout import FullGaussian2d
+
+
+def _einsum_forward(readout: FullGaussian2d, x: torch.Tensor) -> torch.Tensor:
+    """FullGaussian2d.forward (training mode, no shift) with the contraction as it was: [B, N]."""
+    c = x.shape[1]
+    sampled = F.grid_sample(x, readout.sample_grid(x.shape[0]), align_corners=readout.align_corners)
+    y = torch.einsum("bcn,cn->bn", sampled.squeeze(-1), readout.features.view(c, readout.outdims))
+    return y + readout.bias
+
+
+def _step(readout: FullGaussian2d, x0: torch.Tensor, old: bool, seed: int):
+    """One forward + backward from the same random draws; returns (seconds, output, gradients)."""
+    readout.zero_grad(set_to_none=True)
+    x = x0.clone().requires_grad_(True)
+    torch.manual_seed(seed)  # the same position samples for both forms
+    start = time.perf_counter()
+    y = _einsum_forward(readout, x) if old else readout(x)
+    y.sum().backward()
+    seconds = time.perf_counter() - start
+    grads = [x.grad] + [p.grad for p in readout.parameters()]
+    return seconds, [y.detach(), *grads]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--height", type=int, default=28)
+    parser.add_argument("--width", type=int, default=56)
+    parser.add_argument("--channels", default="16,48,64", help="comma-separated channel counts")
+    parser.add_argument("--neurons", default="150,600", help="comma-separated neuron counts")
+    args = parser.parse_args()
+    rows = []
+    for channels in (int(c) for c in args.channels.split(",")):
+        for neurons in (int(n) for n in args.neurons.split(",")):
+            torch.manual_seed(0)
+            readout = FullGaussian2d((channels, args.height, args.width), neurons, init_mu_range=0.9)
+            readout.train()
+            x0 = torch.randn(args.batch, channels, args.height, args.width)
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+            times: dict[bool, list[float]] = {True: [], False: []}
+            results = {}
+            for repeat in range(args.repeats):
+                for old in (True, False):
+                    seconds, results[old] = _step(readout, x0, old, seed=repeat)
+                    times[old].append(seconds)
+            worst = max(
+                float(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item())
+                for a, b in zip(results[False], results[True], strict=True)
+            )
+            before, now = statistics.median(times[True]), statistics.median(times[False])
+            rows.append(
+                [
+                    str(channels),
+                    str(neurons),
+                    f"{before * 1e3:.1f}",
+                    f"{now * 1e3:.1f}",
+                    f"{before / now:.2f}",
+                    f"{worst:.1e}",
+                ]
+            )
+    print(f"command  : {command_line()}")
+    print(f"machine  : {machine_line(machine_info())}; {torch.get_num_threads()} torch threads")
+    print(
+        f"readout training step (forward + backward), batch {args.batch}, map {args.height} x "
+        f"{args.width}, median of {args.repeats}"
+    )
+    headers = ["channels", "neurons", "einsum ms", "product-sum ms", "speed-up", "max rel. diff"]
+    print(table(headers, rows))
+
+
+if __name__ == "__main__":
+    main()
