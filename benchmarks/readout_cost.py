@@ -1,12 +1,13 @@
 """Time of a Gaussian readout's training step, forward and backward: the readout as it is
-(``pipeline.models.readout.FullGaussian2d``) against the same computation with the channel contraction
-written as the einsum it used before 2026-12-06, side by side in one run.
+(``pipeline.models.readout.FullGaussian2d``) against the same computation as it was before 2026-12-06,
+side by side in one run.
 
 A training step of the readout samples every neuron's features at one position per image
 (``grid_sample``), takes each neuron's weighted sum over channels and backpropagates into the feature
-map, the positions, sigma and the feature weights. The einsum ``bcn,cn->bn`` runs as N tiny matrix
-products, which on a CPU cost about as much as the sampling itself; a broadcast product and sum does
-the same arithmetic. Random feature map in channels-last layout as the presets train it; the two forms
+map, the positions, sigma and the feature weights. Before, the position samples came straight out of an
+einsum with the batch axis innermost in memory, on which ``grid_sample``'s CPU kernels run about ten
+times slower, and the channel sum was the einsum ``bcn,cn->bn``, which runs as N tiny matrix products;
+now the grid is contiguous and the sum a broadcast product and sum (the same arithmetic). Random feature map in channels-last layout as the presets train it; the two forms
 alternate; median of ``--repeats`` runs per size; the outputs and gradients of both are compared.
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.readout_cost [--batch 32] [--repeats 21]
@@ -26,10 +27,14 @@ from benchmarks.common import command_line, machine_info, machine_line, table
 from pipeline.models.readout import FullGaussian2d
 
 
-def _einsum_forward(readout: FullGaussian2d, x: torch.Tensor) -> torch.Tensor:
-    """FullGaussian2d.forward (training mode, no shift) with the contraction as it was: [B, N]."""
+def _old_forward(readout: FullGaussian2d, x: torch.Tensor) -> torch.Tensor:
+    """FullGaussian2d.forward (training mode, no shift) as it was before 2026-12-06: [B, N]. The position
+    samples straight from the einsum (batch axis innermost in memory), the channel sum an einsum."""
     c = x.shape[1]
-    sampled = F.grid_sample(x, readout.sample_grid(x.shape[0]), align_corners=readout.align_corners)
+    z = torch.randn((x.shape[0], readout.outdims, 1, 2), dtype=x.dtype)
+    pos = torch.einsum("ancd,bnid->bnic", readout.sigma, z) + readout.mu
+    grid = torch.clamp(pos, min=-1.0, max=1.0)
+    sampled = F.grid_sample(x, grid, align_corners=readout.align_corners)
     y = torch.einsum("bcn,cn->bn", sampled.squeeze(-1), readout.features.view(c, readout.outdims))
     return y + readout.bias
 
@@ -40,7 +45,7 @@ def _step(readout: FullGaussian2d, x0: torch.Tensor, old: bool, seed: int):
     x = x0.clone().requires_grad_(True)
     torch.manual_seed(seed)  # the same position samples for both forms
     start = time.perf_counter()
-    y = _einsum_forward(readout, x) if old else readout(x)
+    y = _old_forward(readout, x) if old else readout(x)
     y.sum().backward()
     seconds = time.perf_counter() - start
     grads = [x.grad] + [p.grad for p in readout.parameters()]
@@ -91,7 +96,7 @@ def main() -> None:
         f"readout training step (forward + backward), batch {args.batch}, map {args.height} x "
         f"{args.width}, median of {args.repeats}"
     )
-    headers = ["channels", "neurons", "einsum ms", "product-sum ms", "speed-up", "max rel. diff"]
+    headers = ["channels", "neurons", "before ms", "now ms", "speed-up", "max rel. diff"]
     print(table(headers, rows))
 
 
