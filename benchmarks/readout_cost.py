@@ -7,8 +7,9 @@ A training step of the readout samples every neuron's features at one position p
 map, the positions, sigma and the feature weights. Before, the position samples came straight out of an
 einsum with the batch axis innermost in memory, on which ``grid_sample``'s CPU kernels run about ten
 times slower, and the channel sum was the einsum ``bcn,cn->bn``, which runs as N tiny matrix products;
-now the grid is contiguous and the sum a broadcast product and sum (the same arithmetic). Random feature map in channels-last layout as the presets train it; the two forms
-alternate; median of ``--repeats`` runs per size; the outputs and gradients of both are compared.
+now the grid is contiguous and the sum a broadcast product and sum (the same arithmetic). Random
+feature map in channels-last layout as the presets train it; the two forms alternate on the same
+random draws; median of ``--repeats`` runs per size; the outputs and gradients of both are compared.
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.readout_cost [--batch 32] [--repeats 21]
       (default sizes: 16, 48 and 64 channels on the demo CNN's 28 x 56 map, 150 and 600 neurons)
