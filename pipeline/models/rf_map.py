@@ -131,6 +131,9 @@ def correlation_maps(
             # of their spread, so the cancellation costs a few digits of float32's seven at most
             var = ((sq - T * mean.double() ** 2) / (T - 1)).clamp_min(0)
             scale = 1.0 / ((T - 1) * var.sqrt().clamp_min(1e-6)).float()
+            # a feature (nearly) the same in every trial, e.g. where the images share a blank border: its
+            # one-pass variance is rounding, and scaling r^T f's rounding by it would invent a peak there
+            scale[var <= (1e-6 * mean.double() ** 2).clamp_min(1e-12)] = 0.0
             corr = (r.T @ feats).addr_(r_sum, mean, alpha=-1).mul_(scale)  # [N, features x H x W] float32
             # squared and summed over the chunk's features in float32; only the (N, H * W) sum is float64
             score += corr.reshape(corr.shape[0], -1, H * W).pow(2).sum(1).double()

@@ -17,11 +17,11 @@ from pipeline.configs import (
 )
 from pipeline.data.images import rescale_bilinear
 from pipeline.data.synth import MODEL_SCALE, SynthConfig, synthesize
+from pipeline.models import rf_map
 from pipeline.models.core import Stacked2dCore
 from pipeline.models.gabor import gabor_bank
 from pipeline.models.rf_map import (
     MAP_KERNEL,
-    MAP_PAIRS,
     _peaks,
     correlation_maps,
     map_receptive_fields,
@@ -67,7 +67,7 @@ def _direct_maps(images: torch.Tensor, responses: torch.Tensor) -> np.ndarray:
     """correlation_maps without smoothing, in float64 and the plain way: every feature at every pixel
     z-scored over trials, correlated with every neuron's log1p-scaled response, squared and summed."""
     T, _, H, W = images.shape
-    bank = gabor_bank(2 * MAP_PAIRS, MAP_KERNEL).double()
+    bank = gabor_bank(2 * rf_map.MAP_PAIRS, MAP_KERNEL).double()
     lin = torch.nn.functional.conv2d(images.double(), bank[:, None], padding=MAP_KERNEL // 2)
     feats = torch.cat([lin, torch.sqrt(lin[:, 0::2] ** 2 + lin[:, 1::2] ** 2)], 1).reshape(T, -1, H * W)
     r = torch.log1p(responses.double().clamp_min(0) / responses.double().clamp_min(0).mean(0))
@@ -76,19 +76,31 @@ def _direct_maps(images: torch.Tensor, responses: torch.Tensor) -> np.ndarray:
         for j in range(feats.shape[1]):
             for p in range(H * W):
                 f = feats[:, j, p]
-                maps[n, p] += np.corrcoef(r[:, n].numpy(), f.numpy())[0, 1] ** 2
+                if f.std() > 1e-9 * max(f.abs().max().item(), 1.0):  # a constant feature: no correlation
+                    maps[n, p] += np.corrcoef(r[:, n].numpy(), f.numpy())[0, 1] ** 2
     return maps.reshape(-1, H, W)
 
 
-def test_correlation_maps_match_a_direct_loop_for_any_chunking():
+@pytest.mark.parametrize("bank_pairs", [24, 10, 6])  # 10, 6: a last filtering group short or alone
+def test_correlation_maps_match_a_direct_loop_for_any_chunking(bank_pairs, monkeypatch):
+    monkeypatch.setattr(rf_map, "MAP_PAIRS", bank_pairs)  # as benchmarks/memory.py --rf-map-pairs does
     gen = torch.Generator().manual_seed(3)
-    images = torch.randn(30, 1, 5, 7, generator=gen) + 0.5  # features with a mean: the centring matters
+    images = torch.randn(30, 1, 5, 7, generator=gen) + 0.5  # features with a mean: the variance's mean term
     responses = torch.rand(30, 3, generator=gen) ** 3
     direct = _direct_maps(images, responses)
     for pairs in (1, 2, 3):  # 3: uneven chunks within each filtering group of 8 pairs
         maps = correlation_maps(images, responses, pairs_per_chunk=pairs, smooth_px=0)
         assert maps.shape == (3, 5, 7)
         np.testing.assert_allclose(maps, direct, rtol=2e-5, atol=1e-6)
+
+
+def test_a_region_the_same_in_every_image_maps_to_nothing():
+    gen = torch.Generator().manual_seed(4)
+    images = torch.randn(40, 1, 20, 30, generator=gen)
+    images[..., 22:] = 3.0  # a blank border of value 3 in every image, wider than the filters' reach
+    responses = torch.rand(40, 4, generator=gen) ** 3
+    maps = correlation_maps(images, responses, smooth_px=0)
+    assert maps[..., 28:].max() < 1e-6 * maps.max()  # rounding made 5 % of the maximum there before
 
 
 def test_peaks_are_refined_below_a_pixel():
