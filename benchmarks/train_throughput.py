@@ -173,7 +173,7 @@ def bench(
     model = build_model(spec, recs, scans).to(device)
     set_seed(spec.seed)
     speed.prepare_model(model, cfg)
-    optimizer = speed.optimizer(model.parameters(), cfg)
+    optimizer = speed.optimizer(speed.parameter_groups(model, cfg), cfg)
     # a preset that averages its weights pays the average's update after every step, as in training
     ema = schedule.weight_average(model, cfg)
     after_step = None if ema is None else partial(ema.update_parameters, model)

@@ -513,7 +513,9 @@ class TrainerConfig(FrozenConfig):
     # the plateau rounds (cosine runs all max_iter epochs, patience and lr_decay_* unused, best weights
     # by validation restored); an exponential moving average of the weights (and BatchNorm statistics),
     # which is what validation, early stopping and the stored model use
-    optimizer: Literal["adam", "adamw"] = later("adam")
+    # "muon": Muon on the core's filters, AdamW on the rest (pipeline.training.muon; teacher world's
+    # sixth round)
+    optimizer: Literal["adam", "adamw", "muon"] = later("adam")
     weight_decay: float = later(0.0, ge=0)
     # "wsd": warm-up, then lr_init held, then a linear decay to min_lr over the last decay_epochs epochs
     # (the warm-up / stable / decay schedule of Hu et al. 2024 and Hagele et al. 2024), stepped per
@@ -529,8 +531,12 @@ class TrainerConfig(FrozenConfig):
 
     @model_validator(mode="after")
     def _schedule_options_fit(self):
-        if self.weight_decay > 0 and self.optimizer != "adamw":
-            raise ValueError("weight_decay needs optimizer: adamw (Adam's weight decay is an L2 penalty)")
+        if self.weight_decay > 0 and self.optimizer == "adam":
+            raise ValueError(
+                "weight_decay needs optimizer: adamw or muon (Adam's weight decay is an L2 penalty)"
+            )
+        if self.fused_adam and self.optimizer == "muon":
+            raise ValueError("fused_adam is an Adam kernel; optimizer: muon has none")
         if self.warmup_epochs and self.lr_schedule == "plateau":
             raise ValueError("warmup_epochs needs lr_schedule: cosine or wsd")
         if self.warmup_epochs >= self.max_iter:
@@ -662,6 +668,10 @@ class SplitConfig(FrozenConfig):
     n_splits: int = Field(5, gt=0, le=1000)
     seed: int = Field(35382, ge=0, le=MAX_CONFIG_SEED)
     index: int = Field(0, ge=0)  # which split this dataset uses
+    # share of each recording's known trials that a re-split labels validation (None: as many as the
+    # recording labels validation, the winner's re-splits); the rest train. Smaller: more training
+    # trials per member, a noisier validation score (docs/model.md#ensembles)
+    validation_share: float | None = later(None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _index_in_range(self):

@@ -119,7 +119,7 @@ class StateParamSet(_ParamSet, dj.Manual):
 class SplitParamSet(_ParamSet, dj.Manual):
     definition = """
     # parameters of the ensemble re-splits
-    split_hash          : char(32)        # hash of the config (n_splits, seed; the index is not part of it)
+    split_hash          : char(32)        # hash of the config (n_splits, seed, share; not the index)
     ---
     split_config        : json            # SplitConfig with index 0
     """
@@ -232,7 +232,7 @@ class SplitSet(dj.Computed):
     def make(self, key: dict) -> None:
         cfg = SplitConfig.model_validate((SplitParamSet & key).fetch1("split_config"))
         tiers = np.array([t["tier"] for t in (Scan.Trial & key).to_dicts(order_by="trial_id")])
-        rows = ensemble_splits(tiers, cfg.n_splits, cfg.seed)
+        rows = ensemble_splits(tiers, cfg.n_splits, cfg.seed, cfg.validation_share)
         self.insert1(dict(key, n_splits=cfg.n_splits))
         self.Split.insert(
             [

@@ -17,7 +17,7 @@ from pipeline.data.format import parse_timestamps
 from pipeline.data.loaders import response_precision
 from pipeline.data.recording import KNOWN_TIERS, Recording
 from pipeline.regressors.history import build_history_bank
-from pipeline.regressors.splits import ensemble_splits
+from pipeline.regressors.splits import split_tiers
 from pipeline.regressors.state import fit_network_state
 from pipeline.regressors.trial_order import trial_order
 
@@ -47,5 +47,5 @@ def compute_regressors(rec: Recording, cfg: DatasetConfig) -> dict[str, Any]:
         if regs.rank:
             out["rank_id"] = np.asarray(rank, dtype=np.int64)
     if cfg.split is not None:
-        out["tiers"] = ensemble_splits(rec.tiers, cfg.split.n_splits, cfg.split.seed)[cfg.split.index]
+        out["tiers"] = split_tiers(rec.tiers, cfg.split)
     return out

@@ -68,9 +68,21 @@ def plateau_scheduler(
         patience=cfg.patience,
         threshold=cfg.tolerance,
         threshold_mode="abs",
-        # written out, not lr / lr_init x min_lr: the core's floor stays exactly min_lr (bit-identical runs)
-        min_lr=[cfg.min_lr] + [cfg.min_lr * cfg.readout_lr_scale] * (len(optimizer.param_groups) - 1),
+        min_lr=group_floors(optimizer, cfg),
     )
+
+
+def group_floors(optimizer: torch.optim.Optimizer, cfg: TrainerConfig) -> list[float]:
+    """Each group's lowest rate: ``min_lr`` for the core's groups (those at ``lr_init``: one, or two
+    with ``optimizer: muon``), ``min_lr x readout_lr_scale`` for the group outside the core.
+
+    Written out, not lr / lr_init x min_lr: the core's floor stays exactly min_lr (bit-identical runs).
+    Call it before the first step (it reads the groups' starting rates).
+    """
+    return [
+        cfg.min_lr if math.isclose(group["lr"], cfg.lr_init) else cfg.min_lr * cfg.readout_lr_scale
+        for group in optimizer.param_groups
+    ]
 
 
 def step_scheduler(

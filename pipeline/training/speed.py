@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from pipeline.configs import TrainerConfig
+from pipeline.training.muon import MuonAdamW, split_muon_groups
 
 
 def autocast(cfg: TrainerConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -53,26 +54,43 @@ def parameter_groups(model: torch.nn.Module, cfg: TrainerConfig) -> list[dict[st
     parameter (readout, shifter, modulator) at ``lr_init * readout_lr_scale``.
 
     The core's group comes first so that ``param_groups[0]["lr"]``, the rate the trainer records per
-    epoch, stays the core's (the base) rate.
+    epoch, stays the core's (the base) rate. With ``optimizer: muon`` the core's filters (its parameters
+    of 2 or more dimensions) get a group of their own, flagged ``muon``, after the group they came from
+    (:func:`pipeline.training.muon.split_muon_groups`).
     """
     params = list(model.parameters())
-    if cfg.readout_lr_scale == 1.0:
-        return [{"params": params}]
     core = getattr(model, "core", None)
-    if core is None:
-        raise ValueError("trainer option readout_lr_scale: the model has no `core` to tell apart")
-    in_core = {id(p) for p in core.parameters()}
-    return [
-        {"params": [p for p in params if id(p) in in_core]},
-        {"params": [p for p in params if id(p) not in in_core], "lr": cfg.lr_init * cfg.readout_lr_scale},
-    ]
+    if core is None and (cfg.readout_lr_scale != 1.0 or cfg.optimizer == "muon"):
+        option = "readout_lr_scale" if cfg.readout_lr_scale != 1.0 else "optimizer: muon"
+        raise ValueError(f"trainer option {option}: the model has no `core` to tell apart")
+    groups: list[dict[str, Any]]
+    if cfg.readout_lr_scale == 1.0:
+        groups = [{"params": params}]
+    else:
+        assert core is not None  # checked above
+        in_core = {id(p) for p in core.parameters()}
+        groups = [
+            {"params": [p for p in params if id(p) in in_core]},
+            {"params": [p for p in params if id(p) not in in_core], "lr": cfg.lr_init * cfg.readout_lr_scale},
+        ]
+    # Muon's groups (the core's filters) follow the group they came from, so group 0 stays the core's
+    if cfg.optimizer != "muon":
+        return groups
+    assert core is not None  # checked above
+    return split_muon_groups(groups, core)
 
 
 def optimizer(
     params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], cfg: TrainerConfig
 ) -> torch.optim.Optimizer:
-    """Adam (or AdamW with ``cfg.weight_decay``) at ``cfg.lr_init`` over ``params`` (parameters, or the
-    groups of :func:`parameter_groups`); one fused kernel per step when ``cfg.fused_adam``."""
+    """Adam, AdamW (``cfg.weight_decay``) or Muon + AdamW (:mod:`pipeline.training.muon`) at
+    ``cfg.lr_init`` over ``params`` (parameters, or the groups of :func:`parameter_groups`); one fused
+    kernel per step when ``cfg.fused_adam``."""
+    if cfg.optimizer == "muon":
+        given: list[Any] = list(params)
+        if not any(isinstance(g, dict) and g.get("muon") for g in given):
+            raise ValueError("optimizer: muon takes parameter_groups(), which marks the core's filters")
+        return MuonAdamW(given, lr=cfg.lr_init, weight_decay=cfg.weight_decay)
     fused = True if cfg.fused_adam else None  # None: torch's default (no fused kernel asked for)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr_init, weight_decay=cfg.weight_decay, fused=fused)

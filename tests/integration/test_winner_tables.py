@@ -113,6 +113,16 @@ def test_compute_regressors_equals_the_tables(ingested):
         np.testing.assert_array_equal(
             np.asarray(fresh["tiers"]).astype(str), np.asarray(stored["tiers"]).astype(str)
         )
+    # re-splits with a validation share: the table stores the new counts, and the database-free code agrees
+    shared = {**config, "split": {**config["split"], "validation_share": 0.05}}
+    register_dataset_regressors(shared)
+    r.SplitSet.populate(display_progress=False)
+    for k in SCANS:
+        stored = np.asarray(r.fetch_regressors(k, shared)["tiers"]).astype(str)
+        fresh = compute_regressors(Scan().fetch_recording({"data_key": k}), DatasetConfig(**shared))["tiers"]
+        np.testing.assert_array_equal(np.asarray(fresh).astype(str), stored)
+        known = int(np.isin(stored, ["train", "validation"]).sum())
+        assert (stored == "validation").sum() == max(round(0.05 * known), 1)
 
 
 def test_exact_trial_order_tables_record_their_rule_and_feed_the_regressors(ingested):

@@ -90,6 +90,8 @@ def _curve(result):
         (3, TrainerConfig(max_iter=6, lr_init=0.05, lr_schedule="wsd", decay_epochs=3), MODEL),
         # two parameter groups: both groups' Adam moments and rates come back
         (4, TRAINER.model_copy(update={"readout_lr_scale": 3.0}), MODEL),
+        # Muon's momentum buffers beside AdamW's moments, in three groups
+        (4, TRAINER.model_copy(update={"optimizer": "muon", "readout_lr_scale": 3.0}), MODEL),
         # readout positions started at the receptive-field map: the learned positions come back over it
         (4, TRAINER, MODEL.model_copy(update={"grid_mean_predictor": None, "init_mu": "rf_map"})),
     ],
@@ -100,6 +102,7 @@ def _curve(result):
         "epoch5-adamw-cosine-ema",
         "epoch3-wsd",
         "epoch4-readout_lr",
+        "epoch4-muon",
         "epoch4-rf_map",
     ],
 )

@@ -42,16 +42,18 @@ LATER_PRESETS = {
     },
     # beyond's data (the compressed history, re-splits 0-2) in batches of 32 since the third teacher round
     # (with batches of 64, its first version: 1a749631..., 4944d086..., 30fcba59..., beyond's own dataset
-    # hashes); beyond's trainer until the fourth
+    # hashes), with re-splits that validate on 2.5 % of the known trials since the sixth (before:
+    # 364d0cb0..., e057f3ba..., c42c8211...)
     "beyond_cnn": {
         "dataset": [
-            "364d0cb08e1f1281da79921ab9481d86",
-            "e057f3ba9eabcb27445ba3c393f3bdae",
-            "c42c8211c829d4ec6abb69afbce08150",
+            "2f48fe5cc5f92394ffef3bc5e07773fb",
+            "09fd54e1cb28bda4a6585c7bc77e3c2f",
+            "28936c40b5a41afba150826b08476009",
         ],
         "model": "0bffc1a7040198a22a8dc3252dfadf4f",
-        # + the weight average and AdamW (before: 17673a8e..., beyond's)
-        "trainer": "7b1f8370d8cbedb87973570135cb8e92",
+        # + the weight average and AdamW (fourth round; before: 17673a8e..., beyond's), then Muon on the
+        # core (sixth round; before: 7b1f8370...)
+        "trainer": "b605a324394b3db56253dc4d67be6332",
     },
 }
 #: every pinned preset (a preset is pinned in one place only)

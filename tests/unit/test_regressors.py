@@ -394,3 +394,28 @@ def test_split_tiers_selects_a_row_and_checks_the_index(small):
         split_tiers(tiers, SplitConfig(index=5))
     with pytest.raises(ValueError, match="unknown tiers"):
         ensemble_splits(np.array(["train", "holdout"]), 2, 0)
+
+
+def test_validation_share_labels_that_share_of_the_known_trials_validation(small):
+    tiers = small[0].tiers
+    known = np.isin(tiers, KNOWN_TIERS)
+    rows = ensemble_splits(tiers, 3, 35382, validation_share=0.05)
+    n_val = round(0.05 * known.sum())
+    assert 0 < n_val < (tiers == "validation").sum()
+    for row in rows:
+        assert (row == "validation").sum() == n_val
+        assert (row == "train").sum() == known.sum() - n_val
+        np.testing.assert_array_equal(row[~known], tiers[~known])  # test tiers never move
+    assert len({tuple(np.flatnonzero(row == "validation")) for row in rows}) == 3
+    cfg = SplitConfig(index=2, validation_share=0.05)
+    np.testing.assert_array_equal(split_tiers(tiers, cfg), rows[2])
+    # at its default the option stays out of the stored hash and the rows are the winner's
+    assert "validation_share" not in canonical_json(SplitConfig())
+    np.testing.assert_array_equal(ensemble_splits(tiers, 3, 35382, None), ensemble_splits(tiers, 3, 35382))
+    # a tiny share still leaves one validation trial; a share near 1 still leaves one training trial
+    assert (ensemble_splits(tiers, 1, 0, validation_share=1e-6)[0] == "validation").sum() == 1
+    assert (ensemble_splits(tiers, 1, 0, validation_share=0.999999)[0] == "train").sum() == 1
+    with pytest.raises(ValueError, match=r"validation_share must be in \(0, 1\)"):
+        ensemble_splits(tiers, 1, 0, validation_share=1.5)
+    with pytest.raises(ValueError, match="a re-split needs 2 or more"):
+        ensemble_splits(np.array(["train", "test"]), 1, 0, validation_share=0.5)

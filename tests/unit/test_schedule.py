@@ -33,7 +33,7 @@ def test_defaults_keep_the_stored_hash_and_bad_combinations_are_refused():
     assert "ema_decay" not in canonical_json(plain) and "lr_schedule" not in canonical_json(plain)
     explicit = TrainerConfig(optimizer="adam", lr_schedule="plateau", warmup_epochs=0, ema_decay=None)
     assert config_hash("t", explicit) == config_hash("t", plain)
-    with pytest.raises(ConfigError, match="weight_decay needs optimizer: adamw"):
+    with pytest.raises(ConfigError, match="weight_decay needs optimizer: adamw or muon"):
         validate(TrainerConfig, {"weight_decay": 0.01}, "trainer.config")
     with pytest.raises(ConfigError, match="warmup_epochs needs lr_schedule: cosine or wsd"):
         validate(TrainerConfig, {"warmup_epochs": 2}, "trainer.config")
