@@ -17,8 +17,14 @@ four forms, and prints its best validation correlation:
   experiment's modulator. The ceiling of any improvement to the image path at this budget.
 
 Same data, split, seed, trainer and epochs in every form, so the differences are the positions' and the
-image path's worth. The planted eye shift is in pixels of the 36x64 images the generator writes, so the
-recordings must be read at that size; experiments that average weights (``ema_decay``) or compile the
+image path's worth. Two options change the trials instead (any mode): ``--drop-train N`` sets aside N
+random training trials per recording before the map and the training (what fewer training trials
+cost), ``--validate-on N`` lets the trainer validate on only N random validation trials per recording
+(what a smaller validation set costs its choice of epoch); the score printed as ``validation_corr`` is
+always on the whole validation tier.
+
+The planted eye shift is in pixels of the 36x64 images the generator writes, so the recordings must be
+read at that size; experiments that average weights (``ema_decay``) or compile the
 core are refused in the planted modes (they patch the live model, which an averaged copy would not
 see); ``as-configured`` takes them. Run:
 
@@ -40,6 +46,7 @@ from pipeline.data.synth import truth_path
 from pipeline.experiments import load_experiment
 from pipeline.models.rf_map import readout_positions
 from pipeline.run import RunSpec, start_at_rf_map, train_model
+from pipeline.training.trainer import validation_correlation
 from research.member import build_member, home_zips, read_recordings
 
 MODES = ("as-configured", "planted-positions", "planted-shift", "planted-drive")
@@ -55,7 +62,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--experiment", type=Path, default=REPO / "experiments" / "winner_demo.yaml")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--drop-train", type=int, default=0, metavar="N", help="set aside N training trials per recording"
+    )
+    parser.add_argument(
+        "--validate-on", type=int, default=0, metavar="N", help="validate on N trials per recording"
+    )
+    args = parser.parse_args(argv)
+    if args.drop_train < 0 or args.validate_on < 0:
+        parser.error("--drop-train and --validate-on take a count >= 0")
+    return args
+
+
+#: the label of trials set aside: a held-out tier, which training and validation never read
+SET_ASIDE = "final_test"
+
+
+def set_aside(scans: dict, tier: str, seed: int, *, keep: int = 0, drop: int = 0) -> dict[str, np.ndarray]:
+    """Relabel random trials of ``tier`` as :data:`SET_ASIDE`, in place: ``drop`` of them per scan, or
+    all but ``keep`` (one Generator of ``seed``, scans in order).
+
+    Returns {data key: file indices set aside}, to undo it with :func:`restore`.
+
+    Raises:
+        SystemExit: a scan would have no trial of ``tier`` left.
+    """
+    rng = np.random.default_rng(seed)
+    aside = {}
+    for key, scan in scans.items():
+        idx = scan.tier_indices(tier)
+        n = drop if drop else len(idx) - keep
+        if n >= len(idx) or n < 0:
+            raise SystemExit(f"{key}: {len(idx)} {tier} trials; setting {n} aside would leave none")
+        aside[key] = rng.choice(idx, n, replace=False)
+        scan.tiers[aside[key]] = SET_ASIDE
+    return aside
+
+
+def restore(scans: dict, aside: dict[str, np.ndarray], tier: str) -> None:
+    """Give the trials :func:`set_aside` took their ``tier`` back."""
+    for key, idx in aside.items():
+        scans[key].tiers[idx] = tier
 
 
 def planted_positions(model: torch.nn.Module, scans: dict, truth: dict[str, dict]) -> None:
@@ -173,6 +220,8 @@ def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, d
         with np.load(truth_path(path)) as t:
             truth[key] = {k: t[k] for k in ("rf_center", "drive", "eye_shift") if k in t.files}
     model, scans, geometry = build_member(spec, recordings)
+    if args.drop_train:  # before the map, which reads the training trials too
+        set_aside(scans, "train", seed=7, drop=args.drop_train)
     if args.mode == "planted-shift" and any(s.images.shape[-2:] != (36, 64) for s in scans.values()):
         raise SystemExit("planted-shift needs the 36x64 images the eye shift is measured on")
     if spec.model_config.init_mu == "rf_map":
@@ -189,8 +238,11 @@ def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, d
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     spec, model, scans, _ = prepare(args)
+    aside = set_aside(scans, "validation", seed=11, keep=args.validate_on) if args.validate_on else {}
     start = time.perf_counter()
     result = train_model(spec, model, scans, progress=False)
+    train_s = time.perf_counter() - start
+    restore(scans, aside, "validation")
     print(
         json.dumps(
             {
@@ -200,7 +252,10 @@ def main(argv: list[str] | None = None) -> None:
                 "seed": args.seed,
                 "epochs": result.epochs,
                 "best_validation_corr": round(result.best_val_corr, 4),
-                "train_s": round(time.perf_counter() - start, 1),
+                "validation_corr": round(validation_correlation(model, scans), 4),
+                "drop_train": args.drop_train,
+                "validate_on": args.validate_on,
+                "train_s": round(train_s, 1),
             }
         )
     )

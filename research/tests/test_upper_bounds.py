@@ -119,3 +119,53 @@ def test_only_the_planted_modes_refuse_a_weight_average(home, tmp_path, capsys):
     averaged = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["best_validation_corr"]
     plain = run(home, "as-configured", capsys)["best_validation_corr"]
     assert averaged != plain  # the average is what was validated: deterministic runs, so equal = unused
+
+
+@needs_kit
+def test_trials_can_be_set_aside_from_training_and_from_validation(home, capsys):
+    args = upper_bounds.parse_args(
+        [
+            "--home",
+            str(home),
+            "--mode",
+            "as-configured",
+            "--experiment",
+            str(home / "tiny.yaml"),
+            "--drop-train",
+            "30",
+        ]
+    )
+    _, _, scans, _ = upper_bounds.prepare(args)
+    scan = next(iter(scans.values()))
+    plain = upper_bounds.prepare(upper_bounds.parse_args(["--home", str(home), "--mode", "as-configured"]))[2]
+    n_train = len(next(iter(plain.values())).tier_indices("train"))
+    assert len(scan.tier_indices("train")) == n_train - 30
+    assert (scan.tiers == upper_bounds.SET_ASIDE).sum() == (
+        next(iter(plain.values())).tiers == "final_test"
+    ).sum() + 30
+    # set aside, then given back: the validation tier is whole again
+    n_val = len(scan.tier_indices("validation"))
+    aside = upper_bounds.set_aside(scans, "validation", seed=11, keep=5)
+    assert len(scan.tier_indices("validation")) == 5
+    upper_bounds.restore(scans, aside, "validation")
+    assert len(scan.tier_indices("validation")) == n_val
+    with pytest.raises(SystemExit, match="would leave none"):
+        upper_bounds.set_aside(scans, "validation", seed=0, drop=n_val)
+    # validating on a few trials: the trainer's best score is on those, the printed validation_corr on all
+    upper_bounds.main(
+        [
+            "--home",
+            str(home),
+            "--mode",
+            "as-configured",
+            "--seed",
+            "1",
+            "--experiment",
+            str(home / "tiny.yaml"),
+        ]
+        + ["--validate-on", "8"]
+    )
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["validate_on"] == 8 and out["best_validation_corr"] != out["validation_corr"]
+    with pytest.raises(SystemExit):
+        upper_bounds.parse_args(["--home", str(home), "--mode", "as-configured", "--drop-train", "-1"])
