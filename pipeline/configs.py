@@ -669,8 +669,8 @@ class SplitConfig(FrozenConfig):
     seed: int = Field(35382, ge=0, le=MAX_CONFIG_SEED)
     index: int = Field(0, ge=0)  # which split this dataset uses
     # share of each recording's known trials that a re-split labels validation (None: as many as the
-    # recording labels validation, the winner's re-splits); the rest train. Smaller: more training
-    # trials per member, a noisier validation score (docs/model.md#ensembles)
+    # recording labels validation, the winner's re-splits); the rest train. Smaller than the recording's
+    # own share: more training trials per member, a noisier validation score (docs/model.md#ensembles)
     validation_share: float | None = later(None, gt=0, lt=1)
 
     @model_validator(mode="after")

@@ -190,13 +190,16 @@ AVERAGE = [
     "trainer.config.optimizer=adamw",
     "trainer.config.weight_decay=0.05",
     "dataset.config.split.validation_share=null",
+    "model.config.hidden_kern=9",
 ]
 NO_AVERAGE = [
     "trainer.config.ema_decay=null",
     "trainer.config.optimizer=adam",
     "trainer.config.weight_decay=0",
-    # and the sixth teacher round's re-splits undone (its Muon is replaced by the optimizer above)
+    # and the sixth teacher round's re-splits and kernels undone (its Muon is replaced by the optimizer
+    # above)
     "dataset.config.split.validation_share=null",
+    "model.config.hidden_kern=9",
 ]
 #: the product comparison's two ensembles and the CNN with the first sweeps' training options
 ENSEMBLES: dict[str, str | tuple[str, list[str]]] = {

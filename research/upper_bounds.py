@@ -63,14 +63,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiment", type=Path, default=REPO / "experiments" / "winner_demo.yaml")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE")
     parser.add_argument(
-        "--drop-train", type=int, default=0, metavar="N", help="set aside N training trials per recording"
+        "--drop-train",
+        type=int,
+        default=0,
+        metavar="N",
+        help="set aside N random training trials per recording (fixed draw: seed 7, not --seed)",
     )
     parser.add_argument(
-        "--validate-on", type=int, default=0, metavar="N", help="validate on N trials per recording"
+        "--validate-on",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the trainer validates on N >= 2 random validation trials per recording (seed 11)",
     )
     args = parser.parse_args(argv)
-    if args.drop_train < 0 or args.validate_on < 0:
-        parser.error("--drop-train and --validate-on take a count >= 0")
+    if args.drop_train < 0:
+        parser.error("--drop-train takes a count >= 0")
+    if args.validate_on == 1 or args.validate_on < 0:
+        parser.error("--validate-on takes a count >= 2 (the trainer scores no recording on fewer)")
     return args
 
 
@@ -91,8 +101,10 @@ def set_aside(scans: dict, tier: str, seed: int, *, keep: int = 0, drop: int = 0
     aside = {}
     for key, scan in scans.items():
         idx = scan.tier_indices(tier)
+        if keep > len(idx):
+            raise SystemExit(f"{key}: {len(idx)} {tier} trials; cannot keep {keep} of them")
         n = drop if drop else len(idx) - keep
-        if n >= len(idx) or n < 0:
+        if n >= len(idx):
             raise SystemExit(f"{key}: {len(idx)} {tier} trials; setting {n} aside would leave none")
         aside[key] = rng.choice(idx, n, replace=False)
         scan.tiers[aside[key]] = SET_ASIDE

@@ -31,7 +31,7 @@ def ensemble_splits(
         cfg_n_splits: number of rows (ensemble members), > 0.
         seed: seed of the Generator.
         validation_share: None: each row permutes the original train/validation labels (their counts
-            stay); else each row labels ``round(share x known)`` known trials validation (at least 1,
+            stay); else each row labels ``round(share x known)`` known trials validation (at least 2,
             at most all but 1), the others train, at random.
 
     Returns:
@@ -53,9 +53,12 @@ def ensemble_splits(
     if validation_share is not None:
         if not 0 < validation_share < 1:
             raise ValueError(f"validation_share must be in (0, 1), got {validation_share}")
-        if len(positions) < 2:
-            raise ValueError(f"{len(positions)} known trial(s): a re-split needs 2 or more")
-        n_val = min(max(round(validation_share * len(positions)), 1), len(positions) - 1)
+        if len(positions) < 3:
+            raise ValueError(
+                f"{len(positions)} known trial(s): a re-split with a validation share needs 3 or more"
+            )
+        # at least 2 validation trials: the trainer scores no scan on fewer (a correlation over one trial)
+        n_val = min(max(round(validation_share * len(positions)), 2), len(positions) - 1)
         labels = np.array(["validation"] * n_val + ["train"] * (len(positions) - n_val), dtype="<U10")
     rng = np.random.default_rng(seed)
     out = np.empty((cfg_n_splits, tiers.shape[0]), dtype="<U10")

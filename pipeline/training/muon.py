@@ -8,8 +8,9 @@ for this (a depthwise kernel (C, 1, k, k): the C x k*k matrix of its spatial fil
 approximated by five steps of a quintic Newton-Schulz iteration (coefficients 3.4445, -4.7750, 2.0315,
 chosen to push every singular value towards about one quickly rather than exactly), so no SVD runs.
 
-Why only the core: Muon is made for the hidden layers' weight matrices; the readout's per-neuron feature
-weights, the shifter, the modulator, biases and norms stay with AdamW, which the project's selection
+Why only the core's convolution and linear weights: Muon is made for the hidden layers' weight matrices;
+the readout's per-neuron feature weights, the shifter, the modulator, biases, norms and embeddings stay
+with AdamW, which the project's selection
 round confirmed (Muon on the readout's features as well scored lower; docs/research-log.md).
 
 The step size of a Muon parameter is ``lr x 0.2 x sqrt(max(out, in*kh*kw))``: the scaling that gives the
@@ -55,16 +56,29 @@ def orthogonalise(matrix: torch.Tensor, steps: int = NS_STEPS, eps: float = 1e-7
     return x.T if tall else x
 
 
+#: the layers whose ``weight`` Muon updates: a convolution's kernel or a linear layer's matrix
+MUON_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+
+
+def core_filters(core: torch.nn.Module) -> list[torch.Tensor]:
+    """The ``weight`` of every convolution and linear layer in ``core``: Muon's parameters.
+
+    Other parameters of 2 or more dimensions (a ViT's position embedding, say) are not weight matrices
+    of a layer, and orthogonalising their update would mean nothing; they stay with AdamW.
+    """
+    return [m.weight for m in core.modules() if isinstance(m, MUON_LAYERS) and m.weight.requires_grad]
+
+
 def split_muon_groups(groups: list[dict[str, Any]], core: torch.nn.Module) -> list[dict[str, Any]]:
-    """The optimiser's groups with each group's core filters (core parameters of 2 or more dimensions)
-    moved to a group of their own, right after it, flagged ``muon``; other options are kept.
+    """The optimiser's groups with each group's core filters (:func:`core_filters`) moved to a group of
+    their own, right after it, flagged ``muon``; other options are kept.
 
     Raises:
-        ValueError: the core has no parameter of 2 or more dimensions (nothing for Muon to update).
+        ValueError: the core has no convolution or linear layer (nothing for Muon to update).
     """
-    filters = {id(p) for p in core.parameters() if p.ndim >= 2}
+    filters = {id(p) for p in core_filters(core)}
     if not filters:
-        raise ValueError("optimizer: muon needs a core with convolution or weight-matrix parameters")
+        raise ValueError("optimizer: muon needs a core with convolution or linear layers")
     out: list[dict[str, Any]] = []
     for group in groups:
         params = list(group["params"])

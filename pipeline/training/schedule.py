@@ -73,8 +73,9 @@ def plateau_scheduler(
 
 
 def group_floors(optimizer: torch.optim.Optimizer, cfg: TrainerConfig) -> list[float]:
-    """Each group's lowest rate: ``min_lr`` for the core's groups (those at ``lr_init``: one, or two
-    with ``optimizer: muon``), ``min_lr x readout_lr_scale`` for the group outside the core.
+    """Each group's lowest rate: ``min_lr`` for the groups that start at ``lr_init`` (all of them when
+    ``readout_lr_scale`` is 1; else the core's one or two, with ``optimizer: muon``), ``min_lr x
+    readout_lr_scale`` for the group outside the core that starts at ``lr_init x readout_lr_scale``.
 
     Written out, not lr / lr_init x min_lr: the core's floor stays exactly min_lr (bit-identical runs).
     Call it before the first step (it reads the groups' starting rates).

@@ -54,9 +54,9 @@ def parameter_groups(model: torch.nn.Module, cfg: TrainerConfig) -> list[dict[st
     parameter (readout, shifter, modulator) at ``lr_init * readout_lr_scale``.
 
     The core's group comes first so that ``param_groups[0]["lr"]``, the rate the trainer records per
-    epoch, stays the core's (the base) rate. With ``optimizer: muon`` the core's filters (its parameters
-    of 2 or more dimensions) get a group of their own, flagged ``muon``, after the group they came from
-    (:func:`pipeline.training.muon.split_muon_groups`).
+    epoch, stays the core's (the base) rate. With ``optimizer: muon`` the core's filters (the weights of
+    its convolution and linear layers) get a group of their own, flagged ``muon``, after the group they
+    came from (:func:`pipeline.training.muon.split_muon_groups`).
     """
     params = list(model.parameters())
     core = getattr(model, "core", None)

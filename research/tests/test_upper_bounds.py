@@ -151,6 +151,8 @@ def test_trials_can_be_set_aside_from_training_and_from_validation(home, capsys)
     assert len(scan.tier_indices("validation")) == n_val
     with pytest.raises(SystemExit, match="would leave none"):
         upper_bounds.set_aside(scans, "validation", seed=0, drop=n_val)
+    with pytest.raises(SystemExit, match=f"cannot keep {n_val + 1} of them"):
+        upper_bounds.set_aside(scans, "validation", seed=0, keep=n_val + 1)
     # validating on a few trials: the trainer's best score is on those, the printed validation_corr on all
     upper_bounds.main(
         [
@@ -167,5 +169,6 @@ def test_trials_can_be_set_aside_from_training_and_from_validation(home, capsys)
     )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["validate_on"] == 8 and out["best_validation_corr"] != out["validation_corr"]
-    with pytest.raises(SystemExit):
-        upper_bounds.parse_args(["--home", str(home), "--mode", "as-configured", "--drop-train", "-1"])
+    for flag, value in (("--drop-train", "-1"), ("--validate-on", "1")):
+        with pytest.raises(SystemExit):
+            upper_bounds.parse_args(["--home", str(home), "--mode", "as-configured", flag, value])

@@ -41,13 +41,13 @@ def test_core_filters_get_a_muon_group_and_the_rest_stays_with_adamw():
     cfg = TrainerConfig(lr_init=0.01, optimizer="muon", readout_lr_scale=2.0)
     model, _ = _model(cfg)
     groups = speed.parameter_groups(model, cfg)
-    filters = {id(p) for p in model.core.parameters() if p.ndim >= 2}
+    filters = {id(p) for p in model.core.parameters() if p.ndim >= 2}  # the CNN's: all conv kernels
     assert [bool(g.get("muon")) for g in groups] == [False, True, False]
     assert {id(p) for p in groups[1]["params"]} == filters
     assert all(id(p) not in filters for g in (groups[0], groups[2]) for p in g["params"])
     assert groups[2]["lr"] == pytest.approx(0.02)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    with pytest.raises(ValueError, match="needs a core with convolution or weight-matrix"):
+    with pytest.raises(ValueError, match="needs a core with convolution or linear layers"):
         split_muon_groups([{"params": [torch.nn.Parameter(torch.zeros(3))]}], torch.nn.BatchNorm2d(3))
     with pytest.raises(ValueError, match="fewer than 2 dimensions"):
         MuonAdamW([{"params": [torch.nn.Parameter(torch.zeros(3))], "muon": True}], lr=0.1)
@@ -106,3 +106,12 @@ def test_muon_refuses_plain_parameters_that_mark_no_filters():
     with pytest.raises(ValueError, match="takes parameter_groups"):
         speed.optimizer(model.parameters(), cfg)
     assert isinstance(speed.optimizer(speed.parameter_groups(model, cfg), cfg), MuonAdamW)
+
+
+def test_only_layer_weights_go_to_muon_not_other_matrices_of_the_core():
+    core = torch.nn.Module()
+    core.conv = torch.nn.Conv2d(2, 4, 3)
+    core.position = torch.nn.Parameter(torch.zeros(1, 5, 4))  # a ViT-like embedding: AdamW's
+    groups = split_muon_groups([{"params": list(core.parameters())}], core)
+    assert [p is core.conv.weight for p in groups[1]["params"]] == [True]
+    assert any(p is core.position for p in groups[0]["params"])

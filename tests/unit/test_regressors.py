@@ -412,10 +412,11 @@ def test_validation_share_labels_that_share_of_the_known_trials_validation(small
     # at its default the option stays out of the stored hash and the rows are the winner's
     assert "validation_share" not in canonical_json(SplitConfig())
     np.testing.assert_array_equal(ensemble_splits(tiers, 3, 35382, None), ensemble_splits(tiers, 3, 35382))
-    # a tiny share still leaves one validation trial; a share near 1 still leaves one training trial
-    assert (ensemble_splits(tiers, 1, 0, validation_share=1e-6)[0] == "validation").sum() == 1
+    # a tiny share still leaves two validation trials (the trainer scores a scan on 2 or more); a share
+    # near 1 still leaves one training trial
+    assert (ensemble_splits(tiers, 1, 0, validation_share=1e-6)[0] == "validation").sum() == 2
     assert (ensemble_splits(tiers, 1, 0, validation_share=0.999999)[0] == "train").sum() == 1
     with pytest.raises(ValueError, match=r"validation_share must be in \(0, 1\)"):
         ensemble_splits(tiers, 1, 0, validation_share=1.5)
-    with pytest.raises(ValueError, match="a re-split needs 2 or more"):
-        ensemble_splits(np.array(["train", "test"]), 1, 0, validation_share=0.5)
+    with pytest.raises(ValueError, match="a re-split with a validation share needs 3 or more"):
+        ensemble_splits(np.array(["train", "validation", "test"]), 1, 0, validation_share=0.5)
