@@ -24,9 +24,9 @@ cost), ``--validate-on N`` lets the trainer validate on only N random validation
 always on the whole validation tier.
 
 The planted eye shift is in pixels of the 36x64 images the generator writes, so the recordings must be
-read at that size; experiments that average weights (``ema_decay``) or compile the
-core are refused in the planted modes (they patch the live model, which an averaged copy would not
-see); ``as-configured`` takes them. Run:
+read at that size; experiments that average weights (``ema_decay``) or compile the core are refused in
+the planted modes (they patch the live model, which an averaged copy would not see); ``as-configured``
+takes them. Run:
 
     .venv/bin/python -m research.upper_bounds --home DIR --mode planted-positions --seed 42 \
         [--experiment experiments/winner_demo.yaml] [--set model.config.init_mu=rf_map ...]

@@ -59,25 +59,21 @@ def parameter_groups(model: torch.nn.Module, cfg: TrainerConfig) -> list[dict[st
     came from (:func:`pipeline.training.muon.split_muon_groups`).
     """
     params = list(model.parameters())
+    if cfg.readout_lr_scale == 1.0 and cfg.optimizer != "muon":
+        return [{"params": params}]
     core = getattr(model, "core", None)
-    if core is None and (cfg.readout_lr_scale != 1.0 or cfg.optimizer == "muon"):
+    if core is None:
         option = "readout_lr_scale" if cfg.readout_lr_scale != 1.0 else "optimizer: muon"
         raise ValueError(f"trainer option {option}: the model has no `core` to tell apart")
-    groups: list[dict[str, Any]]
-    if cfg.readout_lr_scale == 1.0:
-        groups = [{"params": params}]
-    else:
-        assert core is not None  # checked above
+    groups: list[dict[str, Any]] = [{"params": params}]
+    if cfg.readout_lr_scale != 1.0:
         in_core = {id(p) for p in core.parameters()}
         groups = [
             {"params": [p for p in params if id(p) in in_core]},
             {"params": [p for p in params if id(p) not in in_core], "lr": cfg.lr_init * cfg.readout_lr_scale},
         ]
     # Muon's groups (the core's filters) follow the group they came from, so group 0 stays the core's
-    if cfg.optimizer != "muon":
-        return groups
-    assert core is not None  # checked above
-    return split_muon_groups(groups, core)
+    return split_muon_groups(groups, core) if cfg.optimizer == "muon" else groups
 
 
 def optimizer(
