@@ -373,6 +373,10 @@ class ModelConfigBase(FrozenConfig):
     # where free readout positions start: "uniform" U(+-init_mu_range) (neuralpredictors), or "rf_map" at
     # receptive-field centres mapped from the training trials (pipeline.models.rf_map)
     init_mu: Literal["uniform", "rf_map"] = later("uniform")
+    # with rf_map: map at most this many neurons of a scan (evenly strided) and place every neuron with
+    # the retinotopic fit made on them; the map's cost grows with neurons, while the fit has 10 terms
+    # (at least 100: its robust refits need peaks to spare; None: all)
+    rf_map_neurons: int | None = later(None, ge=100, le=100_000)
     init_sigma: float = Field(0.1, gt=0)
     readout_bias: bool = True
     gamma_readout: float = Field(0.0076, ge=0)
@@ -405,6 +409,8 @@ class ModelConfigBase(FrozenConfig):
                 "init_mu rf_map starts free readout positions, but a grid_mean_predictor computes them: "
                 "set grid_mean_predictor: null"
             )
+        if self.rf_map_neurons is not None and self.init_mu != "rf_map":
+            raise ValueError("rf_map_neurons sets how many neurons init_mu rf_map maps: set init_mu: rf_map")
 
     def _check_size(self) -> None:
         weights = self.core_parameters()

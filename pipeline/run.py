@@ -175,14 +175,17 @@ def start_at_rf_map(
     geometry: Mapping[str, ScanGeometry],
     progress: bool = False,
     label: str = "training",
+    max_neurons: int | None = None,
 ) -> dict[str, RFMap]:
     """Move every scan's free readout positions to receptive-field centres mapped from its training
     trials (``init_mu: rf_map``, :mod:`pipeline.models.rf_map`), less the untrained shifter's mean shift
     over those trials (the readout reads at position + shift); returns the maps.
 
     The map is made from the split's ``train`` tier only, so validation and test trials never shape the
-    start; it draws no random numbers. ``progress``: one line per scan on the ``pipeline.progress`` logger
-    at INFO (else at DEBUG), starting with ``label``.
+    start; it draws no random numbers. ``max_neurons``: map at most this many neurons of each scan
+    (``model.config.rf_map_neurons``; every neuron starts at the retinotopic fit made on them).
+    ``progress``: one line per scan on the ``pipeline.progress`` logger at INFO (else at DEBUG), starting
+    with ``label``.
     """
     if any(model.readout[key]._predicted_grid for key in scans):  # checked before any mapping work
         raise ValueError("init_mu rf_map needs free readout positions (grid_mean_predictor: null)")
@@ -192,7 +195,7 @@ def start_at_rf_map(
         # on the scan's device: the CPU's result is bit-identical run to run; an accelerator maps a
         # SENSORIUM-size scan in seconds instead of minutes
         images, responses = scan.images[idx, :1], scan.responses[idx]  # the image channel only
-        maps[key] = rf = map_receptive_fields(images, responses, geometry[key].cortex_xy)
+        maps[key] = rf = map_receptive_fields(images, responses, geometry[key].cortex_xy, max_neurons)
         readout = model.readout[key]
         _, map_h, map_w = readout.in_shape  # (c, h, w) of the core's map
         map_size = (map_h, map_w)
@@ -208,10 +211,12 @@ def start_at_rf_map(
             readout.mu.copy_(torch.as_tensor(mu, dtype=readout.mu.dtype).view_as(readout.mu))
         progress_log.log(
             logging.INFO if progress else logging.DEBUG,
-            "%s: %s: readout started at mapped receptive fields (%d of %d peaks on the retinotopic fit)",
+            "%s: %s: readout started at mapped receptive fields (%d of %d mapped neurons' peaks on the "
+            "retinotopic fit; %d neurons)",
             label,
             key,
             int(rf.inliers.sum()),
+            int(rf.mapped.sum()),
             len(rf.inliers),
         )
     return maps
@@ -248,7 +253,14 @@ def run_training(
     if spec.model_config.init_mu == "rf_map":
         # also when resuming: a checkpoint that turns out unusable means training from scratch, which
         # must start here; a usable one then restores the learned positions over the map
-        start_at_rf_map(model, scans, geometry, progress=progress, label=label)
+        start_at_rf_map(
+            model,
+            scans,
+            geometry,
+            progress=progress,
+            label=label,
+            max_neurons=spec.model_config.rf_map_neurons,
+        )
     result = train_model(
         spec,
         model,

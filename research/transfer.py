@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.freeze:
             model.core = FrozenCore(model.core)
     if spec.model_config.init_mu == "rf_map":
-        start_at_rf_map(model, scans, geometry)
+        start_at_rf_map(model, scans, geometry, max_neurons=spec.model_config.rf_map_neurons)
     start = time.perf_counter()
     result = train_model(spec, model, scans, progress=False)
     report = test = None

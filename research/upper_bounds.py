@@ -237,7 +237,7 @@ def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, d
     if args.mode == "planted-shift" and any(s.images.shape[-2:] != (36, 64) for s in scans.values()):
         raise SystemExit("planted-shift needs the 36x64 images the eye shift is measured on")
     if spec.model_config.init_mu == "rf_map":
-        start_at_rf_map(model, scans, geometry)
+        start_at_rf_map(model, scans, geometry, max_neurons=spec.model_config.rf_map_neurons)
     if args.mode == "planted-positions":
         planted_positions(model, scans, truth)
     elif args.mode == "planted-shift":

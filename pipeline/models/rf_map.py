@@ -52,13 +52,16 @@ class RFMap:
 
     Attributes:
         centres: (N, 2) float64 (x, y) pixel positions used to start the readout (the retinotopic fit).
-        peaks: (N, 2) float64 (x, y) each neuron's own map peak.
+        peaks: (N, 2) float64 (x, y) each neuron's own map peak (NaN: not mapped, or silent).
         inliers: (N,) bool, peaks the retinotopic fit was made on.
+        mapped: (N,) bool, the neurons whose maps were made (all, or the strided subset of
+            ``max_neurons``).
     """
 
     centres: np.ndarray
     peaks: np.ndarray
     inliers: np.ndarray
+    mapped: np.ndarray
 
 
 def _filter(images: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
@@ -215,13 +218,34 @@ def retinotopic_fit(
     return fitted, keep
 
 
-def map_receptive_fields(images: torch.Tensor, responses: torch.Tensor, cortex_xy: np.ndarray) -> RFMap:
+def mapped_subset(n_neurons: int, max_neurons: int | None) -> np.ndarray:
+    """Indices of the neurons to map: all, or ``max_neurons`` spread evenly over the neuron index (no
+    random numbers; recordings list neurons plane by plane, so a stride takes some from every plane)."""
+    if max_neurons is None or max_neurons >= n_neurons:
+        return np.arange(n_neurons)
+    if max_neurons < 1:
+        raise ValueError(f"max_neurons must be at least 1, got {max_neurons}")
+    return np.unique(np.linspace(0, n_neurons - 1, max_neurons).round().astype(np.int64))
+
+
+def map_receptive_fields(
+    images: torch.Tensor,
+    responses: torch.Tensor,
+    cortex_xy: np.ndarray,
+    max_neurons: int | None = None,
+) -> RFMap:
     """Receptive-field centres of one scan from its training trials.
+
+    Every neuron starts at the retinotopic fit, a 10-term polynomial of its cortex coordinates, so the
+    fit needs a few hundred peaks, not all of them; the map's cost grows with every neuron mapped.
+    ``max_neurons`` maps only that many (:func:`mapped_subset`) and places every neuron with the fit
+    (``research/rf_map_subset.py`` measures what it changes).
 
     Args:
         images: (T, 1, H, W) training images as the model sees them.
         responses: (T, N) their responses.
         cortex_xy: (N, 2) the neurons' cortex coordinates.
+        max_neurons: map at most this many neurons (None: all).
 
     Returns:
         The map (pixel positions on the (H, W) image).
@@ -236,11 +260,19 @@ def map_receptive_fields(images: torch.Tensor, responses: torch.Tensor, cortex_x
             raise ValueError(f"{name} of the training trials must be finite")
     if not np.isfinite(cortex_xy).all():
         raise ValueError("cortex coordinates must be finite")
-    peaks = _peaks(correlation_maps(images, responses))
+    subset = mapped_subset(responses.shape[1], max_neurons)
+    mapped = np.zeros(responses.shape[1], dtype=bool)
+    mapped[subset] = True
+    if mapped.all():
+        peaks = _peaks(correlation_maps(images, responses))
+    else:  # NaN peaks are never fitted on but get the fit's value
+        peaks = np.full((responses.shape[1], 2), np.nan)
+        index = torch.from_numpy(subset).to(responses.device)
+        peaks[subset] = _peaks(correlation_maps(images, responses.index_select(1, index)))
     H, W = images.shape[-2:]
     fitted, inliers = retinotopic_fit(peaks, cortex_xy)
     centres = np.clip(fitted, 0.0, [W - 1.0, H - 1.0])
-    return RFMap(centres=centres, peaks=peaks, inliers=inliers)
+    return RFMap(centres=centres, peaks=peaks, inliers=inliers, mapped=mapped)
 
 
 def readout_positions(
