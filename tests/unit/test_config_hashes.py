@@ -50,8 +50,9 @@ LATER_PRESETS = {
             "09fd54e1cb28bda4a6585c7bc77e3c2f",
             "28936c40b5a41afba150826b08476009",
         ],
-        # hidden kernels of 7 since the sixth teacher round (before: 0bffc1a7...)
-        "model": "41bc23bff9550ad8c03e8ef9ebca7822",
+        # hidden kernels of 7 since the sixth teacher round (before: 0bffc1a7...), at most 400 neurons
+        # mapped since the 1,200-neuron comparison (before: 41bc23bf...)
+        "model": "4a9d92dd3399560d4963d311624e65b7",
         # + the weight average and AdamW (fourth round; before: 17673a8e..., beyond's), then Muon on the
         # core (sixth round; before: 7b1f8370...)
         "trainer": "b605a324394b3db56253dc4d67be6332",
