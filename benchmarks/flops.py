@@ -246,12 +246,17 @@ def count_preset(spec: RunSpec, sizes: list[ScanSize]) -> dict[str, Any]:
 
 
 def rf_map_flops(
-    sizes: list[ScanSize], scale: float, trials: int = 24, neurons: tuple[int, int] = (8, 16)
+    sizes: list[ScanSize],
+    scale: float,
+    trials: int = 24,
+    neurons: tuple[int, int] = (8, 16),
+    max_neurons: int | None = None,
 ) -> list[int]:
     """FLOPs of the receptive-field map of each scan's training trials (``init_mu: rf_map``).
 
     Counted at the real image size with ``trials`` trials and two neuron counts, then scaled: the Gabor
-    filtering is linear in trials, the correlation product in trials x neurons (exact for these ops).
+    filtering is linear in trials, the correlation product in trials x neurons mapped (exact for these
+    ops; ``max_neurons``: ``model.config.rf_map_neurons``, the most neurons of a scan mapped).
     """
     gen = torch.Generator().manual_seed(SEED)
     h, w = model_image_size(sizes[0], scale)
@@ -262,7 +267,8 @@ def rf_map_flops(
         counts.append(_counted(lambda r=responses: correlation_maps(images, r))[0])
     per_neuron = (counts[1] - counts[0]) / (neurons[1] - neurons[0]) / trials  # per trial and neuron
     fixed = (counts[0] - per_neuron * trials * neurons[0]) / trials  # per trial (the filtering)
-    return [int(round(s.n_train * (fixed + per_neuron * s.n_neurons))) for s in sizes]
+    mapped = [s.n_neurons if max_neurons is None else min(s.n_neurons, max_neurons) for s in sizes]
+    return [int(round(s.n_train * (fixed + per_neuron * n))) for s, n in zip(sizes, mapped, strict=True)]
 
 
 def budget(counted: dict[str, Any], sizes: list[ScanSize], rf_map: list[int] | None) -> dict[str, float]:
@@ -330,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path.name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         counted = count_preset(spec, sizes)
-        rf = rf_map_flops(sizes, spec.dataset_config.scale) if spec.model_config.init_mu == "rf_map" else None
+        rf = (
+            rf_map_flops(sizes, spec.dataset_config.scale, max_neurons=spec.model_config.rf_map_neurons)
+            if spec.model_config.init_mu == "rf_map"
+            else None
+        )
         b = budget(counted, sizes, rf)
         epochs = {"max_iter": max_iter, "typical": min(args.typical_epochs, max_iter)}
         per_member = {k: b["member_once"] + e * b["epoch"] for k, e in epochs.items()}

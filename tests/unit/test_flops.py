@@ -62,6 +62,10 @@ def test_the_scaled_map_count_equals_a_direct_count():
     responses = torch.rand(size.n_train, size.n_neurons)
     direct, _ = flops._counted(lambda: correlation_maps(images, responses))
     assert flops.rf_map_flops([size], 0.25) == [direct]
+    # rf_map_neurons: the product covers only the neurons mapped (a cap above the scan's changes nothing)
+    capped, _ = flops._counted(lambda: correlation_maps(images, responses[:, :12]))
+    assert flops.rf_map_flops([size], 0.25, max_neurons=12) == [capped]
+    assert flops.rf_map_flops([size], 0.25, max_neurons=100) == [direct]
 
 
 def test_full_size_scans_follow_the_generator():
