@@ -5,7 +5,8 @@ The map costs one Gabor filtering of the training images and, per chunk of two p
 depend on the values); median of ``--repeats`` runs; the process's peak resident memory (getrusage) and,
 on CUDA, the peak allocated device memory.
 
-Run:  .venv/bin/python -m benchmarks.rf_map_cost [--trials 800] [--neurons 150] [--device cpu]
+Run:  .venv/bin/python -m benchmarks.rf_map_cost [--trials 800] [--neurons 150] [--max-neurons M]
+      [--device cpu]
       (demo size by default; SENSORIUM+ scans have about 4500 training trials and 7000-8000 neurons)
 """
 
@@ -27,6 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=800)
     parser.add_argument("--neurons", type=int, default=150)
+    parser.add_argument(
+        "--max-neurons", type=int, help="map at most this many neurons (model.config.rf_map_neurons)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -40,7 +44,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        map_receptive_fields(images, responses, cortex)
+        map_receptive_fields(images, responses, cortex, max_neurons=args.max_neurons)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
@@ -51,7 +55,8 @@ def main() -> None:
         else ""
     )
     print(
-        f"rf_map: {args.trials} trials x {args.neurons} neurons on {device} "
+        f"rf_map: {args.trials} trials x {args.neurons} neurons"
+        f"{'' if args.max_neurons is None else f' (at most {args.max_neurons} mapped)'} on {device} "
         f"({platform.processor() or 'cpu'}, {torch.get_num_threads()} threads): "
         f"median {statistics.median(seconds):.2f} s of {args.repeats}, "
         f"peak resident memory {peak:.2f} GiB{device_peak}"
