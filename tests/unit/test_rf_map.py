@@ -219,8 +219,9 @@ def test_a_neuron_cap_maps_a_strided_subset_and_no_cap_changes_nothing_below_it(
     assert np.flatnonzero(part.mapped).tolist() == mapped_subset(90, 45).tolist()
     assert part.mapped.sum() == 45 and part.mapped[0] and part.mapped[-1]  # spread over the whole index
     assert np.isnan(part.peaks[~part.mapped]).all() and not part.inliers[~part.mapped].any()
-    # a mapped neuron's peak does not depend on which others were mapped
-    assert np.array_equal(part.peaks[part.mapped], full.peaks[part.mapped])
+    # a mapped neuron's peak does not depend on which others were mapped (up to the product's rounding,
+    # whose blocking may follow the matrix's width)
+    assert np.allclose(part.peaks[part.mapped], full.peaks[part.mapped], rtol=0, atol=1e-4)
     assert np.isfinite(part.centres).all()
     with pytest.raises(ValueError, match="max_neurons must be at least 1"):
         map_receptive_fields(images, responses, cortex, max_neurons=0)
