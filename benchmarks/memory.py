@@ -126,7 +126,11 @@ def child(args: argparse.Namespace) -> None:
             mapped = order[: args.rf_map_scans] if args.rf_map_scans else order
             with contextlib.redirect_stdout(sys.stderr):
                 start_at_rf_map(
-                    model, {k: scans[k] for k in mapped}, {k: geometry[k] for k in mapped}, progress=True
+                    model,
+                    {k: scans[k] for k in mapped},
+                    {k: geometry[k] for k in mapped},
+                    progress=True,
+                    max_neurons=spec.model_config.rf_map_neurons,
                 )
             stages["rf_map start"] = rss.mark("rf_map start")
             say("rf_map start")

@@ -410,7 +410,10 @@ class ModelConfigBase(FrozenConfig):
                 "set grid_mean_predictor: null"
             )
         if self.rf_map_neurons is not None and self.init_mu != "rf_map":
-            raise ValueError("rf_map_neurons sets how many neurons init_mu rf_map maps: set init_mu: rf_map")
+            raise ValueError(
+                "rf_map_neurons sets how many neurons init_mu rf_map maps: set init_mu: rf_map, or "
+                "rf_map_neurons: null"
+            )
 
     def _check_size(self) -> None:
         weights = self.core_parameters()

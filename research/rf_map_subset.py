@@ -28,18 +28,20 @@ from pipeline.models.rf_map import map_receptive_fields
 from research.rf_positions import affine_error
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder of synthetic recordings")
     parser.add_argument("--scale", type=float, default=0.25, help="image scale the model sees")
     parser.add_argument("--sizes", default="150,300,600", help="comma-separated subset sizes")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     for path in sorted(args.data.glob("*.zip")):
         rec = read_recording(path, progress=False)
         train = np.flatnonzero(rec.tiers == "train")
-        # at the model's image scale (the presets' dataset scale 0.25: 36 x 64 from 144 x 256)
-        images = torch.from_numpy(rescale_bilinear(np.asarray(rec.images[train, :1]), args.scale))
+        # at the model's image scale (the presets' dataset scale 0.25: 36 x 64 from 144 x 256), z-scored
+        # as the loaders do (the map's zero-padded borders see the offset)
+        images = rescale_bilinear(np.asarray(rec.images[train, :1]), args.scale)
+        images = torch.from_numpy((images - images.mean()) / images.std())
         responses = torch.from_numpy(rec.responses[train].astype(np.float32))
         cortex = np.asarray(rec.neurons["cell_motor_coordinates"], dtype=np.float64)[:, :2]
         h, w = images.shape[-2:]

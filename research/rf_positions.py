@@ -86,7 +86,8 @@ def main() -> None:
         learned = origin + stride * cells
         err, corr = affine_error(learned, planted)
         print(f"  {key} readout positions: mean error {err:.2f} px, corr x {corr[0]:+.3f} y {corr[1]:+.3f}")
-        # the map from the same training trials (the model's own split, as init_mu rf_map uses)
+        # the map from the same training trials (the model's own split, as init_mu rf_map uses), every
+        # neuron mapped (a preset with rf_map_neurons started most of a large scan from the fit on fewer)
         idx = torch.from_numpy(scan.tier_indices("train"))
         cortex = np.asarray(rec.neurons["cell_motor_coordinates"], dtype=np.float64)[:, :2]
         rf_map = map_receptive_fields(scan.images[idx, :1], scan.responses[idx], cortex)

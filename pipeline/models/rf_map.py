@@ -21,8 +21,8 @@ same, from the recording's own training trials, in one pass:
 
 It draws no random numbers, and on a CPU it is bit-identical run to run. Cost: one filtering of the
 training images (8 Gabor pairs per convolution) and a (N, T) x (T, 6 H W) product per chunk of two
-pairs (memory: 16 T + 6 (T + N) rows of H W floats); a few seconds at demo size on a CPU
-(``benchmarks/rf_map_cost.py``).
+pairs, N the neurons mapped (memory: 16 T + 6 (T + N) rows of H W floats); a few seconds at demo size on
+a CPU (``benchmarks/rf_map_cost.py``).
 """
 
 from __future__ import annotations
@@ -185,7 +185,8 @@ def retinotopic_fit(
 
     Cubic with at least ``PEAKS_PER_TERM`` peaks per term (40), linear with fewer (12), else the mean
     peak for every neuron. Each round refits on the peaks within max(``min_radius`` px, 2.5 x the median
-    distance) of the last fit. NaN peaks (silent neurons) are never fitted on, but get the fit's value.
+    distance) of the last fit. NaN peaks (silent or unmapped neurons) are never fitted on, but get the
+    fit's value.
 
     Args:
         peaks: (N, 2) pixel positions (NaN rows: no peak); coords: (N, 2) cortex coordinates.
@@ -220,7 +221,14 @@ def retinotopic_fit(
 
 def mapped_subset(n_neurons: int, max_neurons: int | None) -> np.ndarray:
     """Indices of the neurons to map: all, or ``max_neurons`` spread evenly over the neuron index (no
-    random numbers; recordings list neurons plane by plane, so a stride takes some from every plane)."""
+    random numbers; recordings list neurons plane by plane, so a stride takes some from every plane).
+
+    Args:
+        n_neurons: N, the scan's neurons; max_neurons: the cap (None: no cap).
+
+    Returns:
+        (min(N, max_neurons),) int64 indices, ascending.
+    """
     if max_neurons is None or max_neurons >= n_neurons:
         return np.arange(n_neurons)
     if max_neurons < 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -30,7 +32,8 @@ from pipeline.models.rf_map import (
     retinotopic_fit,
 )
 from pipeline.models.vit import ViTCore
-from pipeline.run import RunSpec, build_model, build_scans, start_at_rf_map
+from pipeline.run import RunSpec, build_model, build_scans, run_training, start_at_rf_map
+from pipeline.training.progress import PROGRESS_LOGGER
 from pipeline.training.trainer import train
 from tests.factories import RECS
 
@@ -300,6 +303,15 @@ def test_the_start_maps_at_most_the_capped_neurons_of_each_scan():
     for key, rf in maps.items():
         assert rf.mapped.sum() == 6 and len(rf.mapped) == scans[key].responses.shape[1]
         assert torch.isfinite(model.readout[key].mu).all()
+
+
+def test_training_maps_as_many_neurons_as_the_config_says(caplog):
+    """run_training passes model.config.rf_map_neurons to the map: 100 of a 130-neuron scan."""
+    rec, _ = synthesize(SynthConfig(n_neurons=130, n_trials=200, seed=4))
+    spec = _spec(rf_map_neurons=100)
+    with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
+        run_training(spec, {rec.data_key: rec}, torch.device("cpu"), progress=True)
+    assert "of 100 mapped neurons' peaks on the retinotopic fit; 130 neurons" in caplog.text, caplog.text
 
 
 def test_rf_map_refuses_a_predicted_grid_and_bad_inputs():
