@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from pipeline.data.synth import SynthConfig, write_synthetic
 from research import rf_map_subset
 
 
+@pytest.mark.slow  # about 6-15 s here: a 120-neuron recording of 700 trials, mapped twice
 def test_every_size_below_the_scans_neurons_is_mapped_and_measured(tmp_path, capsys):
     write_synthetic(tmp_path, 1, SynthConfig(n_neurons=120, n_trials=700, seed=5))
     rf_map_subset.main(["--data", str(tmp_path), "--sizes", "100,200"])
