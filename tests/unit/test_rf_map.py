@@ -305,6 +305,7 @@ def test_the_start_maps_at_most_the_capped_neurons_of_each_scan():
         assert torch.isfinite(model.readout[key].mu).all()
 
 
+@pytest.mark.slow  # a training run on a 130-neuron recording, 3-5 s here
 def test_training_maps_as_many_neurons_as_the_config_says(caplog):
     """run_training passes model.config.rf_map_neurons to the map: 100 of a 130-neuron scan."""
     rec, _ = synthesize(SynthConfig(n_neurons=130, n_trials=200, seed=4))
