@@ -25,7 +25,7 @@ from pipeline.data.format import read_recording
 from pipeline.data.images import rescale_bilinear
 from pipeline.data.synth import truth_path
 from pipeline.models.rf_map import map_receptive_fields
-from research.rf_positions import affine_error
+from research.rf_positions import affine_error, planted_centres_px
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         cortex = np.asarray(rec.neurons["cell_motor_coordinates"], dtype=np.float64)[:, :2]
         h, w = images.shape[-2:]
         with np.load(truth_path(path)) as t:
-            rf = t["rf_center"].astype(np.float64)
-        planted = np.stack([(rf[:, 0] + 1) / 2 * (w - 1), (rf[:, 1] + 1) / 2 * (h - 1)], axis=1)
+            planted = planted_centres_px(t["rf_center"], h, w)
         print(f"{rec.data_key}: {len(train)} training trials x {rec.n_neurons} neurons")
         full = None
         for size in [None, *sizes]:

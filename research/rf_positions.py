@@ -42,6 +42,13 @@ def affine_error(positions: np.ndarray, planted: np.ndarray) -> tuple[float, lis
     return error, [float(np.corrcoef(positions[:, j], planted[:, j])[0, 1]) for j in range(2)]
 
 
+def planted_centres_px(rf_center: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(N, 2) planted (x, y) receptive-field centres in [-1, 1] (the truth sidecar's ``rf_center``) ->
+    (N, 2) pixels of an (h, w) image."""
+    rf = np.asarray(rf_center, dtype=np.float64)
+    return np.stack([(rf[:, 0] + 1) / 2 * (w - 1), (rf[:, 1] + 1) / 2 * (h - 1)], axis=1)
+
+
 def per_neuron_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(T, N) x (T, N) -> (N,) correlation of matching columns."""
     a, b = a - a.mean(0), b - b.mean(0)
@@ -76,7 +83,7 @@ def main() -> None:
         mouse = int(key.split("-")[0]) - synth.ANIMAL_BASE
         scan = scans[key]
         h, w = scan.images.shape[-2:]
-        planted = np.stack([(rf[:, 0] + 1) / 2 * (w - 1), (rf[:, 1] + 1) / 2 * (h - 1)], axis=1)
+        planted = planted_centres_px(rf, h, w)
         readout = model.readout[key]
         map_h, map_w = readout.in_shape[1:]
         origin, stride = model.core.map_geometry()

@@ -271,12 +271,10 @@ def map_receptive_fields(
     subset = mapped_subset(responses.shape[1], max_neurons)
     mapped = np.zeros(responses.shape[1], dtype=bool)
     mapped[subset] = True
-    if mapped.all():
-        peaks = _peaks(correlation_maps(images, responses))
-    else:  # NaN peaks are never fitted on but get the fit's value
-        peaks = np.full((responses.shape[1], 2), np.nan)
-        index = torch.from_numpy(subset).to(responses.device)
-        peaks[subset] = _peaks(correlation_maps(images, responses.index_select(1, index)))
+    if not mapped.all():  # no copy without a cap
+        responses = responses.index_select(1, torch.from_numpy(subset).to(responses.device))
+    peaks = np.full((len(mapped), 2), np.nan)  # an unmapped neuron's NaN peak: never fitted on
+    peaks[subset] = _peaks(correlation_maps(images, responses))
     H, W = images.shape[-2:]
     fitted, inliers = retinotopic_fit(peaks, cortex_xy)
     centres = np.clip(fitted, 0.0, [W - 1.0, H - 1.0])
