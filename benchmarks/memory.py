@@ -11,7 +11,7 @@ What it measures:
       3. ``model``: the preset's model (``--experiment``, default ``experiments/winner.yaml``; its first
          member's seed) built and moved to the device;
          ``rf_map start``: only for a preset with ``init_mu: rf_map`` (``beyond_full.yaml``): every
-         scan's readout positions started at its mapped receptive fields (``pipeline.run.start_at_rf_map``,
+         scan's readout positions started at its mapped receptive fields (``pipeline.run.start_as_configured``,
          as training does; on the CPU minutes per full-size scan: ``--rf-map-scans K`` maps only the K
          scans with the most neurons x training trials, the others keep their uniform start; the scans
          are mapped one after the other, each one's intermediates freed before the next, so the largest
@@ -85,7 +85,7 @@ def child(args: argparse.Namespace) -> None:
         import pipeline.models.rf_map as rf_map_module
         import schemas
         from pipeline.experiments import load_experiment
-        from pipeline.run import RunSpec, build_model, load_scans, start_at_rf_map, train_model
+        from pipeline.run import RunSpec, build_model, load_scans, start_as_configured, train_model
         from pipeline.training.seeding import resolve_device
         from schemas.data import Scan
         from schemas.regressors import fetch_regressors
@@ -125,12 +125,12 @@ def child(args: argparse.Namespace) -> None:
             order = sorted(scans, key=lambda k: -scans[k].n_neurons * len(scans[k].tier_indices("train")))
             mapped = order[: args.rf_map_scans] if args.rf_map_scans else order
             with contextlib.redirect_stdout(sys.stderr):
-                start_at_rf_map(
+                start_as_configured(
+                    spec,
                     model,
                     {k: scans[k] for k in mapped},
                     {k: geometry[k] for k in mapped},
                     progress=True,
-                    max_neurons=spec.model_config.rf_map_neurons,
                 )
             stages["rf_map start"] = rss.mark("rf_map start")
             say("rf_map start")

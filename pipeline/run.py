@@ -222,6 +222,25 @@ def start_at_rf_map(
     return maps
 
 
+def start_as_configured(
+    spec: RunSpec,
+    model: FiringRateEncoder,
+    scans: Mapping[str, ScanTensors],
+    geometry: Mapping[str, ScanGeometry],
+    progress: bool = False,
+    label: str = "training",
+) -> dict[str, RFMap]:
+    """The readout's start the model config asks for, after the model is built: with ``init_mu: rf_map``
+    :func:`start_at_rf_map` (at most ``rf_map_neurons`` mapped per scan) and its maps; otherwise nothing
+    to do (the positions the builder drew stay) and ``{}``. Every caller that trains a member goes
+    through here, so a new start option is honoured everywhere at once."""
+    if spec.model_config.init_mu != "rf_map":
+        return {}
+    return start_at_rf_map(
+        model, scans, geometry, progress=progress, label=label, max_neurons=spec.model_config.rf_map_neurons
+    )
+
+
 def run_training(
     spec: RunSpec,
     recordings: Mapping[str, Recording],
@@ -250,17 +269,9 @@ def run_training(
         recordings, spec.dataset_config, device, cache_dir, regressors, dataset_fn=spec.dataset_fn
     )
     model = build_model(spec, geometry, scans).to(device)
-    if spec.model_config.init_mu == "rf_map":
-        # also when resuming: a checkpoint that turns out unusable means training from scratch, which
-        # must start here; a usable one then restores the learned positions over the map
-        start_at_rf_map(
-            model,
-            scans,
-            geometry,
-            progress=progress,
-            label=label,
-            max_neurons=spec.model_config.rf_map_neurons,
-        )
+    # also when resuming: a checkpoint that turns out unusable means training from scratch, which must
+    # start here; a usable one then restores the learned positions over the map
+    start_as_configured(spec, model, scans, geometry, progress=progress, label=label)
     result = train_model(
         spec,
         model,

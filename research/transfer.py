@@ -38,7 +38,7 @@ from pipeline.data.loaders import ScanTensors
 from pipeline.data.recording import data_key_from_name
 from pipeline.experiments import load_experiment
 from pipeline.models.build import ScanGeometry
-from pipeline.run import RunSpec, start_at_rf_map, train_model
+from pipeline.run import RunSpec, start_as_configured, train_model
 from pipeline.scoring.metrics import single_trial_correlation
 from pipeline.scoring.predict import predict_tier
 from pipeline.training.trainer import validation_correlation
@@ -217,8 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         model.core.load_state_dict(state, strict=True)
         if args.freeze:
             model.core = FrozenCore(model.core)
-    if spec.model_config.init_mu == "rf_map":
-        start_at_rf_map(model, scans, geometry, max_neurons=spec.model_config.rf_map_neurons)
+    start_as_configured(spec, model, scans, geometry)
     start = time.perf_counter()
     result = train_model(spec, model, scans, progress=False)
     report = test = None

@@ -45,7 +45,7 @@ import torch
 from pipeline.data.synth import truth_path
 from pipeline.experiments import load_experiment
 from pipeline.models.rf_map import readout_positions
-from pipeline.run import RunSpec, start_at_rf_map, train_model
+from pipeline.run import RunSpec, start_as_configured, train_model
 from pipeline.training.trainer import validation_correlation
 from research.member import build_member, home_zips, read_recordings
 
@@ -236,8 +236,7 @@ def prepare(args: argparse.Namespace) -> tuple[RunSpec, torch.nn.Module, dict, d
         set_aside(scans, "train", seed=7, drop=args.drop_train)
     if args.mode == "planted-shift" and any(s.images.shape[-2:] != (36, 64) for s in scans.values()):
         raise SystemExit("planted-shift needs the 36x64 images the eye shift is measured on")
-    if spec.model_config.init_mu == "rf_map":
-        start_at_rf_map(model, scans, geometry, max_neurons=spec.model_config.rf_map_neurons)
+    start_as_configured(spec, model, scans, geometry)
     if args.mode == "planted-positions":
         planted_positions(model, scans, truth)
     elif args.mode == "planted-shift":
