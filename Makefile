@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# pytest processes of `make test` and `make test-fast` (pytest-xdist): 2 keeps both suites within their
+# time on a 2-core machine; `make test TEST_WORKERS=0` runs them in one process
+TEST_WORKERS ?= 2
+
 # the checkout's own world, even where a folder above it holds another .sensorium (found like git)
 demo: $(STAMP)
 	SENSORIUM_HOME=$${SENSORIUM_HOME:-$(CURDIR)/.sensorium} $(BIN)/python -m cli.demo
@@ -23,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(MAKE) docs
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The docs site (mkdocs.yml) into site/ (git-ignored). --strict: a broken link or anchor, or a page missing
 # from the nav, fails the build; the configuration reference is generated from the code at build time.
@@ -32,11 +36,12 @@ docs: $(STAMP)
 
 # The quick tier (under 2 minutes on 2 cores): no PostgreSQL, GPU, program from outside the venv, slow or
 # soak test (the markers: pyproject.toml, applied in tests/conftest.py). `make test` runs everything.
-# One OpenMP thread: on a busy 2-core machine two threads per process spin against each other and the tiny
-# training tests run 5-8 times slower.
+# One OpenMP thread per pytest process (also in `make test`): on a busy 2-core machine two threads per
+# process spin against each other and the tiny training tests run 5-8 times slower.
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not database and not slow and not soak and not external and not gpu"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+		-m "not database and not slow and not soak and not external and not gpu"
 
 # The deployment for real: a Docker engine (started here, installed when missing, as root), stand-in base
 # images, the image built and the compose stack run through its scenario (tests/deploy/scenario.py).

@@ -100,14 +100,22 @@ def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, **kwargs)
 
 
+def _compose_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``docker compose`` call: this process's, less every ``SENSORIUM_*`` and
+    ``DJ_*`` variable. Compose lets the shell's variables override ``.env``, so a caller's settings (pytest
+    sets ``SENSORIUM_DB_PREFIX`` and short worker timings for the tests that ran before this one in the
+    same process) would otherwise reach the stack; the deployment under test is the one ``.env`` says."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("SENSORIUM_", "DJ_"))}
+    return kept | extra
+
+
 class Scenario:
     def __init__(self, folder: Path):
         self.folder = folder
         self.db_port, self.nb_port = _free_port(), _free_port()
-        self.env = os.environ | {
-            "COMPOSE_FILE": "docker-compose.yml:compose.test.yml",
-            "COMPOSE_PROJECT_NAME": PROJECT,
-        }
+        self.env = _compose_env(
+            COMPOSE_FILE="docker-compose.yml:compose.test.yml", COMPOSE_PROJECT_NAME=PROJECT
+        )
         self.outputs: list[str] = []  # every command's output, searched for secrets at the end
         self.logs: dict[str, str] = {}  # every container's log, kept before containers are removed
         self.timings: list[tuple[str, float]] = []
@@ -310,7 +318,7 @@ class Scenario:
             real = _run(
                 ["docker", "compose", "-f", "docker-compose.yml", "config", "--quiet"],
                 cwd=self.folder,
-                env=os.environ | {"COMPOSE_PROJECT_NAME": PROJECT},
+                env=_compose_env(COMPOSE_PROJECT_NAME=PROJECT),
             )
             check(real.returncode == 0, "Compose v2 rejects docker-compose.yml: " + real.stderr)
 
