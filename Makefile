@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# pytest processes of `make test` and `make test-fast` (pytest-xdist): 2 keeps both suites within their
-# time on a 2-core machine; `make test TEST_WORKERS=0` runs them in one process
+# pytest processes of `make test` and `make test-fast` (pytest-xdist, a test file per process at a time):
+# 2 keeps both suites within their time on a 2-core machine; TEST_WORKERS=0 runs them in one process.
+# `make test` then runs the soak and external tests (the deployment on Docker, notebooks on a kernel, the
+# report in Chromium) alone in one process: they start many processes of their own, keep deadlines, and
+# print their figures to the terminal
 TEST_WORKERS ?= 2
 
 # the checkout's own world, even where a folder above it holds another .sensorium (found like git)
@@ -27,7 +30,8 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(MAKE) docs
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not soak and not external"
+	$(BIN)/python -m pytest -q -m "soak or external"
 
 # The docs site (mkdocs.yml) into site/ (git-ignored). --strict: a broken link or anchor, or a page missing
 # from the nav, fails the build; the configuration reference is generated from the code at build time.
@@ -40,7 +44,7 @@ docs: $(STAMP)
 # process spin against each other and the tiny training tests run 5-8 times slower.
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
 		-m "not database and not slow and not soak and not external and not gpu"
 
 # The deployment for real: a Docker engine (started here, installed when missing, as root), stand-in base

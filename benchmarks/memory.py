@@ -11,9 +11,10 @@ What it measures:
       3. ``model``: the preset's model (``--experiment``, default ``experiments/winner.yaml``; its first
          member's seed) built and moved to the device;
          ``rf_map start``: only for a preset with ``init_mu: rf_map`` (``beyond_full.yaml``): every
-         scan's readout positions started at its mapped receptive fields (``pipeline.run.start_as_configured``,
-         as training does; on the CPU minutes per full-size scan: ``--rf-map-scans K`` maps only the K
-         scans with the most neurons x training trials, the others keep their uniform start; the scans
+         scan's readout positions started at its mapped receptive fields
+         (``pipeline.run.start_as_configured``, as training does; on the CPU minutes per full-size scan:
+         ``--rf-map-scans K`` maps only the K scans with the most neurons x training trials, the others
+         keep their uniform start; the scans
          are mapped one after the other, each one's intermediates freed before the next, so the largest
          one sets the stage's peak; ``--rf-map-pairs P`` maps with a bank of P Gabor pairs instead of
          24 (P orientations; the bank is filtered 8 pairs at a time and correlated 2 pairs at a time,

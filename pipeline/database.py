@@ -110,10 +110,13 @@ def _root_data_dir(db_dir: Path) -> Path:
     ROOT_DATA_PARENT.chmod(0o755)  # the pgserver user must pass; every entry below is its own
     target = ROOT_DATA_PARENT / uuid.uuid4().hex
     target.mkdir(mode=0o700)
-    target.with_suffix(".home").write_text(str(db_dir))
     if db_dir.is_dir():
         db_dir.rmdir()  # an empty folder made by an earlier start that failed
     db_dir.symlink_to(target, target_is_directory=True)
+    # the note last: another home's start collects the folders whose note names a home that does not
+    # link to them, and between a note and its link this folder would be one (a folder without a note is
+    # never collected)
+    target.with_suffix(".home").write_text(str(db_dir))
     return target
 
 

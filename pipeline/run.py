@@ -232,8 +232,10 @@ def start_as_configured(
 ) -> dict[str, RFMap]:
     """The readout's start the model config asks for, after the model is built: with ``init_mu: rf_map``
     :func:`start_at_rf_map` (at most ``rf_map_neurons`` mapped per scan) and its maps; otherwise nothing
-    to do (the positions the builder drew stay) and ``{}``. Every caller that trains a member goes
-    through here, so a new start option is honoured everywhere at once."""
+    to do (the positions the builder drew stay) and ``{}``. Training (``run_training``), the research tools
+    that train members and ``benchmarks.memory`` start models through here, so a start option is read in
+    one place (``benchmarks.train_throughput`` times epochs, which the start does not change, and skips
+    it)."""
     if spec.model_config.init_mu != "rf_map":
         return {}
     return start_at_rf_map(

@@ -37,7 +37,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         cli_argv(*args),
         capture_output=True,
         text=True,
-        env=dict(os.environ, OMP_NUM_THREADS="2"),
+        env=dict(os.environ),  # make test runs pytest processes of one thread each
         timeout=600,
         cwd=REPO,
     )

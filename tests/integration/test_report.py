@@ -123,6 +123,7 @@ def test_report_has_every_figure_and_a_provenance_row_per_model(report):
 def test_the_summary_table_holds_the_stored_scores_of_every_model_and_ensemble(report):
     """Every number of the table is the stored one (as ``sensorium scores`` gives it), and the fractions
     are the model over the oracle of the same trials."""
+    from schemas.fabrik import experiment_models
     from schemas.training import TrainedModel
     from usecases.queries import score_rows
 
@@ -149,9 +150,11 @@ def test_the_summary_table_holds_the_stored_scores_of_every_model_and_ensemble(r
         if r["tier"] == "test"
     ]
     assert {r["data_key"] for r in stored} == {rows[0][1][0].split()[1].rstrip(":")}, "one scored scan"
+    # each experiment's own models: other tests of the session may have trained the same seeds
     epochs = {
-        f"seed {r['seed']}": (r["epochs"], r["duration_s"])
-        for r in TrainedModel.proj("epochs", "duration_s").to_dicts()
+        (name, f"seed {r['seed']}"): (r["epochs"], r["duration_s"])
+        for name in ("rep_ens", "rep_base")
+        for r in (TrainedModel & experiment_models(name)).proj("epochs", "duration_s").to_dicts()
     }
     checked = set()
     for r in stored:
@@ -168,7 +171,7 @@ def test_the_summary_table_holds_the_stored_scores_of_every_model_and_ensemble(r
         if r["model"].endswith("[ens]"):
             assert row["epochs trained"] == "–" and row["training time"].endswith(" s")
         else:
-            n_epochs, seconds = epochs[r["member"]]
+            n_epochs, seconds = epochs[(r["model"], r["member"])]
             assert row["epochs trained"] == str(n_epochs) and row["training time"] == f"{seconds:.1f} s"
         checked.add((r["model"], r["member"]))
     assert len(checked) == 6, "five models and one ensemble"

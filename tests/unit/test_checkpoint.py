@@ -8,7 +8,7 @@ import torch
 
 from pipeline.configs import BaselineModelConfig, DatasetConfig, TrainerConfig
 from pipeline.data.synth import SynthConfig, synthesize
-from pipeline.run import RunSpec, build_model, build_scans, scan_geometry, start_at_rf_map
+from pipeline.run import RunSpec, build_model, build_scans, scan_geometry, start_as_configured
 from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.trainer import TrainingInterruptedError, train
 
@@ -39,8 +39,7 @@ def _run(
     )
     scans = build_scans(RECS, spec.dataset_config, torch.device("cpu"))
     model = build_model(spec, RECS, scans)
-    if model_config.init_mu == "rf_map":  # as run_training does
-        start_at_rf_map(model, scans, {k: scan_geometry(r) for k, r in RECS.items()})
+    start_as_configured(spec, model, scans, {k: scan_geometry(r) for k, r in RECS.items()})  # as training
     done = []
 
     def on_epoch(record):

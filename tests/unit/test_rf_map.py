@@ -32,7 +32,7 @@ from pipeline.models.rf_map import (
     retinotopic_fit,
 )
 from pipeline.models.vit import ViTCore
-from pipeline.run import RunSpec, build_model, build_scans, run_training, start_at_rf_map
+from pipeline.run import RunSpec, build_model, build_scans, run_training, start_as_configured, start_at_rf_map
 from pipeline.training.progress import PROGRESS_LOGGER
 from pipeline.training.trainer import train
 from tests.factories import RECS
@@ -304,6 +304,28 @@ def test_the_start_maps_at_most_the_capped_neurons_of_each_scan():
         n = scans[key].responses.shape[1]
         assert np.flatnonzero(rf.mapped).tolist() == mapped_subset(n, 6).tolist() and len(rf.mapped) == n
         assert np.isnan(rf.peaks[~rf.mapped]).all() and np.isfinite(rf.peaks[rf.mapped]).any()
+
+
+def test_the_configured_start_maps_only_with_init_mu_rf_map():
+    """start_as_configured: nothing to do with the uniform start (the drawn positions stay, no map);
+    with rf_map the same start as start_at_rf_map's."""
+    scans = build_scans(RECS, DatasetConfig(batch_size=32), torch.device("cpu"))
+    uniform = _spec(init_mu="uniform")
+    model = build_model(uniform, RECS, scans)
+    drawn = {k: model.readout[k].mu.detach().clone() for k in scans}
+    assert start_as_configured(uniform, model, scans, _geometry(RECS)) == {}
+    assert all(torch.equal(model.readout[k].mu, drawn[k]) for k in scans)
+    starts = []
+    for start in (start_as_configured, None):
+        model = build_model(_spec(), RECS, scans)
+        if start is None:
+            maps = start_at_rf_map(model, scans, _geometry(RECS))
+        else:
+            maps = start(_spec(), model, scans, _geometry(RECS))
+        assert sorted(maps) == sorted(scans)
+        starts.append({k: model.readout[k].mu.detach().clone() for k in scans})
+    assert all(torch.equal(starts[0][k], starts[1][k]) for k in scans)
+    assert not all(torch.equal(starts[0][k], drawn[k]) for k in scans)
 
 
 @pytest.mark.slow  # a training run on a 130-neuron recording, 3-5 s here
