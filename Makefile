@@ -16,9 +16,8 @@ install: $(STAMP)
 
 # pytest processes of `make test` and `make test-fast` (pytest-xdist, a test file per process at a time):
 # 2 keeps both suites within their time on a 2-core machine; TEST_WORKERS=0 runs them in one process.
-# `make test` then runs the soak and external tests (the deployment on Docker, notebooks on a kernel, the
-# report in Chromium) alone in one process: they start many processes of their own, keep deadlines, and
-# print their figures to the terminal
+# `make test` then runs the deployment on Docker (tests/deploy) alone in one process: it builds an image
+# and runs a compose stack with workers of its own, keeps deadlines, and prints its timings
 TEST_WORKERS ?= 2
 
 # the checkout's own world, even where a folder above it holds another .sensorium (found like git)
@@ -30,8 +29,8 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(MAKE) docs
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not soak and not external"
-	$(BIN)/python -m pytest -q -m "soak or external"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/deploy
+	$(BIN)/python -m pytest -q tests/deploy
 
 # The docs site (mkdocs.yml) into site/ (git-ignored). --strict: a broken link or anchor, or a page missing
 # from the nav, fails the build; the configuration reference is generated from the code at build time.
