@@ -10,16 +10,15 @@ What it measures:
          instead fetches every recording first, the way training did before, for comparison);
       3. ``model``: the preset's model (``--experiment``, default ``experiments/winner.yaml``; its first
          member's seed) built and moved to the device;
-         ``rf_map start``: only for a preset with ``init_mu: rf_map`` (``beyond_full.yaml``): every
-         scan's readout positions started at its mapped receptive fields
-         (``pipeline.run.start_as_configured``, as training does; on the CPU minutes per full-size scan:
-         ``--rf-map-scans K`` maps only the K scans with the most neurons x training trials, the others
-         keep their uniform start; the scans
-         are mapped one after the other, each one's intermediates freed before the next, so the largest
-         one sets the stage's peak; ``--rf-map-pairs P`` maps with a bank of P Gabor pairs instead of
-         24 (P orientations; the bank is filtered 8 pairs at a time and correlated 2 pairs at a time,
-         every group of 8 allocating the same, so P = 8 gives the peak of the whole map in a third of
-         the time; the positions are then coarser, which the few rounds measured here do not care about);
+         ``rf_map start``: only for a preset with ``init_mu: rf_map`` (``beyond_full.yaml``): every scan's
+         readout positions started at its mapped receptive fields (``pipeline.run.start_as_configured``, as
+         training does; on the CPU minutes per full-size scan: ``--rf-map-scans K`` maps only the K scans with
+         the most neurons x training trials, the others keep their uniform start; the scans are mapped one
+         after the other, each one's intermediates freed before the next, so the largest one sets the stage's
+         peak; ``--rf-map-pairs P`` maps with a bank of P Gabor pairs instead of 24 (P orientations; the bank
+         is filtered 8 pairs at a time and correlated 2 pairs at a time, every group of 8 allocating the same,
+         so P = 8 gives the peak of the whole map in a third of the time; the positions are then coarser,
+         which the few rounds measured here do not care about);
       4. ``first epoch``: ``trainer.train`` with ``max_iter=1`` (its initial and final validation passes
          included); on the CPU only the first ``--batches`` rounds of it (default 5: the peak of an epoch
          is reached in its first round, a whole epoch at full size takes hours on 2 cores); on CUDA the

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -37,7 +36,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         cli_argv(*args),
         capture_output=True,
         text=True,
-        env=dict(os.environ),  # make test runs pytest processes of one thread each
         timeout=600,
         cwd=REPO,
     )

@@ -315,17 +315,11 @@ def test_the_configured_start_maps_only_with_init_mu_rf_map():
     drawn = {k: model.readout[k].mu.detach().clone() for k in scans}
     assert start_as_configured(uniform, model, scans, _geometry(RECS)) == {}
     assert all(torch.equal(model.readout[k].mu, drawn[k]) for k in scans)
-    starts = []
-    for start in (start_as_configured, None):
-        model = build_model(_spec(), RECS, scans)
-        if start is None:
-            maps = start_at_rf_map(model, scans, _geometry(RECS))
-        else:
-            maps = start(_spec(), model, scans, _geometry(RECS))
-        assert sorted(maps) == sorted(scans)
-        starts.append({k: model.readout[k].mu.detach().clone() for k in scans})
-    assert all(torch.equal(starts[0][k], starts[1][k]) for k in scans)
-    assert not all(torch.equal(starts[0][k], drawn[k]) for k in scans)
+    configured, direct = build_model(_spec(), RECS, scans), build_model(_spec(), RECS, scans)
+    assert sorted(start_as_configured(_spec(), configured, scans, _geometry(RECS))) == sorted(scans)
+    start_at_rf_map(direct, scans, _geometry(RECS))
+    assert all(torch.equal(configured.readout[k].mu, direct.readout[k].mu) for k in scans)
+    assert not all(torch.equal(configured.readout[k].mu, drawn[k]) for k in scans)
 
 
 @pytest.mark.slow  # a training run on a 130-neuron recording, 3-5 s here

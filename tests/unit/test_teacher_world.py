@@ -241,7 +241,6 @@ def _synth(out: Path, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
-        env=dict(os.environ),  # make test runs pytest processes of one thread each
     )
 
 
