@@ -5,7 +5,8 @@ oldest), reserved under this process's heartbeat, run by DataJoint's own ``popul
 key (direct mode, so DataJoint's SIGTERM handler, which would record the job as an *error*, is not
 installed), and then completed, recorded as an error, or, when the worker was told to stop, given back
 to pending with its training checkpoint. A lost database connection inside the insert transaction is
-retried: the training resumes from its last checkpoint, so nothing is trained twice.
+retried, and so is one the server rolled back as a deadlock victim: the training resumes from its last
+checkpoint, so nothing is trained twice.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from jobs.reservations import complete_job, fail_job, release_dead_reservations,
 from pipeline import lifecycle
 from pipeline.settings import Settings
 from pipeline.training.trainer import TrainingInterruptedError
-from schemas.dj_compat import short_retries
+from schemas.dj_compat import is_transient_conflict, short_retries
 
 log = logging.getLogger("sensorium.worker")
 
@@ -285,10 +286,14 @@ class Runner:
                 # direct mode for exactly this key: the reservation is ours already
                 table.populate(key, suppress_errors=False, display_progress=False)
                 return
-            except LostConnectionError as err:
-                if attempt == TRANSACTION_RETRIES:
+            except Exception as err:
+                # the insert transaction was lost with the connection, or rolled back by the server as
+                # a deadlock victim (another session's DDL): nothing of it is stored
+                retry = isinstance(err, LostConnectionError) or is_transient_conflict(err)
+                if not retry or attempt == TRANSACTION_RETRIES:
                     raise
-                log.warning("%s: %s; running the job again (attempt %d)", table.__name__, err, attempt + 1)
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                log.warning("%s: %s; running the job again (attempt %d)", table.__name__, reason, attempt + 1)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ written against (importing this module with another version fails: each patch mu
    ``LostConnectionError`` and redoes the whole transaction. (A lost COMMIT may have committed: the job
    runner reruns DataJoint's populate, which finds the row and does nothing. A statement retried after
    its reply was lost may have run twice; the worker's own statements are idempotent or checked.)
+   A statement outside a transaction that the server aborted as a deadlock victim or for a
+   serialization failure (:func:`is_transient_conflict`) is run again too, a few times: it changed
+   nothing. Inside a transaction the caller gets the error and redoes the transaction.
 3. **Session settings as startup options** (:func:`carry_session_setting`): a custom setting (the
    worker token) passed to every (re)connection of a connection through libpq's ``PGOPTIONS``, by
    swapping the connection's adapter class and reconnecting it once.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -92,6 +96,20 @@ def use_catalog_introspection(connection) -> None:
 
 _FIRST_DELAY_S = 0.5
 _MAX_DELAY_S = 15.0
+#: how often a statement outside a transaction is run again after the server aborted it as a conflict
+CONFLICT_RETRIES = 5
+#: SQLSTATEs of a statement that the server aborted because of other sessions, not because of itself
+TRANSIENT_CONFLICTS = {"40P01": "deadlock detected", "40001": "serialization failure"}
+
+
+#: jitter of the pauses between such retries: its own generator, so that no seeded global state moves
+_JITTER = random.Random()
+
+
+def is_transient_conflict(err: BaseException) -> bool:
+    """Whether ``err`` is a deadlock or serialization failure: the server rolled the statement (or the
+    transaction) back because of concurrent sessions, and running it again is expected to succeed."""
+    return getattr(err, "pgcode", None) in TRANSIENT_CONFLICTS
 
 
 def connection_is_lost(conn: dj.Connection, err: BaseException) -> bool:
@@ -106,24 +124,35 @@ def connection_is_lost(conn: dj.Connection, err: BaseException) -> bool:
 
 
 class ResilientConnection(dj.Connection):
-    """``dj.Connection`` whose queries reconnect and retry when the connection is lost.
+    """``dj.Connection`` whose queries reconnect and retry when the connection is lost, and run again
+    when the server aborted them as a deadlock victim or a serialization failure.
 
-    Not inside a transaction: there the caller gets ``LostConnectionError`` and redoes the transaction.
+    Not inside a transaction: there the caller gets ``LostConnectionError`` (or the conflict's error)
+    and redoes the transaction.
     """
 
     retry_s: float = 600.0
 
     def query(self, query, args=(), *, as_dict=False, suppress_warnings=True, reconnect=None):
-        delay, deadline = _FIRST_DELAY_S, None
+        delay, deadline, conflicts = _FIRST_DELAY_S, None, 0
         while True:
             try:
                 return super().query(
                     query, args, as_dict=as_dict, suppress_warnings=suppress_warnings, reconnect=False
                 )
             except Exception as err:
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                if is_transient_conflict(err) and not self._in_transaction and conflicts < CONFLICT_RETRIES:
+                    # the server rolled the statement back whole: nothing of it happened
+                    conflicts += 1
+                    log.warning(
+                        "%s; running the statement again (%d of %d)", reason, conflicts, CONFLICT_RETRIES
+                    )
+                    # a random pause, growing: the other session of the conflict gets ahead
+                    time.sleep(_JITTER.uniform(0.05, 0.25) * conflicts)
+                    continue
                 if not connection_is_lost(self, err):
                     raise
-                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 if self._in_transaction:
                     self._in_transaction = False
                     raise LostConnectionError(

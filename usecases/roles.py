@@ -17,8 +17,10 @@ owns: :func:`views_grants_sql`, part of the roles' statements and of every recre
 
 Every statement is idempotent (roles are created when missing, grants repeat harmlessly), so the
 deployment's init step runs it on every deploy; running it again after a schema change also covers new
-tables. Default privileges make tables that ``sensorium_admin`` creates later readable by workers and
-analysts at once; a new computed table needs the next run for the worker's INSERT.
+tables. What takes a table's exclusive lock (owner, row-level security, policies) is done only where it
+differs, so a rerun that changes nothing waits for no lock of running workers. Default privileges make
+tables that ``sensorium_admin`` creates later readable by workers and analysts at once; a new computed
+table needs the next run for the worker's INSERT.
 
 Advisory locks (the ingest lock of a data key, the lock of a sweep) are taken by admins and workers only:
 when the role applying this may (a superuser, as the deployment's init step is), the ``pg_advisory_*``
@@ -33,12 +35,22 @@ verifier computed here (:func:`password_verifier`), which PostgreSQL stores as g
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import datajoint as dj
 
+from schemas.dj_compat import is_transient_conflict
+
 if TYPE_CHECKING:
     import psycopg2.extensions
+
+log = logging.getLogger(__name__)
+
+#: how often the roles' transaction is tried when the server aborts it as a deadlock victim
+ROLES_ATTEMPTS = 3
 
 ADMIN, WORKER, ANALYST = "sensorium_admin", "sensorium_worker", "sensorium_analyst"
 ROLES = {"admin": ADMIN, "worker": WORKER, "analyst": ANALYST}
@@ -54,6 +66,11 @@ ADVISORY_LOCK_FUNCTIONS = tuple(
 def _q(name: str) -> str:
     """A quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    """A quoted SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _tables(schema_modules) -> tuple[list[str], list[str], list[str]]:
@@ -98,21 +115,55 @@ def _worker_isolation_sql(jobs: list[str], heartbeat: list[str]) -> list[str]:
     sql += [f"REVOKE INSERT, UPDATE, DELETE ON {t} FROM {worker}" for t in heartbeat]
     tokens, readers = token_table(), f"{worker}, {_q(ANALYST)}"
     # created after this run's GRANT SELECT ON ALL TABLES, the first time: granted here
-    sql += [f"ALTER TABLE {tokens} OWNER TO {_q(ADMIN)}", f"GRANT SELECT ON {tokens} TO {readers}"]
+    sql += [_table_owned_by_admin_sql(tokens), f"GRANT SELECT ON {tokens} TO {readers}"]
     for signature, granted in api_functions():
         sql.append(f"ALTER FUNCTION {signature} OWNER TO {_q(ADMIN)}")
         if granted:
             sql.append(f"GRANT EXECUTE ON FUNCTION {signature} TO {worker}")
     guard = reservation_guard()
-    for t in jobs:
-        sql += [
-            f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY",
-            f"DROP POLICY IF EXISTS sensorium_read ON {t}",
-            f"CREATE POLICY sensorium_read ON {t} FOR SELECT USING (true)",
-            f"DROP POLICY IF EXISTS sensorium_own_reservations ON {t}",
-            f"CREATE POLICY sensorium_own_reservations ON {t} USING ({guard}) WITH CHECK ({guard})",
-        ]
+    policies = {
+        "sensorium_read": "FOR SELECT USING (true)",
+        "sensorium_own_reservations": f"USING ({guard}) WITH CHECK ({guard})",
+    }
+    sql += [_row_security_sql(t, policies) for t in jobs]
     return sql
+
+
+# Statements that take a table's ACCESS EXCLUSIVE lock (ALTER TABLE ... OWNER / ENABLE ROW LEVEL SECURITY,
+# CREATE / DROP POLICY) run only where they change something. The deployment's init step applies the roles
+# on every `docker compose up`, while workers hold locks on these tables: a transaction that re-took
+# every table's exclusive lock deadlocked with a worker's multi-table query (seen in the deployment
+# check). GRANT and REVOKE take no table lock.
+
+
+def _table_owned_by_admin_sql(table: str) -> str:
+    """``ALTER TABLE table OWNER TO sensorium_admin``, only when another role owns it."""
+    return (
+        f"DO $$ BEGIN IF (SELECT relowner FROM pg_class WHERE oid = {_lit(table)}::regclass) "
+        f"<> '{ADMIN}'::regrole THEN ALTER TABLE {table} OWNER TO {_q(ADMIN)}; END IF; END $$"
+    )
+
+
+def _row_security_sql(table: str, policies: dict[str, str]) -> str:
+    """One statement that enables row-level security on ``table`` and (re)creates ``policies`` ({name:
+    clauses after ``ON table``}), each only where it is not so already.
+
+    A policy made here carries a comment with a digest of its clauses; one without that comment (made by
+    an earlier version, or changed by hand) is dropped and created again.
+    """
+    parts = [
+        f"IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = {_lit(table)}::regclass) THEN "
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; END IF; "
+    ]
+    for name, clauses in policies.items():
+        digest = _lit("sensorium policy " + hashlib.sha256(clauses.encode()).hexdigest()[:16])
+        parts.append(
+            "IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = "
+            f"{_lit(table)}::regclass AND p.polname = '{name}' AND obj_description(p.oid, 'pg_policy') = "
+            f"{digest}) THEN DROP POLICY IF EXISTS {name} ON {table}; CREATE POLICY {name} ON {table} "
+            f"{clauses}; COMMENT ON POLICY {name} ON {table} IS {digest}; END IF; "
+        )
+    return "DO $$ BEGIN " + "".join(parts) + "END $$"
 
 
 def schema_names(prefix: str, schema_modules) -> tuple[list[str], list[str]]:
@@ -152,10 +203,13 @@ def roles_sql(
     for schema in [*schema_names, *worker_schemas]:
         s = _q(schema)
         sql += [
-            f"ALTER SCHEMA {s} OWNER TO {_q(ADMIN)}",
-            # tables declared by whoever ran the first activation (often a superuser) move to the admin
+            f"DO $$ BEGIN IF (SELECT nspowner FROM pg_namespace WHERE nspname = {_lit(schema)}) <> "
+            f"'{ADMIN}'::regrole THEN ALTER SCHEMA {s} OWNER TO {_q(ADMIN)}; END IF; END $$",
+            # tables declared by whoever ran the first activation (often a superuser) move to the admin;
+            # only those: the change takes each table's exclusive lock (see _table_owned_by_admin_sql)
             f"DO $$ DECLARE t record; BEGIN FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = "
-            f"'{schema}' LOOP EXECUTE format('ALTER TABLE %I.%I OWNER TO {ADMIN}', '{schema}', t.tablename); "
+            f"{_lit(schema)} AND tableowner <> '{ADMIN}' LOOP "
+            f"EXECUTE format('ALTER TABLE %I.%I OWNER TO {ADMIN}', {_lit(schema)}, t.tablename); "
             "END LOOP; END $$",
             f"GRANT USAGE ON SCHEMA {s} TO {readers}",
             f"REVOKE CREATE ON SCHEMA {s} FROM PUBLIC",
@@ -298,10 +352,20 @@ def apply_roles(connection, prefix: str, schema_modules) -> list[str]:
     database = connection.query("SELECT current_database()").fetchone()[0]
     names, others = schema_names(prefix, schema_modules)
     statements = roles_sql(prefix, database, names, schema_modules, others)
-    with connection.transaction:
-        for statement in statements:
-            connection.query(statement.replace("%", "%%"))  # a literal '%' (format()) is no parameter
-    return statements
+    attempt = 1
+    while True:
+        try:
+            with connection.transaction:
+                for statement in statements:
+                    connection.query(statement.replace("%", "%%"))  # a literal '%' (format()) is no parameter
+            return statements
+        except Exception as err:
+            # a first run, or one that changes a policy, locks tables that running workers use
+            if not is_transient_conflict(err) or attempt == ROLES_ATTEMPTS:
+                raise
+            attempt += 1
+            log.warning("roles: %s; applying them again (attempt %d)", str(err).splitlines()[0], attempt)
+            time.sleep(attempt)
 
 
 def add_user(connection, name: str, role: str, password: str) -> bool:
