@@ -7,11 +7,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 import pipeline
+
+if TYPE_CHECKING:  # imported where used: code_version() serves commands that never load torch
+    import torch
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -34,6 +37,8 @@ def code_version() -> str:
 
 def device_name(device: torch.device) -> str:
     """Human-readable name of ``device`` (the GPU model, or the CPU with its thread count)."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -41,6 +46,8 @@ def device_name(device: torch.device) -> str:
 
 def environment(device: torch.device) -> dict[str, str]:
     """Provenance columns of a run."""
+    import torch
+
     return {
         "code_version": code_version(),
         "python_version": sys.version.split()[0],

@@ -7,11 +7,9 @@ from __future__ import annotations
 import datajoint as dj
 import numpy as np
 
-from pipeline.data.loaders import response_precision
+from pipeline.data.precision import response_precision
 from pipeline.scoring.evaluate import TierScore, score_tier
 from pipeline.scoring.metrics import leave_one_out_score
-from pipeline.scoring.predict import predict_all
-from pipeline.training.seeding import resolve_device
 from schemas.binding import bound_settings
 from schemas.data import GroundTruth, Scan, Tier  # noqa: F401 - Tier is referenced in table definitions
 from schemas.training import TrainedModel, load_trained_model
@@ -41,7 +39,10 @@ class Prediction(dj.Computed):
         return ([r["data_key"] for r in (TrainedModel.UsedScan & key).to_dicts(order_by="data_key")],)
 
     def make_compute(self, key: dict, data_keys: list[str]):
+        # torch, here only: commands that read scores import this module without it
         from pipeline.provenance import device_name
+        from pipeline.scoring.predict import predict_all
+        from pipeline.training.seeding import resolve_device
 
         settings = bound_settings()
         device = resolve_device(settings.device)

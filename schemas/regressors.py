@@ -22,11 +22,10 @@ from pipeline.configs import (
     stored_form,
 )
 from pipeline.data.behavior import normalize_behavior
-from pipeline.data.loaders import response_precision
+from pipeline.data.precision import response_precision
 from pipeline.data.recording import KNOWN_TIERS
 from pipeline.regressors.history import build_history_bank
 from pipeline.regressors.splits import ensemble_splits
-from pipeline.regressors.state import fit_network_state
 from schemas.data import ExactTrialOrder, Scan, TrialOrder, time_ranks  # noqa: F401 - in definitions
 
 schema = dj.Schema()
@@ -192,6 +191,9 @@ class NetworkState(dj.Computed):
 
     def make(self, key: dict) -> None:
         cfg = StateConfig.model_validate((StateParamSet & key).fetch1("state_config"))
+        # scikit-learn (~0.8 s to import) only where a state is fitted, not in every command that reads
+        from pipeline.regressors.state import fit_network_state
+
         responses, rank, known, _ = known_responses(key, cfg.trial_order)
         result = fit_network_state(responses, rank, known, cfg)
         self.insert1(

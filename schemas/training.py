@@ -7,23 +7,27 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datajoint as dj
 import numpy as np
-import torch
 
 from pipeline import lifecycle
 from pipeline.provenance import code_version, environment
-from pipeline.run import Lazy, RunSpec, build_model, load_scans, run_training
-from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.progress import member_label
-from pipeline.training.seeding import resolve_device
 from schemas.binding import bound_settings
 from schemas.data import Scan
 from schemas.fabrik import Dataset, Model, Seed, Trainer, experiment_models, trainable_experiments
 from schemas.regressors import fetch_regressors
 
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.run import Lazy
+    from pipeline.training.checkpoint import Checkpointer
+
+# torch and the training code (pipeline.run, ~2 s to import) are imported inside the methods that train or
+# rebuild a model: every command that touches the database imports this module, most only to read it
 log = logging.getLogger(__name__)
 schema = dj.Schema()
 
@@ -103,6 +107,9 @@ class TrainedModel(dj.Computed):
         return run_inputs(key)
 
     def make_compute(self, key: dict, spec_dict: dict, scans: list[tuple[str, str]]):
+        from pipeline.run import RunSpec, run_training
+        from pipeline.training.seeding import resolve_device
+
         settings = bound_settings()
         device = resolve_device(settings.device)
         spec = RunSpec.from_dicts(**spec_dict)
@@ -195,6 +202,8 @@ class TrainedModel(dj.Computed):
                 f"load_model needs a key that matches one trained model; it matches {len(keys)}"
                 + (" (add the seed, dataset or model hash to the key)" if keys else "")
             )
+        from pipeline.training.seeding import resolve_device
+
         settings = bound_settings()
         where = resolve_device(settings.device if device is None else str(device))
         # the one rebuild, shared with Prediction's make (a table may not call usecases: the layers)
@@ -211,6 +220,8 @@ class TrainedModel(dj.Computed):
     @classmethod
     def checkpointer(cls, key: dict, spec_dict: dict, scans: list[tuple[str, str]]) -> Checkpointer:
         """The checkpoint of ``key``; used only by a run with the same configs, code and recordings."""
+        from pipeline.training.checkpoint import Checkpointer
+
         pk = {k: key[k] for k in cls.primary_key}
         meta = {"key": pk, "spec": spec_hash(spec_dict), "code_version": code_version(), "data": dict(scans)}
         return Checkpointer(cls.checkpoint_dir() / f"{key_hash(pk)}.pt", meta)
@@ -218,6 +229,8 @@ class TrainedModel(dj.Computed):
     @classmethod
     def discard_checkpoint(cls, key: dict) -> None:
         """Delete the checkpoint of ``key`` (after its row is committed)."""
+        from pipeline.training.checkpoint import Checkpointer
+
         pk = {k: key[k] for k in cls.primary_key}
         Checkpointer(cls.checkpoint_dir() / f"{key_hash(pk)}.pt", {}).delete()
 
@@ -306,6 +319,8 @@ def run_inputs(key: dict) -> tuple[dict, list[tuple[str, str]]]:
 def stored_inputs(keys: list[str], dataset_config: dict) -> tuple[Lazy, Lazy]:
     """The recordings and regressors of ``keys`` as lazy mappings: training reads them one scan at a time
     and keeps only the tensors (peak host memory: the tensors plus one raw recording)."""
+    from pipeline.run import Lazy
+
     recordings = Lazy(keys, lambda k: Scan().fetch_recording({"data_key": k}))
     regressors = Lazy(keys, lambda k: fetch_regressors(k, dataset_config))
     return recordings, regressors
@@ -315,6 +330,10 @@ def load_trained_model(
     key: dict, device: torch.device, cache_dir=None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained model with its best weights, and its scans' tensors, on ``device``."""
+    import torch
+
+    from pipeline.run import RunSpec, build_model, load_scans
+
     spec_dict, _ = run_inputs(key)
     spec = RunSpec.from_dicts(**spec_dict)
     used = [r["data_key"] for r in (TrainedModel.UsedScan & key).to_dicts(order_by="data_key")]

@@ -22,17 +22,10 @@ from numpy.typing import NDArray
 from pipeline.configs import DatasetConfig
 from pipeline.data.behavior import normalize_behavior
 from pipeline.data.images import rescale_bilinear
+from pipeline.data.precision import response_precision
 from pipeline.data.recording import Recording
 
 TIER_NAMES = ("train", "validation", "test", "final_test")
-
-
-def response_precision(std: np.ndarray) -> np.ndarray:
-    """(N,) factor p_n applied to responses: 1/std, with std floored at 1% of its mean
-    (docs/model.md#normalisation)."""
-    std = np.asarray(std, dtype=np.float64)
-    floor = 0.01 * std.mean()
-    return (1.0 / np.where(std > floor, std, floor)).astype(np.float32)
 
 
 def rescaled_images(rec: Recording, scale: float, cache_dir: Path | None = None) -> np.ndarray:

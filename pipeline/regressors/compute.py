@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.configs import DatasetConfig
 from pipeline.data.behavior import normalize_behavior
 from pipeline.data.format import parse_timestamps
-from pipeline.data.loaders import response_precision
+from pipeline.data.precision import response_precision
 from pipeline.data.recording import KNOWN_TIERS, Recording
 from pipeline.regressors.history import build_history_bank
 from pipeline.regressors.splits import split_tiers

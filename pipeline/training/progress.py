@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from pipeline.training.state import EpochRecord
+if TYPE_CHECKING:  # torch is not needed to name a model in a log line (the CLI's light commands)
+    from pipeline.training.state import EpochRecord
 
 #: the logger of the progress lines; the command line decides where (and whether) they appear
 PROGRESS_LOGGER = "pipeline.progress"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.format import read_recording
-from pipeline.data.loaders import response_precision
+from pipeline.data.precision import response_precision
 from pipeline.data.synth import SynthConfig, truth_path, write_synthetic
 from pipeline.experiments import parse_experiment
 from pipeline.scoring.metrics import leave_one_out_score

@@ -11,7 +11,8 @@ import torch
 
 from pipeline.configs import DatasetConfig
 from pipeline.data.behavior import normalize_behavior
-from pipeline.data.loaders import build_scan_tensors, rescaled_images, response_precision
+from pipeline.data.loaders import build_scan_tensors, rescaled_images
+from pipeline.data.precision import response_precision
 from pipeline.data.synth import SynthConfig, synthesize
 
 REC, _ = synthesize(SynthConfig(n_neurons=12, n_trials=120, seed=3), 0)
