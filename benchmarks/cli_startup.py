@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sensorium-startup-") as tmp:
         cwd = Path(tmp)
         env = _env(cwd / "home", database=args.reading)
-        if args.reading:  # the server started and the schemas declared before anything is timed
-            time_command(["db", "status"], 0, 1, cwd, env)
         try:
+            if args.reading:  # the server started and the schemas declared before anything is timed
+                time_command(["db", "status"], 0, 1, cwd, env)
             for label, cmd, expected in READING if args.reading else COMMANDS:
                 seconds = time_command(cmd, expected, args.runs, cwd, env)
                 rows = import_times(cmd, cwd, env)

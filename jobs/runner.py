@@ -30,6 +30,7 @@ from jobs.reservations import complete_job, fail_job, release_dead_reservations,
 from pipeline import lifecycle
 from pipeline.settings import Settings
 from pipeline.training.trainer import TrainingInterruptedError
+from schemas import import_compute_code
 from schemas.dj_compat import is_transient_conflict, short_retries
 
 log = logging.getLogger("sensorium.worker")
@@ -294,6 +295,9 @@ class Runner:
                     raise
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 log.warning("%s: %s; running the job again (attempt %d)", table.__name__, reason, attempt + 1)
+                if table.connection._in_transaction:  # a failed COMMIT leaves DataJoint's flag set
+                    with contextlib.suppress(Exception):  # the server has rolled back already
+                        table.connection.cancel_transaction()
 
 
 @dataclass(frozen=True)
@@ -421,6 +425,9 @@ def run_worker(options: WorkerOptions, settings: Settings, device: str, restrict
     A stop requested before the call (a signal while the process was starting) is honoured: no job is
     taken.
     """
+    if lifecycle.stop_requested():
+        return 0
+    import_compute_code()  # before the heartbeat: a signal meanwhile still means "do not start"
     if lifecycle.stop_requested():
         return 0
     with lifecycle.graceful_signals(), Heartbeat(settings, options.queue, device) as heartbeat:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 SCHEMA_MODULES = ("data", "regressors", "fabrik", "sweeps", "training", "evaluation", "workers")
 #: schemas of a prefix that DataJoint does not manage: the Optuna studies of sweeps (``schemas.sweeps``)
 OTHER_SCHEMAS = ("optuna",)
+#: the training, prediction and state-fitting code that the tables' makes import where they use it (so
+#: that commands which only read the database never load torch or scikit-learn)
+COMPUTE_MODULES = ("pipeline.run", "pipeline.scoring.predict", "pipeline.regressors.state")
 
 
 def _quiet_imports() -> None:
@@ -125,6 +128,13 @@ def connect(settings: Settings | None = None) -> dj.Connection:
 def modules() -> list[ModuleType]:
     """The schema modules, in dependency order."""
     return [importlib.import_module(f"schemas.{name}") for name in SCHEMA_MODULES]
+
+
+def import_compute_code() -> None:
+    """Import :data:`COMPUTE_MODULES` now (a few seconds): a worker does it before its first job, so that
+    no job's time, interruption handling or transaction includes the import."""
+    for name in COMPUTE_MODULES:
+        importlib.import_module(name)
 
 
 def activate(

@@ -149,7 +149,9 @@ def _row_security_sql(table: str, policies: dict[str, str]) -> str:
     clauses after ``ON table``}), each only where it is not so already.
 
     A policy made here carries a comment with a digest of its clauses; one without that comment (made by
-    an earlier version, or changed by hand) is dropped and created again.
+    an earlier version, or dropped and created by hand) is dropped and created again. (An ``ALTER POLICY``
+    by hand keeps the comment and is not noticed.) The first run after an upgrade from a version without
+    these comments replaces every policy, and so takes each job table's exclusive lock once more.
     """
     parts = [
         f"IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = {_lit(table)}::regclass) THEN "
