@@ -22,6 +22,7 @@ from datajoint.errors import AccessError
 
 from schemas import SCHEMA_MODULES, SchemaNotDeclaredError
 from schemas.dj_compat import carry_session_setting
+from schemas.sql_quoting import quote_ident as _q
 from schemas.workers import Worker
 
 # -- the worker token: which worker a database session belongs to ----------------------------------------
@@ -54,11 +55,6 @@ def carry_token(conn: dj.Connection) -> None:
 
 
 # -- the worker functions -------------------------------------------------------------------------------
-
-
-def _q(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def api_name(function: str) -> str:

@@ -26,6 +26,9 @@ from typing import Any
 
 import datajoint as dj
 
+from schemas.sql_quoting import quote_ident as _q
+from schemas.sql_quoting import quote_literal as _lit
+
 #: grows by one whenever a view, a column or a column's meaning changes
 VIEWS_VERSION = 1
 #: the views' schema is ``<prefix>`` + this
@@ -264,16 +267,6 @@ VIEW_DOCS: dict[str, ViewDoc] = {
 def views_schema(prefix: str) -> str:
     """The schema of the views of ``prefix``."""
     return f"{prefix}{SCHEMA_SUFFIX}"
-
-
-def _q(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _on(left: str, right: str, columns: Sequence[str]) -> str:

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 import datajoint as dj
 
 from schemas.dj_compat import is_transient_conflict
+from schemas.sql_quoting import quote_ident as _q
+from schemas.sql_quoting import quote_literal as _lit
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -61,16 +63,6 @@ ADVISORY_LOCK_FUNCTIONS = tuple(
     for xact in ("", "xact_")
     for shared in ("", "_shared")
 )
-
-
-def _q(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    """A quoted SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _tables(schema_modules) -> tuple[list[str], list[str], list[str]]:
